@@ -1,0 +1,329 @@
+"""
+Framework-free core of the pruning defence: channel ranking, the bookkeeping of the pruning sweep, the stopping
+rule per accuracy drop X, and the metrics. Only numpy is used here; the network is reached through a callable that
+maps (masked) activations of the pruned layer to predicted labels.
+
+The sweep is evaluated incrementally. Pruning channel ``c`` changes the network's input to the tail only for the
+samples whose activation map of ``c`` is not identically zero, so at each step only those samples are re-evaluated
+and every other sample keeps its previous prediction. This is exact: a sample whose channel ``c`` is all zeros
+feeds the same bits to the tail before and after the step.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+#: Maps a batch of activations at the pruned layer (channels last) to integer labels, one per sample.
+LabelFunction = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SweepStep:
+    """
+    One record of the pruning sweep: the network after ``channels_pruned`` channels have been pruned.
+
+    Percentages are in [0, 100]. ``attack_success_rate`` and ``poisoned_flagged`` are ``None`` when no poisoned
+    data was given.
+    """
+
+    channels_pruned: int
+    fraction_pruned: float
+    channel: int | None
+    clean_accuracy: float
+    attack_success_rate: float | None
+    clean_flagged: float
+    poisoned_flagged: float | None
+
+    def as_dict(self) -> dict:
+        """
+        :return: The record as a plain dictionary.
+        """
+        return asdict(self)
+
+
+@dataclass
+class SweepCounts:
+    """
+    Running counts over a sweep of ``n_steps`` steps (step 0 is the unpruned network).
+
+    ``hits[k]`` counts the samples whose label after step ``k`` equals the reference label (the true label for
+    clean data, the attack target for poisoned data); ``changed[k]`` counts the samples whose label after step ``k``
+    differs from the unpruned network's label (the inputs a GoodNet would flag).
+    """
+
+    hits: np.ndarray
+    changed: np.ndarray
+    n_samples: int = 0
+
+    @classmethod
+    def zeros(cls, n_steps: int) -> "SweepCounts":
+        """
+        :param n_steps: Number of steps, the unpruned network included.
+        :return: Empty counts.
+        """
+        return cls(np.zeros(n_steps, dtype=np.int64), np.zeros(n_steps, dtype=np.int64), 0)
+
+    def __iadd__(self, other: "SweepCounts") -> "SweepCounts":
+        self.hits += other.hits
+        self.changed += other.changed
+        self.n_samples += other.n_samples
+        return self
+
+    def hit_rate(self) -> np.ndarray:
+        """
+        :return: Percent of samples on the reference label, per step.
+        """
+        return percent(self.hits, self.n_samples)
+
+    def change_rate(self) -> np.ndarray:
+        """
+        :return: Percent of samples whose label differs from the unpruned network's, per step.
+        """
+        return percent(self.changed, self.n_samples)
+
+
+def percent(count: np.ndarray | int, total: int) -> np.ndarray:
+    """
+    :param count: Count(s) of samples.
+    :param total: Number of samples (> 0).
+    :return: ``100 * count / total``.
+    """
+    return 100.0 * np.asarray(count, dtype=np.float64) / float(total)
+
+
+def rank_channels(mean_activation: np.ndarray) -> np.ndarray:
+    """
+    Order channels for pruning: ascending mean activation, ties broken by channel index.
+
+    :param mean_activation: Mean activation per channel, shape ``(n_channels,)``.
+    :return: Channel indices, least active first.
+    """
+    mean_activation = np.asarray(mean_activation)
+    if mean_activation.ndim != 1:
+        raise ValueError(f"Expected one mean activation per channel (1-D), got shape {mean_activation.shape}.")
+    return np.argsort(mean_activation, kind="stable")
+
+
+class ChannelMeans:
+    """
+    Streaming mean of each channel's activation over samples and spatial positions (channels last).
+    """
+
+    def __init__(self) -> None:
+        self._sum: np.ndarray | None = None
+        self._count = 0
+
+    def update(self, activations: np.ndarray) -> None:
+        """
+        :param activations: A batch of activations, shape ``(batch, ..., n_channels)``.
+        """
+        flat = activations.reshape(-1, activations.shape[-1])
+        batch_sum = flat.sum(axis=0, dtype=np.float64)
+        self._sum = batch_sum if self._sum is None else self._sum + batch_sum
+        self._count += flat.shape[0]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """
+        :return: Mean activation per channel.
+        """
+        if self._sum is None:
+            raise ValueError("No activations were seen.")
+        return self._sum / self._count
+
+
+def active_channels(activations: np.ndarray) -> np.ndarray:
+    """
+    :param activations: Activations, shape ``(n, ..., n_channels)``.
+    :return: Boolean array ``(n, n_channels)``: whether the sample's map of that channel has any non-zero value.
+    """
+    n, n_channels = activations.shape[0], activations.shape[-1]
+    return np.any(activations.reshape(n, -1, n_channels) != 0, axis=1)
+
+
+def sweep_chunk(
+    activations: np.ndarray,
+    references: np.ndarray,
+    order: np.ndarray,
+    predict_labels: LabelFunction,
+    on_step: Callable[[], None] | None = None,
+) -> SweepCounts:
+    """
+    Run the whole pruning sweep on one chunk of cached activations.
+
+    Step ``k`` prunes the channels ``order[:k]``; step 0 is the unpruned network.
+
+    :param activations: Activations at the pruned layer for the chunk, shape ``(n, ..., n_channels)``.
+    :param references: Reference label per sample: true label (clean data) or attack target (poisoned data).
+    :param order: Channels in pruning order; its length sets the number of steps.
+    :param predict_labels: Maps masked activations to predicted labels.
+    :param on_step: Called after each pruning step (progress reporting).
+    :return: Counts for steps ``0 .. len(order)``.
+    """
+    n_channels = activations.shape[-1]
+    counts = SweepCounts.zeros(len(order) + 1)
+    counts.n_samples = activations.shape[0]
+    if counts.n_samples == 0:
+        return counts
+    mask = np.ones(n_channels, dtype=activations.dtype)
+    active = active_channels(activations)
+
+    unpruned = np.asarray(predict_labels(activations))
+    labels = unpruned.copy()
+    counts.hits[0] = np.count_nonzero(labels == references)
+    for step, channel in enumerate(order, start=1):
+        mask[channel] = 0
+        rows = np.flatnonzero(active[:, channel])
+        if rows.size:
+            labels[rows] = predict_labels(activations[rows] * mask)
+        counts.hits[step] = np.count_nonzero(labels == references)
+        counts.changed[step] = np.count_nonzero(labels != unpruned)
+        if on_step is not None:
+            on_step()
+    return counts
+
+
+def build_records(
+    order: np.ndarray,
+    n_channels: int,
+    clean: SweepCounts,
+    poisoned: SweepCounts | None,
+) -> list[SweepStep]:
+    """
+    :param order: Channels in pruning order.
+    :param n_channels: Number of channels of the layer.
+    :param clean: Counts on the clean data (hits are correct labels).
+    :param poisoned: Counts on the poisoned data (hits are attack targets), or ``None``.
+    :return: One record per step, the unpruned network first.
+    """
+    accuracy, clean_flagged = clean.hit_rate(), clean.change_rate()
+    if poisoned is not None:
+        asr, poisoned_flagged = poisoned.hit_rate(), poisoned.change_rate()
+    records = []
+    for step in range(len(order) + 1):
+        records.append(
+            SweepStep(
+                channels_pruned=step,
+                fraction_pruned=step / n_channels,
+                channel=None if step == 0 else int(order[step - 1]),
+                clean_accuracy=float(accuracy[step]),
+                attack_success_rate=None if poisoned is None else float(asr[step]),
+                clean_flagged=float(clean_flagged[step]),
+                poisoned_flagged=None if poisoned is None else float(poisoned_flagged[step]),
+            )
+        )
+    return records
+
+
+def select_steps(clean_accuracy: Sequence[float], accuracy_drops: Iterable[float]) -> dict[float, int]:
+    """
+    The stopping rule: for each X, the first step whose clean accuracy is at least X percentage points below the
+    unpruned accuracy (step 0); the last step (the whole layer pruned) where no step falls that far.
+
+    :param clean_accuracy: Clean accuracy in percent per step, the unpruned network first.
+    :param accuracy_drops: The X values, in percentage points.
+    :return: ``{X: step}``.
+    """
+    accuracy = np.asarray(clean_accuracy, dtype=np.float64)
+    if accuracy.ndim != 1 or accuracy.size == 0:
+        raise ValueError(f"Expected a non-empty 1-D sequence of accuracies, got shape {accuracy.shape}.")
+    drop = accuracy[0] - accuracy
+    steps = {}
+    for x in accuracy_drops:
+        # A small tolerance keeps e.g. 97.0 - 95.0 >= 2.0 true despite binary rounding.
+        reached = np.flatnonzero(drop >= float(x) - 1e-9)
+        steps[float(x)] = int(reached[0]) if reached.size else accuracy.size - 1
+    return steps
+
+
+def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """
+    :param predicted: Predicted labels.
+    :param labels: True labels.
+    :return: Percent of samples predicted correctly.
+    """
+    return float(percent(np.count_nonzero(np.asarray(predicted) == np.asarray(labels)), len(labels)))
+
+
+def attack_success_rate(predicted: np.ndarray, target: np.ndarray | int) -> float:
+    """
+    :param predicted: Predicted labels on poisoned inputs.
+    :param target: Attack target, one for all or one per sample.
+    :return: Percent of poisoned inputs classified as the target.
+    """
+    predicted = np.asarray(predicted)
+    return float(percent(np.count_nonzero(predicted == np.asarray(target)), len(predicted)))
+
+
+def goodnet_labels(bad_labels: np.ndarray, pruned_labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """
+    :param bad_labels: Labels predicted by B.
+    :param pruned_labels: Labels predicted by B'.
+    :param n_classes: N, the number of classes of B.
+    :return: The shared label where B and B' agree, N ("poisoned input") where they differ.
+    """
+    bad_labels = np.asarray(bad_labels)
+    return np.where(bad_labels == np.asarray(pruned_labels), bad_labels, n_classes)
+
+
+def goodnet_scores(bad_scores: np.ndarray, pruned_labels: np.ndarray) -> np.ndarray:
+    """
+    :param bad_scores: B's scores, shape ``(n, N)``.
+    :param pruned_labels: Labels predicted by B', shape ``(n,)``.
+    :return: Scores of shape ``(n, N + 1)``: B's scores with 0 in column N where B and B' agree, a one-hot row at
+             N where they differ.
+    """
+    n, n_classes = bad_scores.shape
+    scores = np.zeros((n, n_classes + 1), dtype=bad_scores.dtype)
+    agree = np.argmax(bad_scores, axis=1) == np.asarray(pruned_labels)
+    scores[agree, :n_classes] = bad_scores[agree]
+    scores[~agree, n_classes] = 1
+    return scores
+
+
+def compare_labels(
+    n_classes: int,
+    labels: np.ndarray | None,
+    bad: np.ndarray | None,
+    pruned: np.ndarray | None,
+    target: np.ndarray | None = None,
+    poisoned_bad: np.ndarray | None = None,
+    poisoned_pruned: np.ndarray | None = None,
+) -> dict[str, dict[str, float | None]]:
+    """
+    Metrics of B, B' and GoodNet from their predicted labels.
+
+    :param n_classes: N, the number of classes of B.
+    :param labels: True labels of the clean inputs (or ``None`` without clean data).
+    :param bad: B's labels on the clean inputs.
+    :param pruned: B''s labels on the clean inputs.
+    :param target: Attack target per poisoned input (or ``None`` without poisoned data).
+    :param poisoned_bad: B's labels on the poisoned inputs.
+    :param poisoned_pruned: B''s labels on the poisoned inputs.
+    :return: ``{"B": row, "B'": row, "GoodNet": row}``; each row holds ``clean_accuracy``, ``attack_success_rate``,
+             ``clean_flagged`` and ``poisoned_flagged`` (percent of inputs answered with class N; GoodNet only).
+    """
+    rows: dict[str, dict[str, float | None]] = {}
+    clean = labels is not None
+    poisoned = target is not None
+    goodnet_clean = goodnet_labels(bad, pruned, n_classes) if clean else None
+    goodnet_poisoned = goodnet_labels(poisoned_bad, poisoned_pruned, n_classes) if poisoned else None
+    for name, clean_labels, poisoned_labels in (
+        ("B", bad, poisoned_bad),
+        ("B'", pruned, poisoned_pruned),
+        ("GoodNet", goodnet_clean, goodnet_poisoned),
+    ):
+        is_goodnet = name == "GoodNet"
+        rows[name] = {
+            "clean_accuracy": accuracy(clean_labels, labels) if clean else None,
+            "attack_success_rate": attack_success_rate(poisoned_labels, target) if poisoned else None,
+            "clean_flagged": float(percent(np.count_nonzero(clean_labels == n_classes), len(clean_labels)))
+            if clean and is_goodnet
+            else None,
+            "poisoned_flagged": float(percent(np.count_nonzero(poisoned_labels == n_classes), len(poisoned_labels)))
+            if poisoned and is_goodnet
+            else None,
+        }
+    return rows

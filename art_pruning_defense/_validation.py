@@ -1,0 +1,129 @@
+"""
+Checks on user input, done up front so that bad input fails with a clear message before any work starts.
+Framework-free: numpy only.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def check_inputs(x: object, expected_shape: Sequence[int | None], name: str = "x") -> np.ndarray:
+    """
+    :param x: Inputs, one sample per row.
+    :param expected_shape: Per-sample shape the model accepts (``None`` for a free dimension).
+    :param name: Name used in error messages.
+    :return: ``x`` as a numpy array (not copied where it already is one).
+    :raises TypeError: If ``x`` is not a numeric array.
+    :raises ValueError: If ``x`` is empty, has the wrong shape, or holds NaN or infinite values.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}.")
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise TypeError(f"{name} must hold integers or floats, got dtype {x.dtype}.")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); at least one sample is needed.")
+    sample_shape = tuple(x.shape[1:])
+    expected = tuple(expected_shape)
+    if len(sample_shape) != len(expected) or any(
+        e is not None and e != s for s, e in zip(sample_shape, expected)
+    ):
+        shown = tuple("?" if e is None else e for e in expected)
+        raise ValueError(f"{name} has shape {sample_shape} per sample, but the model expects {shown}.")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} holds NaN or infinite values; all inputs must be finite.")
+    return x
+
+
+def check_labels(y: object, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:
+    """
+    :param y: Integer labels of shape ``(n,)`` (integer-valued floats are accepted) or one-hot ``(n, n_classes)``.
+    :param n_samples: Number of samples the labels must match.
+    :param n_classes: N, the number of classes of the model.
+    :param name: Name used in error messages.
+    :return: Integer labels, shape ``(n,)``.
+    """
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(y).__name__}.")
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(f"{name} must hold integer labels or one-hot rows, got dtype {y.dtype}.")
+    if y.ndim == 2 and y.shape[1] != 1:
+        if y.shape[1] != n_classes:
+            raise ValueError(f"{name} is one-hot with {y.shape[1]} columns, but the model has {n_classes} classes.")
+        labels = np.argmax(y, axis=1)
+    elif y.ndim in (1, 2):
+        labels = y.reshape(-1)
+    else:
+        raise ValueError(f"{name} must be integer labels (n,) or one-hot (n, {n_classes}), got shape {y.shape}.")
+    if len(labels) != n_samples:
+        raise ValueError(f"x has {n_samples} samples but {name} has {len(labels)} labels; they must match.")
+    if np.issubdtype(labels.dtype, np.floating):
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError(f"{name} holds non-integer label values; expected integers in [0, {n_classes}).")
+    labels = labels.astype(np.int64)
+    bad = (labels < 0) | (labels >= n_classes)
+    if np.any(bad):
+        raise ValueError(
+            f"{name} holds labels outside [0, {n_classes}): e.g. {int(labels[np.argmax(bad)])}; "
+            f"the model has {n_classes} classes."
+        )
+    return labels
+
+
+def check_target(target: object, n_samples: int, n_classes: int, name: str = "poisoned_target") -> np.ndarray:
+    """
+    :param target: Attack target: one integer for all poisoned samples, or one per sample.
+    :param n_samples: Number of poisoned samples.
+    :param n_classes: N, the number of classes of the model.
+    :param name: Name used in error messages.
+    :return: Targets, shape ``(n_samples,)``.
+    """
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        if not 0 <= int(target) < n_classes:
+            raise ValueError(f"{name} must be a class in [0, {n_classes}), got {target}.")
+        return np.full(n_samples, int(target), dtype=np.int64)
+    if isinstance(target, np.ndarray):
+        return check_labels(target, n_samples, n_classes, name=name)
+    raise TypeError(f"{name} must be an int or a numpy array of labels, got {type(target).__name__}.")
+
+
+def check_drop(value: object, name: str = "accuracy_drop") -> float:
+    """
+    :param value: An accuracy drop X in percentage points.
+    :param name: Name used in error messages.
+    :return: X as a float in (0, 100].
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of percentage points in (0, 100], got {type(value).__name__}.")
+    value = float(value)
+    if not 0.0 < value <= 100.0:
+        raise ValueError(f"{name} must be in (0, 100] percentage points, got {value:g}.")
+    return value
+
+
+def check_drops(values: object) -> tuple[float, ...]:
+    """
+    :param values: One or more accuracy drops X in percentage points.
+    :return: The distinct values, sorted ascending.
+    """
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        values = (values,)
+    if not isinstance(values, Iterable) or isinstance(values, (str, bytes)):
+        raise TypeError(f"accuracy_drops must be a sequence of numbers, got {type(values).__name__}.")
+    drops = tuple(sorted({check_drop(v, "each accuracy drop") for v in values}))
+    if not drops:
+        raise ValueError("accuracy_drops is empty; give at least one X in (0, 100].")
+    return drops
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """
+    :param value: The value to check.
+    :param name: Name used in error messages.
+    :return: The value as an int > 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)

@@ -1,0 +1,291 @@
+"""
+This module implements the pruning defence against backdoors of Liu, Dolan-Gavitt and Garg (2018), as a
+transformation defence of the Adversarial Robustness Toolbox.
+
+| Paper link: https://arxiv.org/abs/1805.12185
+
+The algorithm, for a classifier B with N classes and clean validation data:
+
+1. Rank the channels of a late convolutional layer by their mean activation on the clean data (after the layer's
+   normalisation, non-linearity and pooling).
+2. Prune them one at a time, least active first, recording clean accuracy (and attack success rate where poisoned
+   validation data is given) after each step.
+3. For each accuracy drop X, B'(X) is the network at the first step whose clean accuracy is at least X percentage
+   points below B's.
+4. A GoodNet runs B and B'(X) side by side and answers class N ("poisoned input") where they disagree.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+from art.defences.transformer.transformer import Transformer
+from tqdm.auto import tqdm
+
+from art_pruning_defense import _sweep
+from art_pruning_defense._validation import check_drop, check_drops, check_inputs, check_labels, check_target
+from art_pruning_defense._validation import check_positive_int
+from art_pruning_defense.goodnet import GoodNetClassifier, model_of
+from art_pruning_defense.keras import (
+    BatchPredictor,
+    PrunePoint,
+    as_functional,
+    find_prune_point,
+    input_shape,
+    masked_copy,
+    n_outputs,
+    split,
+    weights_equal,
+)
+
+if TYPE_CHECKING:
+    import keras
+    from art.utils import CLASSIFIER_TYPE
+
+logger = logging.getLogger(__name__)
+
+
+class FinePruning(Transformer):
+    """
+    Prune the least active channels of a convolutional layer of a (possibly backdoored) Keras classifier, and build
+    GoodNet classifiers that flag the inputs on which the pruned and the original network disagree.
+
+    | Paper link: https://arxiv.org/abs/1805.12185
+    """
+
+    params = ["layer_name", "accuracy_drops", "batch_size", "max_cache_bytes", "verbose"]
+
+    def __init__(
+        self,
+        classifier: "CLASSIFIER_TYPE",
+        layer_name: str | None = None,
+        accuracy_drops: Sequence[float] = (2.0, 4.0, 10.0),
+        batch_size: int = 256,
+        max_cache_bytes: int = 512 * 2**20,
+        verbose: bool = True,
+    ) -> None:
+        """
+        Create a fine-pruning defence.
+
+        :param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential
+               model (``KerasClassifier``). It is never modified.
+        :param layer_name: The layer to prune; ``None`` for the model's last Conv2D. Its output must be a
+               channels-last feature map.
+        :param accuracy_drops: The accuracy drops X (percentage points, each in (0, 100]) at which B' is taken.
+        :param batch_size: Samples per forward pass.
+        :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
+               computed once and reused at every step when they fit; otherwise the data is swept in chunks of this
+               size and the part of the network before the layer runs twice.
+        :param verbose: Show a progress bar.
+        """
+        super().__init__(classifier=classifier)
+        self.layer_name = layer_name
+        self.accuracy_drops = accuracy_drops
+        self.batch_size = batch_size
+        self.max_cache_bytes = max_cache_bytes
+        self.verbose = verbose
+        self._check_params()
+        self._model = as_functional(model_of(classifier))
+        self._point = find_prune_point(self._model, layer_name)
+        self._n_classes = n_outputs(self._model)
+
+    @property
+    def prune_point(self) -> PrunePoint:
+        """
+        :return: The pruned layer, the layer whose output is ranked and masked, and the number of channels.
+        """
+        return self._point
+
+    def _check_params(self) -> None:
+        if self.layer_name is not None and not isinstance(self.layer_name, str):
+            raise TypeError(f"layer_name must be a string or None, got {type(self.layer_name).__name__}.")
+        self.accuracy_drops = check_drops(self.accuracy_drops)
+        self.batch_size = check_positive_int(self.batch_size, "batch_size")
+        self.max_cache_bytes = check_positive_int(self.max_cache_bytes, "max_cache_bytes")
+        if not isinstance(self.verbose, bool):
+            raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}.")
+
+    # ------------------------------------------------------------------------------------------------- fitting
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray | None = None,
+        poisoned_x: np.ndarray | None = None,
+        poisoned_target: int | np.ndarray | None = None,
+        **kwargs,
+    ) -> None:
+        """
+        Rank the channels on clean validation data and run the pruning sweep over the whole layer.
+
+        Sets ``mean_activation_``, ``ranking_`` (channels, least active first), ``sweep_`` (one
+        :class:`~art_pruning_defense.SweepStep` per step, the unpruned network first) and ``steps_`` (``{X: step}``).
+
+        :param x: Clean validation inputs, in the classifier's input space.
+        :param y: Their labels: integers in [0, N) of shape (n,), or one-hot of shape (n, N).
+        :param poisoned_x: Optional inputs carrying the trigger, to record the attack success rate.
+        :param poisoned_target: The attack's target label: one int, or one label per poisoned input.
+        """
+        if kwargs:
+            raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
+        shape = input_shape(self._model)
+        x = check_inputs(x, shape, "x")
+        if y is None:
+            raise ValueError("fit needs the labels y of the clean validation data.")
+        labels = check_labels(y, len(x), self._n_classes, "y")
+        if (poisoned_x is None) != (poisoned_target is None):
+            raise ValueError("Give both poisoned_x and poisoned_target, or neither.")
+        targets = None
+        if poisoned_x is not None:
+            poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x")
+            targets = check_target(poisoned_target, len(poisoned_x), self._n_classes, "poisoned_target")
+
+        head, tail = split(self._model, self._point.cut_name)
+        head_predict = BatchPredictor(head)
+        tail_labels = BatchPredictor(tail, labels_only=True)
+        cut_shape = tuple(int(d) for d in head.outputs[0].shape[1:])
+        chunk = max(1, self.max_cache_bytes // (4 * math.prod(cut_shape)))
+
+        # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
+        means = _sweep.ChannelMeans()
+        cache: list[np.ndarray] | None = [] if len(x) <= chunk else None
+        for activations in self._activations(head_predict, x, self.batch_size):
+            means.update(activations)
+            if cache is not None:
+                cache.append(activations)
+        order = _sweep.rank_channels(means.mean)
+
+        # Pass 2: the sweep, chunk by chunk; only the tail of the network runs at each step.
+        n_chunks = math.ceil(len(x) / chunk) + (0 if poisoned_x is None else math.ceil(len(poisoned_x) / chunk))
+        progress = tqdm(
+            total=n_chunks * len(order), desc=f"Pruning {self._point.layer_name}", unit="step", disable=not self.verbose
+        )
+
+        def run(data: np.ndarray, references: np.ndarray, cached: np.ndarray | None) -> _sweep.SweepCounts:
+            counts = _sweep.SweepCounts.zeros(len(order) + 1)
+            for start in range(0, len(data), chunk):
+                if cached is not None:
+                    activations = cached
+                else:
+                    activations = np.concatenate(
+                        list(self._activations(head_predict, data[start : start + chunk], self.batch_size))
+                    )
+                counts += _sweep.sweep_chunk(
+                    activations,
+                    references[start : start + chunk],
+                    order,
+                    lambda a: tail_labels(a, self.batch_size),
+                    on_step=progress.update,
+                )
+            return counts
+
+        with progress:
+            clean_counts = run(x, labels, None if cache is None else np.concatenate(cache))
+            cache = None
+            poisoned_counts = None if poisoned_x is None else run(poisoned_x, targets, None)
+
+        self.mean_activation_ = means.mean
+        self.ranking_ = order
+        self.sweep_ = _sweep.build_records(order, self._point.n_channels, clean_counts, poisoned_counts)
+        self.steps_ = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], self.accuracy_drops)
+        self._is_fitted = True
+        for drop, step in self.steps_.items():
+            record = self.sweep_[step]
+            logger.info(
+                "X=%g: %d of %d channels pruned, clean accuracy %.2f%%, attack success rate %s.",
+                drop,
+                step,
+                self._point.n_channels,
+                record.clean_accuracy,
+                "n/a" if record.attack_success_rate is None else f"{record.attack_success_rate:.2f}%",
+            )
+
+    def _activations(self, head_predict: BatchPredictor, x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+        """
+        :return: Activations at the cut, batch by batch, after the classifier's preprocessing.
+        """
+        for start in range(0, len(x), batch_size):
+            batch, _ = self.classifier._apply_preprocessing(x[start : start + batch_size], y=None, fit=False)
+            yield head_predict(np.asarray(batch, dtype=np.float32), batch_size)
+
+    # ------------------------------------------------------------------------------------------------- results
+
+    def _step(self, accuracy_drop: float) -> int:
+        if not self._is_fitted:
+            raise ValueError("FinePruning is not fitted yet; call fit(x, y) first.")
+        drop = check_drop(accuracy_drop)
+        if drop not in self.steps_:
+            swept = ", ".join(f"{d:g}" for d in self.steps_)
+            raise ValueError(f"accuracy_drop={drop:g} was not swept; the fitted values are: {swept}.")
+        return self.steps_[drop]
+
+    def pruned_channels(self, accuracy_drop: float) -> np.ndarray:
+        """
+        :param accuracy_drop: One of the fitted accuracy drops X.
+        :return: Indices of the channels pruned in B'(X), in pruning order.
+        """
+        step = self._step(accuracy_drop)
+        return self.ranking_[:step].copy()
+
+    def pruned_model(self, accuracy_drop: float) -> "keras.Model":
+        """
+        :param accuracy_drop: One of the fitted accuracy drops X.
+        :return: B'(X): a new Keras model, a copy of B with the pruned channels masked to zero.
+        """
+        channels = self.pruned_channels(accuracy_drop)
+        mask = np.ones(self._point.n_channels, dtype=np.float32)
+        mask[channels] = 0.0
+        return masked_copy(self._model, self._point, mask)
+
+    def summary(self) -> list[dict]:
+        """
+        :return: One row per fitted X: ``accuracy_drop``, ``channels_pruned``, ``fraction_pruned``,
+                 ``clean_accuracy``, ``attack_success_rate`` (None without poisoned data), ``clean_flagged`` and
+                 ``poisoned_flagged`` (what a GoodNet at this X flags on the validation data).
+        """
+        rows = []
+        for drop in self.accuracy_drops:
+            record = self.sweep_[self._step(drop)].as_dict()
+            record.pop("channel")
+            rows.append({"accuracy_drop": drop, **record})
+        return rows
+
+    def __call__(  # type: ignore[override]
+        self, transformed_classifier: "CLASSIFIER_TYPE | None" = None, accuracy_drop: float | None = None
+    ) -> GoodNetClassifier:
+        """
+        Build the GoodNet for one accuracy drop X.
+
+        :param transformed_classifier: The classifier B (by default the one given at construction); it must hold the
+               same weights as the classifier that was fitted.
+        :param accuracy_drop: One of the fitted X; may be left out when only one X was fitted.
+        :return: A GoodNet with N + 1 classes.
+        """
+        if not self._is_fitted:
+            raise ValueError("FinePruning is not fitted yet; call fit(x, y) before building a GoodNet.")
+        classifier = self.classifier if transformed_classifier is None else transformed_classifier
+        model = as_functional(model_of(classifier))
+        if model is not self._model and not weights_equal(model, self._model):
+            raise ValueError(
+                "The classifier given to build the GoodNet holds other weights than the one that was fitted."
+            )
+        if accuracy_drop is None:
+            if len(self.accuracy_drops) != 1:
+                swept = ", ".join(f"{d:g}" for d in self.accuracy_drops)
+                raise ValueError(f"Several accuracy drops were fitted ({swept}); choose one with accuracy_drop=X.")
+            accuracy_drop = self.accuracy_drops[0]
+        step = self._step(accuracy_drop)
+        record = self.sweep_[step]
+        metadata = {
+            "n_classes": self._n_classes,
+            "layer_name": self._point.layer_name,
+            "cut_name": self._point.cut_name,
+            "n_channels": self._point.n_channels,
+            "accuracy_drop": check_drop(accuracy_drop),
+            "pruned_channels": [int(c) for c in self.ranking_[:step]],
+            "validation_clean_accuracy": record.clean_accuracy,
+            "validation_attack_success_rate": record.attack_success_rate,
+        }
+        return GoodNetClassifier.from_classifier(classifier, self.pruned_model(accuracy_drop), metadata=metadata)

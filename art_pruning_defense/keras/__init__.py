@@ -1,0 +1,37 @@
+"""
+The Keras adapter: the only part of the package that imports TensorFlow or Keras.
+"""
+from art_pruning_defense.keras._builders import small_cnn, train
+from art_pruning_defense.keras._model import (
+    BatchPredictor,
+    PrunePoint,
+    as_functional,
+    copy_model,
+    find_prune_point,
+    input_shape,
+    load_model,
+    mask_of,
+    masked_copy,
+    n_outputs,
+    save_model,
+    split,
+    weights_equal,
+)
+
+__all__ = [
+    "BatchPredictor",
+    "PrunePoint",
+    "as_functional",
+    "copy_model",
+    "find_prune_point",
+    "input_shape",
+    "load_model",
+    "mask_of",
+    "masked_copy",
+    "n_outputs",
+    "save_model",
+    "small_cnn",
+    "split",
+    "train",
+    "weights_equal",
+]

@@ -1,0 +1,359 @@
+"""
+Keras adapter: everything the defence needs to know about a Keras 3 model.
+
+- layer discovery: which layer to prune and where its channels' activations are read (the "cut"),
+- the head/tail split at the cut, used to cache activations once and evaluate only the tail per pruning step,
+- masked copies (B'): a clone of the model with a non-trainable channel mask right after the cut,
+- compiled batched prediction,
+- safe loading and atomic saving.
+
+A pruned channel is masked at the end of the conv block: after any BatchNormalization, activation and pooling
+layers that directly follow the conv. B' therefore computes exactly what B computes with those channels
+multiplied by zero at that point, whatever the bias, normalisation or non-linearity.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+# TensorFlow is noisy on import; keep it to errors unless the user chose otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from art_pruning_defense._io import atomic_file  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class _DropRetracingWarning(logging.Filter):
+    """
+    Each model gets its own compiled forward function by design; TensorFlow counts those traces together (by code
+    object) and warns about "retracing", which here is expected and harmless.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_DropRetracingWarning())
+
+#: Layers whose output channel c depends only on input channel c, with the channel count unchanged.
+CHANNELWISE_LAYERS: tuple[type, ...] = (
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.ActivityRegularization,
+)
+#: Pooling layers that keep channels apart.
+POOLING_LAYERS: tuple[type, ...] = (
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalAveragePooling2D,
+)
+#: Suffix of the mask layer's name in a pruned copy.
+MASK_SUFFIX = "_prune_mask"
+
+
+@dataclass(frozen=True)
+class PrunePoint:
+    """
+    Where a model is pruned.
+
+    :param layer_name: The layer whose channels are pruned (normally a Conv2D).
+    :param cut_name: The layer whose output is ranked and masked: ``layer_name`` or the last of the channel-wise
+                     and pooling layers that directly follow it.
+    :param n_channels: Number of channels.
+    """
+
+    layer_name: str
+    cut_name: str
+    n_channels: int
+
+    @property
+    def mask_name(self) -> str:
+        """
+        :return: Name of the mask layer in a pruned copy.
+        """
+        return self.cut_name + MASK_SUFFIX
+
+
+def as_functional(model: keras.Model) -> keras.Model:
+    """
+    :param model: A built Functional or Sequential Keras model.
+    :return: A Functional model over the same layers (same weights, not a copy), with one input and one output.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    if isinstance(model, keras.Sequential):
+        try:
+            inputs = model.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if not inputs:
+            raise ValueError("The Sequential model is not built; build it (or call it once) before pruning it.")
+    elif not hasattr(model, "_nodes_by_depth"):
+        raise TypeError(
+            f"Only Functional and Sequential Keras models can be pruned, got a subclassed {type(model).__name__}."
+        )
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"Expected a model with one input and one output, got {len(model.inputs)} inputs and "
+            f"{len(model.outputs)} outputs."
+        )
+    # A Functional view over the same layers (no copy), with a plain tensor as input and output structure.
+    return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+
+
+def input_shape(model: keras.Model) -> tuple[int | None, ...]:
+    """
+    :param model: A Functional model.
+    :return: Per-sample input shape (``None`` for free dimensions).
+    """
+    return tuple(model.inputs[0].shape[1:])
+
+
+def n_outputs(model: keras.Model) -> int:
+    """
+    :param model: A Functional classifier.
+    :return: Number of classes N (size of the output vector).
+    """
+    shape = model.outputs[0].shape
+    if len(shape) != 2 or shape[-1] is None:
+        raise ValueError(f"Expected the model to output one score vector per sample, got output shape {shape}.")
+    return int(shape[-1])
+
+
+def _graph(model: keras.Model) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """
+    :return: ``(consumers, calls)``: the layers that take each layer's output, and how often each layer is called.
+    """
+    consumers: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
+    calls: dict[str, int] = {}
+
+    def parents(obj: Any) -> Iterator[str]:
+        if isinstance(obj, dict):
+            if obj.get("class_name") == "__keras_tensor__":
+                yield obj["config"]["keras_history"][0]
+            else:
+                for value in obj.values():
+                    yield from parents(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                yield from parents(value)
+
+    for layer_config in model.get_config()["layers"]:
+        name = layer_config["name"]
+        nodes = layer_config.get("inbound_nodes", [])
+        calls[name] = len(nodes)
+        for parent in set(parents(nodes)):
+            consumers.setdefault(parent, []).append(name)
+    return consumers, calls
+
+
+def find_prune_point(model: keras.Model, layer_name: str | None = None) -> PrunePoint:
+    """
+    Find the layer to prune and the point where its channels are ranked and masked.
+
+    :param model: A Functional model (see :func:`as_functional`).
+    :param layer_name: Name of the layer to prune; ``None`` for the last Conv2D of the model.
+    :return: The prune point.
+    """
+    names = [layer.name for layer in model.layers]
+    if layer_name is None:
+        convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+        if not convs:
+            raise ValueError(
+                "layer_name=None picks the last Conv2D layer, but the model has none; layers are: "
+                + ", ".join(names)
+            )
+        layer_name = convs[-1]
+    elif not isinstance(layer_name, str):
+        raise TypeError(f"layer_name must be a string or None, got {type(layer_name).__name__}.")
+    elif layer_name not in names:
+        raise ValueError(f"Unknown layer_name {layer_name!r}; the model's layers are: " + ", ".join(names))
+
+    layer = model.get_layer(layer_name)
+    consumers, calls = _graph(model)
+    if calls.get(layer_name, 0) != 1:
+        raise ValueError(f"Layer {layer_name!r} is called {calls.get(layer_name, 0)} times; it must be called once.")
+    shape = tuple(layer.output.shape)
+    if len(shape) != 4 or shape[-1] is None:
+        raise ValueError(
+            f"Layer {layer_name!r} ({type(layer).__name__}) has output shape {shape}; expected a channels-last "
+            "feature map (batch, height, width, channels)."
+        )
+    if isinstance(layer, keras.layers.Conv2D) and layer.data_format != "channels_last":
+        raise ValueError(f"Layer {layer_name!r} is channels_first; only channels_last layers can be pruned.")
+
+    n_channels = int(shape[-1])
+    output_name = model.outputs[0]._keras_history[0].name
+    cut, pooled = layer_name, False
+    while True:
+        nexts = consumers.get(cut, [])
+        if len(nexts) != 1 or cut == output_name:
+            break
+        nxt = model.get_layer(nexts[0])
+        if calls.get(nxt.name, 0) != 1 or not isinstance(nxt, CHANNELWISE_LAYERS + POOLING_LAYERS):
+            break
+        if isinstance(nxt, POOLING_LAYERS):
+            if pooled:
+                break
+            pooled = True
+        if isinstance(nxt, keras.layers.BatchNormalization) and nxt.axis not in (-1, len(shape) - 1, [-1], [3]):
+            break
+        cut = nxt.name
+    if cut == output_name:
+        raise ValueError(f"Layer {layer_name!r} feeds the model's output directly; nothing follows it to prune.")
+    logger.info("Pruning %s, ranking and masking its %d channels at %s.", layer_name, n_channels, cut)
+    return PrunePoint(layer_name=layer_name, cut_name=cut, n_channels=n_channels)
+
+
+def split(model: keras.Model, cut_name: str) -> tuple[keras.Model, keras.Model]:
+    """
+    :param model: A Functional model.
+    :param cut_name: Layer at which to split.
+    :return: ``(head, tail)``: inputs → cut output, and cut output → model output (sharing the model's weights).
+    """
+    cut = model.get_layer(cut_name).output
+    head = keras.Model(model.inputs, cut, name=f"{model.name}_head")
+    try:
+        tail = keras.Model(cut, model.outputs[0], name=f"{model.name}_tail")
+    except ValueError as error:
+        raise ValueError(
+            f"The model cannot be split at {cut_name!r}: some path to the output bypasses it (a skip connection "
+            f"across the layer?). Choose a layer that every path passes through. ({error})"
+        ) from None
+    return head, tail
+
+
+def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    return layer.__class__.from_config(layer.get_config())
+
+
+def masked_copy(model: keras.Model, point: PrunePoint, mask: np.ndarray) -> keras.Model:
+    """
+    :param model: A Functional model (not modified).
+    :param point: Where to mask.
+    :param mask: One value per channel, 1 to keep and 0 to prune.
+    :return: A new model with the same weights (copied) and a mask layer right after ``point.cut_name``.
+    """
+    mask = np.asarray(mask, dtype="float32").reshape(-1)
+    if mask.shape != (point.n_channels,):
+        raise ValueError(f"Expected a mask of {point.n_channels} values, got {mask.shape[0]}.")
+
+    def call_function(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        out = layer(*args, **kwargs)
+        if layer.name == point.cut_name:
+            out = keras.layers.Rescaling(scale=mask, offset=0.0, name=point.mask_name)(out)
+        return out
+
+    source_input = model.inputs[0]
+    new_input = keras.Input(
+        batch_shape=source_input.shape, dtype=source_input.dtype, name=source_input._keras_history[0].name
+    )
+    copy = keras.models.clone_model(
+        model, input_tensors=new_input, clone_function=_clone_layer, call_function=call_function
+    )
+    _copy_weights(model, copy)
+    return copy
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """
+    :param model: A Functional model.
+    :return: An independent copy with equal weights.
+    """
+    copy = keras.models.clone_model(model, clone_function=_clone_layer)
+    _copy_weights(model, copy)
+    return copy
+
+
+def _copy_weights(source: keras.Model, target: keras.Model) -> None:
+    by_name = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        if layer.name in by_name and layer.weights:
+            layer.set_weights(by_name[layer.name].get_weights())
+
+
+def mask_of(model: keras.Model, point: PrunePoint) -> np.ndarray:
+    """
+    :param model: A pruned copy made by :func:`masked_copy`.
+    :param point: Its prune point.
+    :return: Its channel mask.
+    """
+    return np.asarray(model.get_layer(point.mask_name).scale, dtype="float32").reshape(-1)
+
+
+def weights_equal(first: keras.Model, second: keras.Model) -> bool:
+    """
+    :return: Whether both models hold the same weight arrays, in the same order.
+    """
+    a, b = first.get_weights(), second.get_weights()
+    return len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+class BatchPredictor:
+    """
+    Compiled, batched evaluation of a model on numpy arrays (traced once, whatever the batch size).
+
+    :param model: The model.
+    :param labels_only: Return the argmax label per sample instead of the whole output.
+    """
+
+    def __init__(self, model: keras.Model, labels_only: bool = False) -> None:
+        self.model = model
+        self.labels_only = labels_only
+        self._dtype = model.inputs[0].dtype
+        spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], dtype=self._dtype)
+
+        def forward(x: tf.Tensor) -> tf.Tensor:
+            out = model(x, training=False)
+            return tf.argmax(out, axis=-1, output_type=tf.int64) if labels_only else out
+
+        self._forward = tf.function(forward, input_signature=[spec])
+
+    def __call__(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """
+        :param x: Inputs.
+        :param batch_size: Samples per call.
+        :return: Outputs (or labels), concatenated over batches.
+        """
+        parts = [
+            self._forward(tf.convert_to_tensor(x[start : start + batch_size], dtype=self._dtype)).numpy()
+            for start in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(parts, axis=0)
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """
+    Save in Keras 3's own format, atomically (written under a temporary name, then renamed).
+
+    :param model: The model.
+    :param path: Destination, ending in ``.keras``.
+    """
+    with atomic_file(path) as tmp:
+        model.save(tmp)
+
+
+def load_model(path: str, safe_mode: bool = True) -> keras.Model:
+    """
+    :param path: A ``.keras`` file.
+    :param safe_mode: Refuse to deserialise code (Lambda layers and the like).
+    :return: The model, uncompiled.
+    """
+    return keras.models.load_model(path, compile=False, safe_mode=safe_mode)

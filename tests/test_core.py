@@ -1,0 +1,124 @@
+"""The framework-free core: ranking, incremental sweep, stopping rule, metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from art_pruning_defense import _sweep
+
+
+def test_ranking_is_ascending_with_ties_in_index_order():
+    means = np.array([0.5, 0.0, 0.2, 0.0, 0.2, 1.0])
+    assert _sweep.rank_channels(means).tolist() == [1, 3, 2, 4, 0, 5]
+
+
+def test_channel_means_stream_over_batches():
+    rng = np.random.default_rng(0)
+    acts = rng.random((10, 3, 2, 4))
+    stats = _sweep.ChannelMeans()
+    stats.update(acts[:3])
+    stats.update(acts[3:])
+    np.testing.assert_allclose(stats.mean, acts.mean(axis=(0, 1, 2)))
+
+
+@pytest.mark.parametrize(
+    "drops, expected",
+    [
+        ((2,), {2.0: 2}),  # 90 -> 88 is exactly 2 points
+        ((1, 4), {1.0: 2, 4.0: 4}),
+        ((50,), {50.0: 5}),  # never reached: the whole layer
+    ],
+)
+def test_stopping_rule(drops, expected):
+    accuracy = [90.0, 89.5, 88.0, 88.5, 85.0, 80.0]
+    assert _sweep.select_steps(accuracy, drops) == expected
+
+
+def test_stopping_rule_takes_the_first_step_even_if_accuracy_recovers():
+    assert _sweep.select_steps([90.0, 87.0, 90.0, 89.0], (2,)) == {2.0: 1}
+
+
+def _brute_force(acts, refs, order, weights):
+    """Evaluate every step from scratch: mask, then a linear tail and argmax."""
+    hits, changed = [], []
+    mask = np.ones(acts.shape[-1])
+    base = np.argmax((acts * mask).reshape(len(acts), -1) @ weights, axis=1)
+    for k in range(len(order) + 1):
+        mask = np.ones(acts.shape[-1])
+        mask[order[:k]] = 0
+        labels = np.argmax((acts * mask).reshape(len(acts), -1) @ weights, axis=1)
+        hits.append(np.count_nonzero(labels == refs))
+        changed.append(np.count_nonzero(labels != base))
+    return hits, changed
+
+
+def test_incremental_sweep_matches_brute_force_and_skips_unchanged_rows():
+    rng = np.random.default_rng(3)
+    acts = rng.random((40, 2, 2, 5)) * (rng.random((40, 2, 2, 5)) < 0.3)  # sparse, like ReLU maps
+    acts[:, :, :, 1] = 0  # a dead channel
+    weights = rng.normal(size=(20, 3))
+    refs = rng.integers(0, 3, 40)
+    order = np.array([1, 4, 0, 3, 2])
+    rows_seen = []
+
+    def tail(a):
+        rows_seen.append(len(a))
+        return np.argmax(a.reshape(len(a), -1) @ weights, axis=1)
+
+    counts = _sweep.sweep_chunk(acts, refs, order, tail)
+    hits, changed = _brute_force(acts, refs, order, weights)
+    assert counts.hits.tolist() == hits
+    assert counts.changed.tolist() == changed
+    assert counts.n_samples == 40
+    # The dead channel costs no evaluation, and no step re-evaluates every row.
+    assert rows_seen[0] == 40
+    assert sum(rows_seen[1:]) < 40 * len(order)
+    assert len(rows_seen) == 1 + sum(acts[..., c].any() for c in order)
+
+
+def test_records_count_channels_and_follow_the_order():
+    order = np.array([2, 0, 1])
+    clean = _sweep.SweepCounts(np.array([9, 9, 8, 5]), np.array([0, 0, 1, 4]), 10)
+    poisoned = _sweep.SweepCounts(np.array([4, 4, 1, 0]), np.array([0, 0, 3, 4]), 4)
+    records = _sweep.build_records(order, 3, clean, poisoned)
+    assert [r.channels_pruned for r in records] == [0, 1, 2, 3]
+    assert [r.channel for r in records] == [None, 2, 0, 1]
+    assert [r.fraction_pruned for r in records] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert [r.clean_accuracy for r in records] == pytest.approx([90, 90, 80, 50])
+    assert [r.attack_success_rate for r in records] == pytest.approx([100, 100, 25, 0])
+    assert [r.clean_flagged for r in records] == pytest.approx([0, 0, 10, 40])
+    assert records[2].poisoned_flagged == pytest.approx(75)
+    no_poison = _sweep.build_records(order, 3, clean, None)
+    assert no_poison[1].attack_success_rate is None and no_poison[1].poisoned_flagged is None
+
+
+def test_goodnet_scores_and_labels():
+    bad = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.6, 0.1]])
+    pruned = np.array([0, 1, 1])
+    scores = _sweep.goodnet_scores(bad, pruned)
+    assert scores.shape == (3, 4)
+    np.testing.assert_array_equal(scores[0], [0.7, 0.2, 0.1, 0.0])
+    np.testing.assert_array_equal(scores[1], [0, 0, 0, 1])
+    np.testing.assert_array_equal(scores[2], [0.3, 0.6, 0.1, 0.0])
+    assert _sweep.goodnet_labels(np.argmax(bad, axis=1), pruned, 3).tolist() == [0, 3, 1]
+
+
+def test_compare_labels():
+    rows = _sweep.compare_labels(
+        n_classes=3,
+        labels=np.array([0, 1, 2, 2]),
+        bad=np.array([0, 1, 2, 1]),
+        pruned=np.array([0, 1, 1, 1]),
+        target=np.array([0, 0]),
+        poisoned_bad=np.array([0, 0]),
+        poisoned_pruned=np.array([0, 2]),
+    )
+    assert rows["B"]["clean_accuracy"] == 75.0 and rows["B"]["attack_success_rate"] == 100.0
+    assert rows["B'"]["clean_accuracy"] == 50.0 and rows["B'"]["attack_success_rate"] == 50.0
+    assert rows["GoodNet"] == {
+        "clean_accuracy": 50.0,
+        "attack_success_rate": 50.0,
+        "clean_flagged": 25.0,
+        "poisoned_flagged": 50.0,
+    }
+    assert rows["B"]["poisoned_flagged"] is None

@@ -1,0 +1,116 @@
+"""FinePruning: the sweep against a brute-force evaluation, the stopping rule, B left untouched."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from art.defences.transformer.transformer import Transformer
+from art.estimators.classification import KerasClassifier
+
+from art_pruning_defense import FinePruning
+from art_pruning_defense.keras import find_prune_point, masked_copy
+from conftest import conv_block_model
+
+
+def _brute_force(model, order, x, y, px, target):
+    """Build every B' from scratch with the adapter and run the whole network."""
+    point = find_prune_point(model)
+    accuracy, asr = [], []
+    for k in range(len(order) + 1):
+        mask = np.ones(point.n_channels, dtype=np.float32)
+        mask[order[:k]] = 0
+        copy = masked_copy(model, point, mask)
+        accuracy.append(100 * np.mean(np.argmax(copy.predict(x, verbose=0), axis=1) == y))
+        asr.append(100 * np.mean(np.argmax(copy.predict(px, verbose=0), axis=1) == target))
+    return accuracy, asr
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"batch_norm": True, "activation": "sigmoid"}])
+def test_sweep_matches_full_forward_passes(kwargs, tiny_data):
+    model = conv_block_model(**kwargs)
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    y[::3] = (y[::3] + 1) % 4  # some errors, so that accuracy can move both ways
+    px = x[:25] * 0.5
+    defence = FinePruning(classifier, accuracy_drops=(2, 10), batch_size=16, verbose=False)
+    defence.fit(x, y, poisoned_x=px, poisoned_target=2)
+
+    accuracy, asr = _brute_force(model, defence.ranking_, x, y, px, 2)
+    assert [r.clean_accuracy for r in defence.sweep_] == pytest.approx(accuracy)
+    assert [r.attack_success_rate for r in defence.sweep_] == pytest.approx(asr)
+    assert [r.channels_pruned for r in defence.sweep_] == list(range(7))
+    assert [r.channel for r in defence.sweep_[1:]] == defence.ranking_.tolist()
+
+
+def test_ranking_uses_mean_activation_after_pooling(tiny_classifier, tiny_model, tiny_data):
+    import keras
+
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, verbose=False)
+    defence.fit(x, y)
+    pooled = keras.Model(tiny_model.inputs[0], tiny_model.get_layer("pool").output).predict(x, verbose=0)
+    np.testing.assert_allclose(defence.mean_activation_, pooled.mean(axis=(0, 1, 2)), rtol=1e-5)
+    assert defence.ranking_.tolist() == np.argsort(pooled.mean(axis=(0, 1, 2)), kind="stable").tolist()
+
+
+def test_bounded_cache_gives_the_same_sweep(tiny_classifier, tiny_data):
+    x, y = tiny_data
+    full = FinePruning(tiny_classifier, verbose=False)
+    full.fit(x, y, poisoned_x=x[:13], poisoned_target=1)
+    # 4 * 4 * 6 floats per sample: a bound of 1 KiB holds 10 samples, so 6 + 2 chunks.
+    chunked = FinePruning(tiny_classifier, max_cache_bytes=1024, batch_size=7, verbose=False)
+    chunked.fit(x, y, poisoned_x=x[:13], poisoned_target=1)
+    assert chunked.sweep_ == full.sweep_
+
+
+def test_one_hot_labels_and_integer_labels_agree(tiny_classifier, tiny_data):
+    x, y = tiny_data
+    a = FinePruning(tiny_classifier, verbose=False)
+    a.fit(x, y)
+    b = FinePruning(tiny_classifier, verbose=False)
+    b.fit(x, np.eye(4)[y])
+    assert a.sweep_ == b.sweep_
+
+
+def test_classifier_preprocessing_is_applied(tiny_model, tiny_data):
+    x, y = tiny_data
+    classifier = KerasClassifier(tiny_model, clip_values=(0.0, 255.0), preprocessing=(0.0, 255.0))
+    defence = FinePruning(classifier, verbose=False)
+    defence.fit(x * 255.0, y)
+    expected = 100 * np.mean(np.argmax(classifier.predict(x * 255.0), axis=1) == y)
+    assert defence.sweep_[0].clean_accuracy == pytest.approx(expected)
+
+
+def test_pruned_model_follows_the_stopping_rule_and_leaves_b_untouched(tiny_classifier, tiny_model, tiny_data):
+    x, y = tiny_data
+    y = np.argmax(tiny_model.predict(x, verbose=0), axis=1)
+    y[::3] = (y[::3] + 1) % 4  # B is 2/3 accurate: a drop of 100 points cannot happen
+    before = [w.copy() for w in tiny_model.get_weights()]
+    defence = FinePruning(tiny_classifier, accuracy_drops=(2, 4, 100), verbose=False)
+    defence.fit(x, y)
+    accuracy = np.array([r.clean_accuracy for r in defence.sweep_])
+    for drop in (2, 4):
+        step = defence.steps_[float(drop)]
+        assert accuracy[0] - accuracy[step] >= drop
+        assert np.all(accuracy[0] - accuracy[:step] < drop)
+    assert defence.steps_[100.0] == 6  # never reached: the whole layer
+    channels = defence.pruned_channels(4)
+    assert channels.tolist() == defence.ranking_[: defence.steps_[4.0]].tolist()
+    pruned = defence.pruned_model(4)
+    mask = pruned.get_layer("pool_prune_mask").scale
+    assert np.flatnonzero(mask == 0).tolist() == sorted(channels.tolist())
+    assert 100 * np.mean(np.argmax(pruned.predict(x, verbose=0), axis=1) == y) == pytest.approx(
+        accuracy[defence.steps_[4.0]]
+    )
+    defence(tiny_classifier, accuracy_drop=4)
+    assert all(np.array_equal(a, b) for a, b in zip(before, tiny_model.get_weights()))
+    assert pruned.get_layer("conv_2").kernel is not tiny_model.get_layer("conv_2").kernel
+
+
+def test_is_an_art_transformer_with_params(tiny_classifier):
+    defence = FinePruning(tiny_classifier, verbose=False)
+    assert isinstance(defence, Transformer)
+    assert not defence.is_fitted
+    defence.set_params(accuracy_drops=[10, 5, 5])
+    assert defence.accuracy_drops == (5.0, 10.0)
+    assert set(defence.params) <= set(vars(defence))

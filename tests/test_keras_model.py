@@ -1,0 +1,102 @@
+"""The Keras adapter: layer discovery, head/tail split, masked copies."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from art_pruning_defense.keras import as_functional, find_prune_point, masked_copy, split, weights_equal
+from conftest import conv_block_model
+
+
+def _cut_output(model: keras.Model, layer: str, x: np.ndarray) -> np.ndarray:
+    return keras.Model(model.inputs[0], model.get_layer(layer).output)(x).numpy()
+
+
+def test_default_layer_is_the_last_conv_and_the_cut_follows_bn_activation_pool():
+    point = find_prune_point(conv_block_model(batch_norm=True))
+    assert (point.layer_name, point.cut_name, point.n_channels) == ("conv_2", "pool", 6)
+
+
+def test_cut_without_pooling_stops_after_the_activation():
+    point = find_prune_point(conv_block_model(pool=False))
+    assert point.cut_name == "act"
+
+
+def test_named_layer_and_named_pooling_layer():
+    model = conv_block_model()
+    assert find_prune_point(model, "conv_1").cut_name == "conv_1"  # conv_1 feeds a conv: nothing to fold in
+    assert find_prune_point(model, "pool").cut_name == "pool"
+
+
+def test_head_and_tail_compose_to_the_model():
+    model = conv_block_model(batch_norm=True)
+    head, tail = split(model, "pool")
+    x = np.random.default_rng(0).random((7, 10, 10, 3), dtype=np.float32)
+    np.testing.assert_allclose(tail(head(x)).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"activation": "relu"},
+        {"activation": "sigmoid"},  # sigmoid(0) = 0.5: zeroing the conv would not zero its output
+        {"activation": "relu", "batch_norm": True},
+        {"activation": "tanh", "batch_norm": True, "use_bias": False},
+        {"activation": "sigmoid", "pool": False},
+    ],
+)
+def test_pruned_channels_output_exactly_zero(kwargs):
+    model = conv_block_model(**kwargs)
+    before = [w.copy() for w in model.get_weights()]
+    point = find_prune_point(model)
+    mask = np.ones(point.n_channels, dtype=np.float32)
+    pruned = [0, 2, 5]
+    mask[pruned] = 0
+    copy = masked_copy(model, point, mask)
+    x = np.random.default_rng(1).random((16, 10, 10, 3), dtype=np.float32) * 4 - 2
+    masked = _cut_output(copy, point.mask_name, x)
+    original = _cut_output(model, point.cut_name, x)
+    assert np.all(masked[..., pruned] == 0.0)
+    assert np.any(original[..., pruned] != 0.0)  # the test means something: these channels were active
+    kept = [c for c in range(point.n_channels) if c not in pruned]
+    np.testing.assert_array_equal(masked[..., kept], original[..., kept])
+    # B is untouched, and the copy has its own weights.
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert copy.get_layer("conv_2").kernel is not model.get_layer("conv_2").kernel
+
+
+def test_mask_of_ones_reproduces_the_model():
+    model = conv_block_model(batch_norm=True)
+    point = find_prune_point(model)
+    copy = masked_copy(model, point, np.ones(point.n_channels))
+    x = np.random.default_rng(2).random((9, 10, 10, 3), dtype=np.float32)
+    np.testing.assert_array_equal(copy.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert copy.get_layer(point.mask_name).trainable_weights == []
+
+
+def test_sequential_models_are_supported():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="c"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, activation="softmax", name="d"),
+        ]
+    )
+    functional = as_functional(model)
+    point = find_prune_point(functional)
+    assert (point.layer_name, point.cut_name) == ("c", "gap")
+    copy = masked_copy(functional, point, np.array([0, 1, 1, 0]))
+    assert weights_equal(copy, model)
+
+
+def test_skip_connection_across_the_cut_is_refused():
+    inputs = keras.Input((8, 8, 2))
+    a = keras.layers.Conv2D(2, 3, padding="same", name="conv")(inputs)
+    s = keras.layers.Add(name="add")([a, inputs])
+    out = keras.layers.Dense(2)(keras.layers.Flatten()(s))
+    model = keras.Model(inputs, out)
+    point = find_prune_point(model)
+    with pytest.raises(ValueError, match="bypasses it"):
+        split(model, point.cut_name)
