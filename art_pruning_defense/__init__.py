@@ -9,5 +9,6 @@ __version__ = "0.1.0"
 from art_pruning_defense._sweep import SweepStep  # noqa: E402
 from art_pruning_defense.goodnet import GoodNetClassifier  # noqa: E402
 from art_pruning_defense.fine_pruning import FinePruning  # noqa: E402
+from art_pruning_defense.detector import FinePruningDetector  # noqa: E402
 
-__all__ = ["FinePruning", "GoodNetClassifier", "SweepStep", "__version__"]
+__all__ = ["FinePruning", "FinePruningDetector", "GoodNetClassifier", "SweepStep", "__version__"]

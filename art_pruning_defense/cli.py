@@ -8,12 +8,20 @@ import logging
 import sys
 from typing import Sequence
 
+from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS
+
 
 def _demo(args: argparse.Namespace) -> int:
     from art_pruning_defense.demo import DEMO_COLUMNS, run_demo
     from art_pruning_defense.reports import markdown_table
 
-    rows = run_demo(accuracy_drops=args.drops, epochs=args.epochs, seed=args.seed, verbose=not args.quiet)
+    rows = run_demo(
+        accuracy_drops=args.drops,
+        epochs=args.epochs,
+        fine_tune_epochs=args.fine_tune_epochs,
+        seed=args.seed,
+        verbose=not args.quiet,
+    )
     print("Digits BadNet (ART PoisoningAttackBackdoor, pattern trigger, target 0), repaired by pruning conv_2:")
     print(markdown_table(rows, DEMO_COLUMNS))
     return 0
@@ -30,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a BadNet on scikit-learn's digits, repair it, print a table")
     demo.add_argument("--drops", type=float, nargs="+", default=[2.0, 4.0, 10.0], help="accuracy drops X (points)")
     demo.add_argument("--epochs", type=int, default=30, help="training epochs of the BadNet")
+    demo.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=RECOMMENDED_FINE_TUNE_EPOCHS,
+        help="fine-pruning epochs (0: pruning only)",
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)

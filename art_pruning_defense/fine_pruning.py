@@ -12,12 +12,15 @@ The algorithm, for a classifier B with N classes and clean validation data:
    validation data is given) after each step.
 3. For each accuracy drop X, B'(X) is the network at the first step whose clean accuracy is at least X percentage
    points below B's.
-4. A GoodNet runs B and B'(X) side by side and answers class N ("poisoned input") where they disagree.
+4. Fine-pruning (``fine_tune_epochs > 0``): prune deeper, to the step where clean accuracy has fallen
+   ``prune_until`` points, then retrain the pruned network on the clean data with the pruned channels held at zero.
+5. A GoodNet runs B and B' side by side and answers class N ("poisoned input") where they disagree.
 """
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
@@ -32,7 +35,9 @@ from art_pruning_defense.keras import (
     BatchPredictor,
     PrunePoint,
     as_functional,
+    copy_model,
     find_prune_point,
+    fine_tune,
     input_shape,
     masked_copy,
     n_outputs,
@@ -46,6 +51,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Fine-pruning defaults (how they were chosen: README, "Choosing the fine-pruning defaults").
+DEFAULT_PRUNE_UNTIL = 20.0
+DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-3
+#: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
+RECOMMENDED_FINE_TUNE_EPOCHS = 20
+
 
 class FinePruning(Transformer):
     """
@@ -55,7 +66,18 @@ class FinePruning(Transformer):
     | Paper link: https://arxiv.org/abs/1805.12185
     """
 
-    params = ["layer_name", "accuracy_drops", "batch_size", "max_cache_bytes", "verbose"]
+    params = [
+        "layer_name",
+        "accuracy_drops",
+        "batch_size",
+        "max_cache_bytes",
+        "fine_tune_epochs",
+        "fine_tune_learning_rate",
+        "fine_tune_batch_size",
+        "prune_until",
+        "seed",
+        "verbose",
+    ]
 
     def __init__(
         self,
@@ -64,6 +86,11 @@ class FinePruning(Transformer):
         accuracy_drops: Sequence[float] = (2.0, 4.0, 10.0),
         batch_size: int = 256,
         max_cache_bytes: int = 512 * 2**20,
+        fine_tune_epochs: int = 0,
+        fine_tune_learning_rate: float = DEFAULT_FINE_TUNE_LEARNING_RATE,
+        fine_tune_batch_size: int = 32,
+        prune_until: float = DEFAULT_PRUNE_UNTIL,
+        seed: int = 0,
         verbose: bool = True,
     ) -> None:
         """
@@ -78,13 +105,26 @@ class FinePruning(Transformer):
         :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
                computed once and reused at every step when they fit; otherwise the data is swept in chunks of this
                size and the part of the network before the layer runs twice.
-        :param verbose: Show a progress bar.
+        :param fine_tune_epochs: Fine-pruning: epochs of retraining on the clean data after pruning to
+               ``prune_until``; 0 (the default) for pruning only. See the README for the recommended setting.
+        :param fine_tune_learning_rate: Adam's learning rate for fine-tuning.
+        :param fine_tune_batch_size: Batch size for fine-tuning.
+        :param prune_until: Fine-pruning: prune to the first step whose clean accuracy has fallen this many points
+               (in (0, 100]) before fine-tuning, deeper than the X of plain pruning since fine-tuning recovers the
+               accuracy; at least one channel is always kept.
+        :param seed: Seed of the fine-tuning.
+        :param verbose: Show progress bars.
         """
         super().__init__(classifier=classifier)
         self.layer_name = layer_name
         self.accuracy_drops = accuracy_drops
         self.batch_size = batch_size
         self.max_cache_bytes = max_cache_bytes
+        self.fine_tune_epochs = fine_tune_epochs
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.fine_tune_batch_size = fine_tune_batch_size
+        self.prune_until = prune_until
+        self.seed = seed
         self.verbose = verbose
         self._check_params()
         self._model = as_functional(model_of(classifier))
@@ -104,6 +144,20 @@ class FinePruning(Transformer):
         self.accuracy_drops = check_drops(self.accuracy_drops)
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
         self.max_cache_bytes = check_positive_int(self.max_cache_bytes, "max_cache_bytes")
+        if isinstance(self.fine_tune_epochs, bool) or not isinstance(self.fine_tune_epochs, numbers.Integral):
+            raise TypeError(f"fine_tune_epochs must be an int >= 0, got {type(self.fine_tune_epochs).__name__}.")
+        if self.fine_tune_epochs < 0:
+            raise ValueError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}.")
+        if isinstance(self.fine_tune_learning_rate, bool) or not isinstance(self.fine_tune_learning_rate, numbers.Real):
+            raise TypeError(
+                f"fine_tune_learning_rate must be a number, got {type(self.fine_tune_learning_rate).__name__}."
+            )
+        if not 0.0 < float(self.fine_tune_learning_rate) < 1.0:
+            raise ValueError(f"fine_tune_learning_rate must be in (0, 1), got {self.fine_tune_learning_rate}.")
+        self.fine_tune_batch_size = check_positive_int(self.fine_tune_batch_size, "fine_tune_batch_size")
+        self.prune_until = check_drop(self.prune_until, "prune_until")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}.")
         if not isinstance(self.verbose, bool):
             raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}.")
 
@@ -190,6 +244,10 @@ class FinePruning(Transformer):
         self.ranking_ = order
         self.sweep_ = _sweep.build_records(order, self._point.n_channels, clean_counts, poisoned_counts)
         self.steps_ = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], self.accuracy_drops)
+        self.fine_pruned_model_ = None
+        self.fine_tune_ = None
+        if self.fine_tune_epochs > 0:
+            self._fine_prune(x, labels, poisoned_x, targets)
         self._is_fitted = True
         for drop, step in self.steps_.items():
             record = self.sweep_[step]
@@ -202,13 +260,72 @@ class FinePruning(Transformer):
                 "n/a" if record.attack_success_rate is None else f"{record.attack_success_rate:.2f}%",
             )
 
+    def _fine_prune(
+        self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray | None, targets: np.ndarray | None
+    ) -> None:
+        """
+        Prune to ``prune_until``, then retrain on the clean data with the pruned channels held at zero.
+        Sets ``fine_pruned_model_`` and ``fine_tune_`` (a summary measured on the data given to ``fit``).
+        """
+        step = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], [self.prune_until])[self.prune_until]
+        # With every channel gone the network's output no longer depends on its input: nothing to fine-tune.
+        step = min(step, self._point.n_channels - 1)
+        mask = np.ones(self._point.n_channels, dtype=np.float32)
+        mask[self.ranking_[:step]] = 0.0
+        model = masked_copy(self._model, self._point, mask)
+        prepared = self._prepared(x)
+        logger.info(
+            "Fine-pruning: %d of %d channels pruned, retraining for %d epochs on %d clean samples.",
+            step,
+            self._point.n_channels,
+            self.fine_tune_epochs,
+            len(x),
+        )
+        fine_tune(
+            model,
+            prepared,
+            labels,
+            epochs=self.fine_tune_epochs,
+            learning_rate=float(self.fine_tune_learning_rate),
+            batch_size=self.fine_tune_batch_size,
+            seed=int(self.seed),
+            verbose=self.verbose,
+        )
+        predict = BatchPredictor(model, labels_only=True)
+        bad_predict = BatchPredictor(self._model, labels_only=True)
+        clean_labels = predict(prepared, self.batch_size)
+        summary = {
+            "channels_pruned": step,
+            "fraction_pruned": step / self._point.n_channels,
+            "epochs": self.fine_tune_epochs,
+            "clean_accuracy": _sweep.accuracy(clean_labels, labels),
+            "clean_flagged": float(_sweep.percent(np.count_nonzero(clean_labels != bad_predict(prepared)), len(x))),
+            "attack_success_rate": None,
+            "poisoned_flagged": None,
+        }
+        if poisoned_x is not None:
+            poisoned = self._prepared(poisoned_x)
+            poisoned_labels = predict(poisoned, self.batch_size)
+            summary["attack_success_rate"] = _sweep.attack_success_rate(poisoned_labels, targets)
+            summary["poisoned_flagged"] = float(
+                _sweep.percent(np.count_nonzero(poisoned_labels != bad_predict(poisoned)), len(poisoned))
+            )
+        self.fine_pruned_model_ = model
+        self.fine_tune_ = summary
+
+    def _prepared(self, x: np.ndarray) -> np.ndarray:
+        """
+        :return: ``x`` after the classifier's preprocessing, as float32.
+        """
+        prepared, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
+        return np.asarray(prepared, dtype=np.float32)
+
     def _activations(self, head_predict: BatchPredictor, x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
         """
         :return: Activations at the cut, batch by batch, after the classifier's preprocessing.
         """
         for start in range(0, len(x), batch_size):
-            batch, _ = self.classifier._apply_preprocessing(x[start : start + batch_size], y=None, fit=False)
-            yield head_predict(np.asarray(batch, dtype=np.float32), batch_size)
+            yield head_predict(self._prepared(x[start : start + batch_size]), batch_size)
 
     # ------------------------------------------------------------------------------------------------- results
 
@@ -252,25 +369,57 @@ class FinePruning(Transformer):
             rows.append({"accuracy_drop": drop, **record})
         return rows
 
+    def fine_pruned_model(self) -> "keras.Model":
+        """
+        :return: The fine-pruned B': pruned to ``prune_until`` and fine-tuned; a new Keras model (a copy).
+        """
+        if not self._is_fitted:
+            raise ValueError("FinePruning is not fitted yet; call fit(x, y) first.")
+        if self.fine_pruned_model_ is None:
+            raise ValueError("No fine-pruned model: fine-tuning was off (fine_tune_epochs=0) when fit ran.")
+        return copy_model(self.fine_pruned_model_)
+
     def __call__(  # type: ignore[override]
         self, transformed_classifier: "CLASSIFIER_TYPE | None" = None, accuracy_drop: float | None = None
     ) -> GoodNetClassifier:
         """
-        Build the GoodNet for one accuracy drop X.
+        Build a GoodNet.
+
+        With ``accuracy_drop=X``, B' is the pruned network B'(X). Without it, B' is the fine-pruned network where
+        fine-tuning ran (``fine_tune_epochs > 0``), else B'(X) for the only fitted X.
 
         :param transformed_classifier: The classifier B (by default the one given at construction); it must hold the
                same weights as the classifier that was fitted.
-        :param accuracy_drop: One of the fitted X; may be left out when only one X was fitted.
+        :param accuracy_drop: One of the fitted X.
         :return: A GoodNet with N + 1 classes.
         """
         if not self._is_fitted:
             raise ValueError("FinePruning is not fitted yet; call fit(x, y) before building a GoodNet.")
         classifier = self.classifier if transformed_classifier is None else transformed_classifier
         model = as_functional(model_of(classifier))
-        if model is not self._model and not weights_equal(model, self._model):
+        if not weights_equal(model, self._model):
             raise ValueError(
                 "The classifier given to build the GoodNet holds other weights than the one that was fitted."
             )
+        metadata: dict = {
+            "n_classes": self._n_classes,
+            "layer_name": self._point.layer_name,
+            "cut_name": self._point.cut_name,
+            "n_channels": self._point.n_channels,
+        }
+        if accuracy_drop is None and self.fine_pruned_model_ is not None:
+            summary = self.fine_tune_ or {}
+            metadata.update(
+                {
+                    "method": "fine-pruning",
+                    "accuracy_drop": None,
+                    "prune_until": self.prune_until,
+                    "fine_tune_epochs": self.fine_tune_epochs,
+                    "fine_tune_learning_rate": float(self.fine_tune_learning_rate),
+                    "pruned_channels": [int(c) for c in self.ranking_[: summary.get("channels_pruned", 0)]],
+                }
+            )
+            return GoodNetClassifier.from_classifier(classifier, self.fine_pruned_model(), metadata=metadata)
         if accuracy_drop is None:
             if len(self.accuracy_drops) != 1:
                 swept = ", ".join(f"{d:g}" for d in self.accuracy_drops)
@@ -278,14 +427,13 @@ class FinePruning(Transformer):
             accuracy_drop = self.accuracy_drops[0]
         step = self._step(accuracy_drop)
         record = self.sweep_[step]
-        metadata = {
-            "n_classes": self._n_classes,
-            "layer_name": self._point.layer_name,
-            "cut_name": self._point.cut_name,
-            "n_channels": self._point.n_channels,
-            "accuracy_drop": check_drop(accuracy_drop),
-            "pruned_channels": [int(c) for c in self.ranking_[:step]],
-            "validation_clean_accuracy": record.clean_accuracy,
-            "validation_attack_success_rate": record.attack_success_rate,
-        }
+        metadata.update(
+            {
+                "method": "pruning",
+                "accuracy_drop": check_drop(accuracy_drop),
+                "pruned_channels": [int(c) for c in self.ranking_[:step]],
+                "validation_clean_accuracy": record.clean_accuracy,
+                "validation_attack_success_rate": record.attack_success_rate,
+            }
+        )
         return GoodNetClassifier.from_classifier(classifier, self.pruned_model(accuracy_drop), metadata=metadata)

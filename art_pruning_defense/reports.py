@@ -10,6 +10,17 @@ from typing import Any, Sequence
 
 from art_pruning_defense._io import atomic_file
 
+#: Columns of the lab's summary table: (key, header).
+SUMMARY_COLUMNS = (
+    ("accuracy_drop", "X (points)"),
+    ("channels_pruned", "channels pruned"),
+    ("fraction_pruned", "fraction pruned"),
+    ("clean_accuracy", "clean accuracy %"),
+    ("attack_success_rate", "attack success %"),
+    ("poisoned_flagged", "poisoned flagged %"),
+    ("clean_flagged", "clean flagged %"),
+)
+
 
 def _cell(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -64,3 +75,39 @@ def write_text(path: str, text: str) -> None:
     with atomic_file(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
+
+
+def plot_sweep(records: Sequence[dict], steps: dict[float, int], path: str, title: str = "") -> None:
+    """
+    Clean accuracy and attack success rate against the fraction of channels pruned, with the step chosen for each X
+    marked; written as a PNG, atomically.
+
+    :param records: Sweep records as dicts (``fraction_pruned``, ``clean_accuracy``, ``attack_success_rate``).
+    :param steps: ``{X: step}``.
+    :param path: Destination PNG.
+    :param title: Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fraction = [100.0 * r["fraction_pruned"] for r in records]
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=120)
+    axis.plot(fraction, [r["clean_accuracy"] for r in records], color="tab:blue", label="clean accuracy")
+    if records and records[0].get("attack_success_rate") is not None:
+        axis.plot(fraction, [r["attack_success_rate"] for r in records], color="tab:red", label="attack success rate")
+    for drop, step in sorted(steps.items()):
+        axis.axvline(fraction[step], color="grey", linestyle=":", linewidth=1)
+        axis.annotate(f"X={drop:g}", (fraction[step], 2), rotation=90, fontsize=8, color="grey", ha="right")
+    axis.set_xlabel("channels pruned (%)")
+    axis.set_ylabel("%")
+    axis.set_ylim(0, 101)
+    axis.set_xlim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower left")
+    axis.set_title(title)
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)

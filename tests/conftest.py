@@ -68,3 +68,14 @@ def tiny_classifier(tiny_model) -> KerasClassifier:
 def tiny_data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return rng.random((60, 10, 10, 3), dtype=np.float32), rng.integers(0, 4, 60)
+
+
+@pytest.fixture(scope="session")
+def digits_badnet():
+    """The embedded default BadNet: (BadNetData, KerasClassifier), trained once per test session."""
+    from art_pruning_defense.badnet import digits_badnet_data
+    from art_pruning_defense.demo import train_digits_badnet
+
+    keras.utils.set_random_seed(0)
+    data = digits_badnet_data(seed=0)
+    return data, train_digits_badnet(data, epochs=30, seed=0)

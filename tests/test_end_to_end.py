@@ -5,18 +5,12 @@ import numpy as np
 import pytest
 
 from art_pruning_defense import FinePruning
-from art_pruning_defense.badnet import digits_badnet_data
 from art_pruning_defense.cli import main
-from art_pruning_defense.demo import train_digits_badnet
 
 
-@pytest.fixture(scope="module")
-def badnet():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    data = digits_badnet_data(seed=0)
-    return data, train_digits_badnet(data, epochs=30, seed=0)
+@pytest.fixture
+def badnet(digits_badnet):
+    return digits_badnet
 
 
 def test_data_is_poisoned_as_asked(badnet):

@@ -1,7 +1,7 @@
 """
 The Keras adapter: the only part of the package that imports TensorFlow or Keras.
 """
-from art_pruning_defense.keras._builders import small_cnn, train
+from art_pruning_defense.keras._builders import fine_tune, mnist_cnn, outputs_probabilities, small_cnn, train
 from art_pruning_defense.keras._model import (
     BatchPredictor,
     PrunePoint,
@@ -23,12 +23,15 @@ __all__ = [
     "PrunePoint",
     "as_functional",
     "copy_model",
+    "fine_tune",
     "find_prune_point",
     "input_shape",
     "load_model",
     "mask_of",
     "masked_copy",
+    "mnist_cnn",
     "n_outputs",
+    "outputs_probabilities",
     "save_model",
     "small_cnn",
     "split",

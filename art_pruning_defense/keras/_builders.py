@@ -31,6 +31,27 @@ def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32
     return keras.Model(inputs, outputs, name="small_cnn")
 
 
+def mnist_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
+    """
+    The CNN of Keras's MNIST example, also the BadNet of ART's poisoning examples: conv 32 → conv 64 → max-pool →
+    dropout → dense 128 → dropout → softmax. ``conv_2`` (64 channels) is the layer to prune.
+
+    :param input_shape: ``(height, width, channels)``.
+    :param n_classes: Number of classes.
+    :return: An uncompiled Functional model with softmax outputs.
+    """
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv_1")(inputs)
+    x = keras.layers.Conv2D(64, 3, activation="relu", name="conv_2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
+    x = keras.layers.Dropout(0.25, name="dropout_1")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(128, activation="relu", name="fc_1")(x)
+    x = keras.layers.Dropout(0.5, name="dropout_2")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="mnist_cnn")
+
+
 def train(
     model: keras.Model,
     x: np.ndarray,
@@ -59,6 +80,55 @@ def train(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+    )
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=1 if verbose else 0)
+    return model
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """
+    :param model: A Functional classifier.
+    :return: Whether its output layer ends in a softmax (probabilities) rather than logits.
+    """
+    layer = model.outputs[0]._keras_history[0]
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+
+
+def fine_tune(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    verbose: bool = False,
+) -> keras.Model:
+    """
+    Retrain every weight of a (pruned) model on clean data, in place. Mask layers have no weights, so pruned
+    channels stay at zero throughout; BatchNormalization layers are frozen (inference statistics), since a small
+    clean set would give poor batch statistics.
+
+    :param model: The model; recompiled.
+    :param x: Clean inputs, already preprocessed for the network.
+    :param y: Integer labels.
+    :param epochs: Epochs.
+    :param learning_rate: Adam's learning rate.
+    :param batch_size: Batch size.
+    :param seed: Seed for shuffling.
+    :param verbose: Show Keras's progress bar.
+    :return: The model.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
     )
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=1 if verbose else 0)
     return model

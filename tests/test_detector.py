@@ -1,0 +1,64 @@
+"""FinePruningDetector: ART's poison-filtering contract."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from art.defences.detector.poison import PoisonFilteringDefence
+from art.defences.detector.poison.ground_truth_evaluator import GroundTruthEvaluator
+from art.utils import segment_by_class
+
+from art_pruning_defense import FinePruningDetector
+
+
+@pytest.fixture(scope="module")
+def detection(digits_badnet):
+    data, classifier = digits_badnet
+    detector = FinePruningDetector(
+        classifier, data.x_train, data.y_train, data.x_valid, data.y_valid, fine_tune_epochs=10, verbose=False
+    )
+    report, is_clean = detector.detect_poison()
+    return data, detector, report, is_clean
+
+
+def test_detect_poison_flags_poison_more_than_clean(detection):
+    data, detector, report, is_clean = detection
+    assert isinstance(detector, PoisonFilteringDefence)
+    assert len(is_clean) == len(data.x_train) and set(is_clean) <= {0, 1}
+    flagged = np.asarray(is_clean) == 0
+    assert report["n_flagged"] == int(flagged.sum())
+    assert sum(report["flagged_by_class"].values()) == report["n_flagged"]
+    assert report["method"] == "fine-pruning"
+    tpr = flagged[data.is_poison_train].mean()
+    fpr = flagged[~data.is_poison_train].mean()
+    assert tpr > 0.5 > fpr
+
+
+def test_evaluate_defence_has_activation_defence_layout(detection):
+    data, detector, _, is_clean = detection
+    truth = (~data.is_poison_train).astype(int)
+    result = json.loads(detector.evaluate_defence(truth))
+    assert sorted(result) == sorted(f"class_{c}" for c in range(10))
+    # Same numbers as ART's own evaluator on the same assignment, since detection is deterministic.
+    expected = json.loads(
+        GroundTruthEvaluator().analyze_correctness(
+            segment_by_class(np.asarray(is_clean), data.y_train, 10), segment_by_class(truth, data.y_train, 10)
+        )[1]
+    )
+    assert result == expected
+    assert set(result["class_0"]) == {"TruePositive", "TrueNegative", "FalsePositive", "FalseNegative"}
+
+
+def test_evaluate_defence_checks_ground_truth(detection):
+    _, detector, _, _ = detection
+    with pytest.raises(ValueError, match="one 0/1 value per training sample"):
+        detector.evaluate_defence(np.ones(3))
+
+
+def test_detector_checks_its_data(digits_badnet):
+    data, classifier = digits_badnet
+    with pytest.raises(ValueError, match="y_val"):
+        FinePruningDetector(classifier, data.x_train, data.y_train, data.x_valid, data.y_valid[:-1])
+    with pytest.raises(ValueError, match="x_train has shape"):
+        FinePruningDetector(classifier, data.x_train[:, :8], data.y_train, data.x_valid, data.y_valid)

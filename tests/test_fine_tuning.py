@@ -1,0 +1,85 @@
+"""Fine-pruning proper: prune to prune_until, then retrain with the pruned channels held at zero."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from art.estimators.classification import KerasClassifier
+
+from art_pruning_defense import FinePruning
+from conftest import conv_block_model
+
+
+def test_fine_tuning_keeps_pruned_channels_at_zero_and_b_untouched(tiny_data):
+    model = conv_block_model(batch_norm=True, activation="tanh")
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    before = [w.copy() for w in model.get_weights()]
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)  # B is 100 % accurate: pruning soon costs a point
+    defence = FinePruning(classifier, fine_tune_epochs=3, prune_until=1, verbose=False)
+    defence.fit(x, y)
+    tuned = defence.fine_pruned_model_
+    point = defence.prune_point
+    step = defence.fine_tune_["channels_pruned"]
+    assert 1 <= step < point.n_channels
+    pruned = defence.ranking_[:step]
+    mask = tuned.get_layer(point.mask_name).scale
+    assert sorted(np.flatnonzero(mask == 0).tolist()) == sorted(pruned.tolist())
+    cut = keras.Model(tuned.inputs[0], tuned.get_layer(point.mask_name).output).predict(x, verbose=0)
+    assert np.all(cut[..., pruned] == 0.0)
+    # The fine-tuning changed the copy's weights, not B's; BatchNormalization statistics stayed frozen.
+    assert not np.array_equal(tuned.get_layer("conv_2").kernel.numpy(), model.get_layer("conv_2").kernel.numpy())
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    np.testing.assert_array_equal(
+        tuned.get_layer("bn").moving_mean.numpy(), model.get_layer("bn").moving_mean.numpy()
+    )
+    goodnet = defence(classifier)
+    assert goodnet.metadata["method"] == "fine-pruning"
+    assert goodnet.metadata["pruned_channels"] == pruned.tolist()
+    assert defence(classifier, accuracy_drop=4).metadata["method"] == "pruning"
+    copy = defence.fine_pruned_model()
+    np.testing.assert_array_equal(copy.predict(x, verbose=0), tuned.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("prune_until", [1, 100])
+def test_prune_until_sets_the_depth_and_keeps_one_channel(tiny_classifier, tiny_data, prune_until):
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, fine_tune_epochs=1, prune_until=prune_until, verbose=False)
+    defence.fit(x, y)
+    accuracy = [r.clean_accuracy for r in defence.sweep_]
+    expected = next((k for k, a in enumerate(accuracy) if accuracy[0] - a >= prune_until), len(accuracy) - 1)
+    assert defence.fine_tune_["channels_pruned"] == min(expected, 5)  # never all 6 channels
+
+
+def test_fine_pruned_model_needs_fine_tuning(tiny_classifier, tiny_data):
+    defence = FinePruning(tiny_classifier, verbose=False)
+    defence.fit(*tiny_data)
+    assert defence.fine_pruned_model_ is None
+    with pytest.raises(ValueError, match="fine_tune_epochs=0"):
+        defence.fine_pruned_model()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"fine_tune_epochs": -1}, ValueError),
+        ({"fine_tune_epochs": 1.5}, TypeError),
+        ({"fine_tune_learning_rate": 0}, ValueError),
+        ({"fine_tune_learning_rate": "fast"}, TypeError),
+        ({"prune_until": 0}, ValueError),
+        ({"fine_tune_batch_size": 0}, ValueError),
+    ],
+)
+def test_fine_tuning_parameters_are_checked(tiny_classifier, kwargs, error):
+    with pytest.raises(error):
+        FinePruning(tiny_classifier, **kwargs)
+
+
+def test_fine_pruning_removes_more_of_the_digits_backdoor_than_pruning(digits_badnet):
+    data, classifier = digits_badnet
+    defence = FinePruning(classifier, fine_tune_epochs=10, verbose=False)
+    defence.fit(data.x_valid, data.y_valid)
+    fine = defence(classifier).evaluate(data.x_test, data.y_test, data.x_test_poisoned, data.target)
+    pruned = defence(classifier, accuracy_drop=10).evaluate(data.x_test, data.y_test, data.x_test_poisoned, data.target)
+    assert fine["B'"]["attack_success_rate"] < pruned["B'"]["attack_success_rate"]
+    assert fine["B'"]["clean_accuracy"] > pruned["B'"]["clean_accuracy"]
