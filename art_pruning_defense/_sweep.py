@@ -25,7 +25,7 @@ class SweepStep:
     One record of the pruning sweep: the network after ``channels_pruned`` channels have been pruned.
 
     Percentages are in [0, 100]. ``attack_success_rate`` and ``poisoned_flagged`` are ``None`` when no poisoned
-    data was given.
+    data was given. ``channel`` (of ``layer``) is the channel pruned at this step, ``None`` for the unpruned network.
     """
 
     channels_pruned: int
@@ -35,6 +35,7 @@ class SweepStep:
     attack_success_rate: float | None
     clean_flagged: float
     poisoned_flagged: float | None
+    layer: str | None = None
 
     def as_dict(self) -> dict:
         """
@@ -190,12 +191,14 @@ def build_records(
     n_channels: int,
     clean: SweepCounts,
     poisoned: SweepCounts | None,
+    layers: Sequence[str | None] | None = None,
 ) -> list[SweepStep]:
     """
     :param order: Channels in pruning order.
-    :param n_channels: Number of channels of the layer.
+    :param n_channels: Number of channels that can be pruned (the fraction's denominator).
     :param clean: Counts on the clean data (hits are correct labels).
     :param poisoned: Counts on the poisoned data (hits are attack targets), or ``None``.
+    :param layers: The layer of each channel in ``order`` (default: no layer named).
     :return: One record per step, the unpruned network first.
     """
     accuracy, clean_flagged = clean.hit_rate(), clean.change_rate()
@@ -212,9 +215,142 @@ def build_records(
                 attack_success_rate=None if poisoned is None else float(asr[step]),
                 clean_flagged=float(clean_flagged[step]),
                 poisoned_flagged=None if poisoned is None else float(poisoned_flagged[step]),
+                layer=None if step == 0 or layers is None else layers[step - 1],
             )
         )
     return records
+
+
+@dataclass
+class GreedyState:
+    """
+    The state of an attack-aware pass: current labels of every clean and poisoned sample, the unpruned network's
+    labels (to count what a GoodNet would flag), and the counts after each accepted step.
+    """
+
+    clean_labels: np.ndarray
+    clean_references: np.ndarray
+    clean_unpruned: np.ndarray
+    poisoned_labels: np.ndarray
+    poisoned_references: np.ndarray
+    poisoned_unpruned: np.ndarray
+    accepted: list[tuple[str, int]]
+    clean: SweepCounts
+    poisoned: SweepCounts
+
+    @classmethod
+    def start(
+        cls,
+        clean_labels: np.ndarray,
+        clean_references: np.ndarray,
+        poisoned_labels: np.ndarray,
+        poisoned_references: np.ndarray,
+    ) -> "GreedyState":
+        """
+        :param clean_labels: The unpruned network's labels on the clean data.
+        :param clean_references: True labels.
+        :param poisoned_labels: The unpruned network's labels on the poisoned data.
+        :param poisoned_references: Attack targets.
+        :return: The state before any pruning (one step recorded).
+        """
+        clean = SweepCounts(
+            np.array([np.count_nonzero(clean_labels == clean_references)]), np.zeros(1, np.int64), len(clean_labels)
+        )
+        poisoned = SweepCounts(
+            np.array([np.count_nonzero(poisoned_labels == poisoned_references)]),
+            np.zeros(1, np.int64),
+            len(poisoned_labels),
+        )
+        return cls(
+            clean_labels.copy(),
+            clean_references,
+            clean_labels.copy(),
+            poisoned_labels.copy(),
+            poisoned_references,
+            poisoned_labels.copy(),
+            [],
+            clean,
+            poisoned,
+        )
+
+
+def attack_aware_pass(
+    state: GreedyState,
+    layer: str,
+    clean_activations: np.ndarray,
+    poisoned_activations: np.ndarray,
+    candidates: np.ndarray,
+    predict_labels: LabelFunction,
+    min_clean_hits: int,
+    on_candidate: Callable[[], None] | None = None,
+) -> np.ndarray:
+    """
+    Attack-aware pruning of one layer: try the candidate channels in order, and keep a channel pruned if that
+    lowers the number of poisoned samples classified as the target while at least ``min_clean_hits`` clean samples
+    stay correct, or if it is harmless: the attack's count is unchanged and no clean sample is lost. (Pruning only
+    on a strict decrease stalls where the backdoor is spread over several channels, none of which matters alone;
+    pruning the harmless ones first lets the later ones show.) Each candidate is judged from the cached
+    activations, re-evaluating only the samples on which the channel is active. ``state`` is updated in place.
+
+    :param state: The pass's state (labels and counts so far).
+    :param layer: Name of the layer (for the records).
+    :param clean_activations: Activations of the layer on the clean data, shape ``(n, ..., n_channels)``.
+    :param poisoned_activations: The same on the poisoned data.
+    :param candidates: Channels to try, in order.
+    :param predict_labels: Maps masked activations of this layer to labels (the rest of the network, with the masks
+           accepted so far in later layers).
+    :param min_clean_hits: The accuracy budget, as a number of correctly classified clean samples.
+    :param on_candidate: Called after each candidate (progress reporting).
+    :return: The layer's mask (1 keep, 0 pruned).
+    """
+    mask = np.ones(clean_activations.shape[-1], dtype=clean_activations.dtype)
+    clean_active = active_channels(clean_activations)
+    poisoned_active = active_channels(poisoned_activations)
+    clean_hits = int(state.clean.hits[-1])
+    poisoned_hits = int(state.poisoned.hits[-1])
+    for channel in candidates:
+        mask[channel] = 0
+        clean_rows = np.flatnonzero(clean_active[:, channel])
+        poisoned_rows = np.flatnonzero(poisoned_active[:, channel])
+        new_poisoned = predict_labels(poisoned_activations[poisoned_rows] * mask) if poisoned_rows.size else None
+        new_poisoned_hits = poisoned_hits
+        if new_poisoned is not None:
+            references = state.poisoned_references[poisoned_rows]
+            new_poisoned_hits += int(
+                np.count_nonzero(new_poisoned == references)
+                - np.count_nonzero(state.poisoned_labels[poisoned_rows] == references)
+            )
+        accepted = False
+        if new_poisoned_hits <= poisoned_hits:
+            new_clean = predict_labels(clean_activations[clean_rows] * mask) if clean_rows.size else None
+            new_clean_hits = clean_hits
+            if new_clean is not None:
+                references = state.clean_references[clean_rows]
+                new_clean_hits += int(
+                    np.count_nonzero(new_clean == references)
+                    - np.count_nonzero(state.clean_labels[clean_rows] == references)
+                )
+            lowers_attack = new_poisoned_hits < poisoned_hits and new_clean_hits >= min_clean_hits
+            harmless = new_poisoned_hits == poisoned_hits and new_clean_hits >= max(clean_hits, min_clean_hits)
+            if lowers_attack or harmless:
+                accepted = True
+                if new_clean is not None:
+                    state.clean_labels[clean_rows] = new_clean
+                if new_poisoned is not None:
+                    state.poisoned_labels[poisoned_rows] = new_poisoned
+                clean_hits, poisoned_hits = new_clean_hits, new_poisoned_hits
+                state.accepted.append((layer, int(channel)))
+                for counts, hits, labels, unpruned in (
+                    (state.clean, clean_hits, state.clean_labels, state.clean_unpruned),
+                    (state.poisoned, poisoned_hits, state.poisoned_labels, state.poisoned_unpruned),
+                ):
+                    counts.hits = np.append(counts.hits, hits)
+                    counts.changed = np.append(counts.changed, np.count_nonzero(labels != unpruned))
+        if not accepted:
+            mask[channel] = 1
+        if on_candidate is not None:
+            on_candidate()
+    return mask
 
 
 def select_steps(clean_accuracy: Sequence[float], accuracy_drops: Iterable[float]) -> dict[float, int]:

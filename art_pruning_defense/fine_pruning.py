@@ -15,6 +15,10 @@ The algorithm, for a classifier B with N classes and clean validation data:
 4. Fine-pruning (``fine_tune_epochs > 0``): prune deeper, to the step where clean accuracy has fallen
    ``prune_until`` points, then retrain the pruned network on the clean data with the pruned channels held at zero.
 5. A GoodNet runs B and B' side by side and answers class N ("poisoned input") where they disagree.
+
+The ``attack_aware`` strategy (for a defender who holds triggered validation samples) replaces steps 1-3: over
+several layers, deepest first, least active channel first, a channel is pruned if that lowers the attack success
+rate on the poisoned validation data while clean accuracy stays within X points of B's, or if it changes neither.
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ from art_pruning_defense.keras import (
     find_prune_point,
     fine_tune,
     input_shape,
-    masked_copy,
+    last_conv_layers,
+    multi_masked_copy,
     n_outputs,
     split,
     weights_equal,
@@ -50,6 +55,9 @@ if TYPE_CHECKING:
     from art.utils import CLASSIFIER_TYPE
 
 logger = logging.getLogger(__name__)
+
+#: The pruning strategies.
+STRATEGIES = ("activation", "attack_aware")
 
 #: Fine-pruning defaults (how they were chosen: README, "Choosing the fine-pruning defaults").
 DEFAULT_PRUNE_UNTIL = 20.0
@@ -68,6 +76,8 @@ class FinePruning(Transformer):
 
     params = [
         "layer_name",
+        "strategy",
+        "layer_names",
         "accuracy_drops",
         "batch_size",
         "max_cache_bytes",
@@ -91,6 +101,8 @@ class FinePruning(Transformer):
         fine_tune_batch_size: int = 32,
         prune_until: float = DEFAULT_PRUNE_UNTIL,
         seed: int = 0,
+        strategy: str = "activation",
+        layer_names: Sequence[str] | None = None,
         verbose: bool = True,
     ) -> None:
         """
@@ -113,6 +125,12 @@ class FinePruning(Transformer):
                (in (0, 100]) before fine-tuning, deeper than the X of plain pruning since fine-tuning recovers the
                accuracy; at least one channel is always kept.
         :param seed: Seed of the fine-tuning.
+        :param strategy: ``"activation"`` (rank one layer's channels by mean clean activation and prune in that
+               order; needs only clean data) or ``"attack_aware"`` (over ``layer_names``, keep a channel pruned only
+               if that lowers the attack success rate on poisoned validation data, within the accuracy budget X;
+               needs ``poisoned_x`` and ``poisoned_target`` in ``fit``: it assumes the defender holds triggered
+               samples).
+        :param layer_names: The layers of the ``attack_aware`` strategy (default: the last three Conv2D layers).
         :param verbose: Show progress bars.
         """
         super().__init__(classifier=classifier)
@@ -125,18 +143,36 @@ class FinePruning(Transformer):
         self.fine_tune_batch_size = fine_tune_batch_size
         self.prune_until = prune_until
         self.seed = seed
+        self.strategy = strategy
+        self.layer_names = layer_names
         self.verbose = verbose
         self._check_params()
         self._model = as_functional(model_of(classifier))
-        self._point = find_prune_point(self._model, layer_name)
         self._n_classes = n_outputs(self._model)
+        if self.strategy == "attack_aware":
+            names = list(self.layer_names) if self.layer_names is not None else last_conv_layers(self._model, 3)
+            order = {layer.name: index for index, layer in enumerate(self._model.layers)}
+            self._points = sorted(
+                (find_prune_point(self._model, name) for name in names), key=lambda p: order[p.layer_name]
+            )
+        else:
+            self._points = [find_prune_point(self._model, layer_name)]
+        self._point = self._points[-1]
 
     @property
     def prune_point(self) -> PrunePoint:
         """
-        :return: The pruned layer, the layer whose output is ranked and masked, and the number of channels.
+        :return: The pruned layer (the deepest one for ``attack_aware``), the layer whose output is ranked and
+                 masked, and the number of channels.
         """
         return self._point
+
+    @property
+    def prune_points(self) -> list[PrunePoint]:
+        """
+        :return: Every pruned layer, in the model's order.
+        """
+        return list(self._points)
 
     def _check_params(self) -> None:
         if self.layer_name is not None and not isinstance(self.layer_name, str):
@@ -158,6 +194,15 @@ class FinePruning(Transformer):
         self.prune_until = check_drop(self.prune_until, "prune_until")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {self.strategy!r}.")
+        if self.layer_names is not None:
+            if isinstance(self.layer_names, str) or not all(isinstance(n, str) for n in self.layer_names):
+                raise TypeError("layer_names must be a list of layer names.")
+            if not self.layer_names or len(set(self.layer_names)) != len(self.layer_names):
+                raise ValueError(f"layer_names must be distinct and not empty, got {list(self.layer_names)}.")
+            if self.strategy != "attack_aware":
+                raise ValueError("layer_names is for strategy='attack_aware'; the activation strategy prunes layer_name.")
         if not isinstance(self.verbose, bool):
             raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}.")
 
@@ -196,11 +241,49 @@ class FinePruning(Transformer):
             poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x")
             targets = check_target(poisoned_target, len(poisoned_x), self._n_classes, "poisoned_target")
 
-        head, tail = split(self._model, self._point.cut_name)
+        if self.strategy == "attack_aware":
+            if poisoned_x is None:
+                raise ValueError(
+                    "strategy='attack_aware' needs triggered validation data: pass poisoned_x and poisoned_target "
+                    "to fit (the activation strategy needs clean data only)."
+                )
+            self._fit_attack_aware(x, labels, poisoned_x, targets)
+        else:
+            self._fit_activation(x, labels, poisoned_x, targets)
+        self.fine_pruned_model_ = None
+        self.fine_tune_ = None
+        if self.fine_tune_epochs > 0:
+            self._fine_prune(x, labels, poisoned_x, targets)
+        self._is_fitted = True
+        for drop, step in self.steps_.items():
+            record = self._records(drop)[step]
+            logger.info(
+                "X=%g: %d of %d channels pruned, clean accuracy %.2f%%, attack success rate %s.",
+                drop,
+                record.channels_pruned,
+                self._n_prunable,
+                record.clean_accuracy,
+                "n/a" if record.attack_success_rate is None else f"{record.attack_success_rate:.2f}%",
+            )
+
+    @property
+    def _n_prunable(self) -> int:
+        return sum(point.n_channels for point in self._points)
+
+    def _records(self, drop: float) -> list[_sweep.SweepStep]:
+        return self.sweeps_[drop] if self.strategy == "attack_aware" else self.sweep_
+
+    def _fit_activation(
+        self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray | None, targets: np.ndarray | None
+    ) -> None:
+        """
+        The activation-order sweep over one layer. Sets ``mean_activation_``, ``ranking_``, ``sweep_``, ``steps_``.
+        """
+        point = self._point
+        head, tail = split(self._model, point.cut_name)
         head_predict = BatchPredictor(head)
         tail_labels = BatchPredictor(tail, labels_only=True)
-        cut_shape = tuple(int(d) for d in head.outputs[0].shape[1:])
-        chunk = max(1, self.max_cache_bytes // (4 * math.prod(cut_shape)))
+        chunk = self._chunk_size(head)
 
         # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
         means = _sweep.ChannelMeans()
@@ -214,7 +297,7 @@ class FinePruning(Transformer):
         # Pass 2: the sweep, chunk by chunk; only the tail of the network runs at each step.
         n_chunks = math.ceil(len(x) / chunk) + (0 if poisoned_x is None else math.ceil(len(poisoned_x) / chunk))
         progress = tqdm(
-            total=n_chunks * len(order), desc=f"Pruning {self._point.layer_name}", unit="step", disable=not self.verbose
+            total=n_chunks * len(order), desc=f"Pruning {point.layer_name}", unit="step", disable=not self.verbose
         )
 
         def run(data: np.ndarray, references: np.ndarray, cached: np.ndarray | None) -> _sweep.SweepCounts:
@@ -242,23 +325,81 @@ class FinePruning(Transformer):
 
         self.mean_activation_ = means.mean
         self.ranking_ = order
-        self.sweep_ = _sweep.build_records(order, self._point.n_channels, clean_counts, poisoned_counts)
+        self.sweep_ = _sweep.build_records(
+            order, point.n_channels, clean_counts, poisoned_counts, layers=[point.layer_name] * len(order)
+        )
         self.steps_ = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], self.accuracy_drops)
-        self.fine_pruned_model_ = None
-        self.fine_tune_ = None
-        if self.fine_tune_epochs > 0:
-            self._fine_prune(x, labels, poisoned_x, targets)
-        self._is_fitted = True
-        for drop, step in self.steps_.items():
-            record = self.sweep_[step]
-            logger.info(
-                "X=%g: %d of %d channels pruned, clean accuracy %.2f%%, attack success rate %s.",
-                drop,
-                step,
-                self._point.n_channels,
-                record.clean_accuracy,
-                "n/a" if record.attack_success_rate is None else f"{record.attack_success_rate:.2f}%",
+        self.sweeps_ = None
+
+    def _chunk_size(self, head: "keras.Model") -> int:
+        """
+        :return: How many samples' activations at the head's output fit in ``max_cache_bytes``.
+        """
+        return max(1, self.max_cache_bytes // (4 * math.prod(int(d) for d in head.outputs[0].shape[1:])))
+
+    def _fit_attack_aware(
+        self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray, targets: np.ndarray
+    ) -> None:
+        """
+        One attack-aware pass per budget X, layer by layer, deepest first. Sets ``mean_activation_`` and
+        ``ranking_`` (per layer), ``sweeps_`` (records per X), ``sweep_`` (those of the largest X), ``steps_``.
+        """
+        budgets = sorted(set(self.accuracy_drops) | ({self.prune_until} if self.fine_tune_epochs > 0 else set()))
+        predict = BatchPredictor(self._model, labels_only=True)
+        clean_unpruned = predict(self._prepared(x), self.batch_size)
+        poisoned_unpruned = predict(self._prepared(poisoned_x), self.batch_size)
+        base_hits = int(np.count_nonzero(clean_unpruned == labels))
+        states = {b: _sweep.GreedyState.start(clean_unpruned, labels, poisoned_unpruned, targets) for b in budgets}
+        masks = {b: {p: np.ones(p.n_channels, dtype=np.float32) for p in self._points} for b in budgets}
+        self.mean_activation_, self.ranking_ = {}, {}
+        progress = tqdm(
+            total=self._n_prunable * len(budgets), desc="Attack-aware pruning", unit="channel", disable=not self.verbose
+        )
+        with progress:
+            for point in reversed(self._points):
+                head = split(self._model, point.cut_name)[0]
+                needed = 4 * (len(x) + len(poisoned_x)) * math.prod(int(d) for d in head.outputs[0].shape[1:])
+                if needed > self.max_cache_bytes:
+                    raise ValueError(
+                        f"strategy='attack_aware' keeps the activations of one layer in memory: {point.cut_name} needs "
+                        f"{needed / 2**20:.0f} MiB, more than max_cache_bytes={self.max_cache_bytes / 2**20:.0f} MiB. "
+                        "Raise max_cache_bytes or use fewer validation samples."
+                    )
+                head_predict = BatchPredictor(head)
+                clean_cache = np.concatenate(list(self._activations(head_predict, x, self.batch_size)))
+                poisoned_cache = np.concatenate(list(self._activations(head_predict, poisoned_x, self.batch_size)))
+                means = _sweep.ChannelMeans()
+                means.update(clean_cache)
+                order = _sweep.rank_channels(means.mean)
+                self.mean_activation_[point.layer_name] = means.mean
+                self.ranking_[point.layer_name] = order
+                for budget in budgets:
+                    tail = split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1]
+                    tail_labels = BatchPredictor(tail, labels_only=True)
+                    min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
+                    masks[budget][point] = _sweep.attack_aware_pass(
+                        states[budget],
+                        point.layer_name,
+                        clean_cache,
+                        poisoned_cache,
+                        order,
+                        lambda a: tail_labels(a, self.batch_size),
+                        min_hits,
+                        on_candidate=progress.update,
+                    )
+        self.sweeps_ = {}
+        self._masks = masks
+        for budget in budgets:
+            state = states[budget]
+            self.sweeps_[budget] = _sweep.build_records(
+                np.array([c for _, c in state.accepted], dtype=np.int64),
+                self._n_prunable,
+                state.clean,
+                state.poisoned,
+                layers=[layer for layer, _ in state.accepted],
             )
+        self.sweep_ = self.sweeps_[max(self.accuracy_drops)]
+        self.steps_ = {drop: len(self.sweeps_[drop]) - 1 for drop in self.accuracy_drops}
 
     def _fine_prune(
         self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray | None, targets: np.ndarray | None
@@ -267,17 +408,23 @@ class FinePruning(Transformer):
         Prune to ``prune_until``, then retrain on the clean data with the pruned channels held at zero.
         Sets ``fine_pruned_model_`` and ``fine_tune_`` (a summary measured on the data given to ``fit``).
         """
-        step = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], [self.prune_until])[self.prune_until]
-        # With every channel gone the network's output no longer depends on its input: nothing to fine-tune.
-        step = min(step, self._point.n_channels - 1)
-        mask = np.ones(self._point.n_channels, dtype=np.float32)
-        mask[self.ranking_[:step]] = 0.0
-        model = masked_copy(self._model, self._point, mask)
+        if self.strategy == "attack_aware":
+            masks = self._masks[self.prune_until]
+            accepted = self.sweeps_[self.prune_until][1:]
+            channels = {p.layer_name: [r.channel for r in accepted if r.layer == p.layer_name] for p in self._points}
+        else:
+            step = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], [self.prune_until])[self.prune_until]
+            # With every channel gone the output no longer depends on the input: nothing left to fine-tune.
+            step = min(step, self._point.n_channels - 1)
+            masks = self._activation_masks(step)
+            channels = {self._point.layer_name: self.ranking_[:step].tolist()}
+        n_pruned = int(sum(np.count_nonzero(mask == 0) for mask in masks.values()))
+        model = multi_masked_copy(self._model, masks)
         prepared = self._prepared(x)
         logger.info(
             "Fine-pruning: %d of %d channels pruned, retraining for %d epochs on %d clean samples.",
-            step,
-            self._point.n_channels,
+            n_pruned,
+            self._n_prunable,
             self.fine_tune_epochs,
             len(x),
         )
@@ -295,8 +442,9 @@ class FinePruning(Transformer):
         bad_predict = BatchPredictor(self._model, labels_only=True)
         clean_labels = predict(prepared, self.batch_size)
         summary = {
-            "channels_pruned": step,
-            "fraction_pruned": step / self._point.n_channels,
+            "channels_pruned": n_pruned,
+            "fraction_pruned": n_pruned / self._n_prunable,
+            "pruned_channels": channels,
             "epochs": self.fine_tune_epochs,
             "clean_accuracy": _sweep.accuracy(clean_labels, labels),
             "clean_flagged": float(_sweep.percent(np.count_nonzero(clean_labels != bad_predict(prepared)), len(x))),
@@ -312,6 +460,11 @@ class FinePruning(Transformer):
             )
         self.fine_pruned_model_ = model
         self.fine_tune_ = summary
+
+    def _activation_masks(self, step: int) -> dict[PrunePoint, np.ndarray]:
+        mask = np.ones(self._point.n_channels, dtype=np.float32)
+        mask[self.ranking_[:step]] = 0.0
+        return {self._point: mask}
 
     def _prepared(self, x: np.ndarray) -> np.ndarray:
         """
@@ -338,12 +491,25 @@ class FinePruning(Transformer):
             raise ValueError(f"accuracy_drop={drop:g} was not swept; the fitted values are: {swept}.")
         return self.steps_[drop]
 
-    def pruned_channels(self, accuracy_drop: float) -> np.ndarray:
+    def _masks_for(self, accuracy_drop: float) -> dict[PrunePoint, np.ndarray]:
+        step = self._step(accuracy_drop)
+        if self.strategy == "attack_aware":
+            return self._masks[check_drop(accuracy_drop)]
+        return self._activation_masks(step)
+
+    def pruned_channels(self, accuracy_drop: float) -> np.ndarray | dict[str, np.ndarray]:
         """
         :param accuracy_drop: One of the fitted accuracy drops X.
-        :return: Indices of the channels pruned in B'(X), in pruning order.
+        :return: The channels pruned in B'(X): for the activation strategy, their indices in pruning order; for
+                 ``attack_aware``, ``{layer name: indices in pruning order}``.
         """
         step = self._step(accuracy_drop)
+        if self.strategy == "attack_aware":
+            records = self._records(check_drop(accuracy_drop))[1:]
+            return {
+                p.layer_name: np.array([r.channel for r in records if r.layer == p.layer_name], dtype=np.int64)
+                for p in self._points
+            }
         return self.ranking_[:step].copy()
 
     def pruned_model(self, accuracy_drop: float) -> "keras.Model":
@@ -351,10 +517,7 @@ class FinePruning(Transformer):
         :param accuracy_drop: One of the fitted accuracy drops X.
         :return: B'(X): a new Keras model, a copy of B with the pruned channels masked to zero.
         """
-        channels = self.pruned_channels(accuracy_drop)
-        mask = np.ones(self._point.n_channels, dtype=np.float32)
-        mask[channels] = 0.0
-        return masked_copy(self._model, self._point, mask)
+        return multi_masked_copy(self._model, self._masks_for(accuracy_drop))
 
     def summary(self) -> list[dict]:
         """
@@ -364,8 +527,9 @@ class FinePruning(Transformer):
         """
         rows = []
         for drop in self.accuracy_drops:
-            record = self.sweep_[self._step(drop)].as_dict()
+            record = self._records(drop)[self._step(drop)].as_dict()
             record.pop("channel")
+            record.pop("layer")
             rows.append({"accuracy_drop": drop, **record})
         return rows
 
@@ -403,9 +567,11 @@ class FinePruning(Transformer):
             )
         metadata: dict = {
             "n_classes": self._n_classes,
+            "strategy": self.strategy,
             "layer_name": self._point.layer_name,
             "cut_name": self._point.cut_name,
             "n_channels": self._point.n_channels,
+            "layer_names": [p.layer_name for p in self._points],
         }
         if accuracy_drop is None and self.fine_pruned_model_ is not None:
             summary = self.fine_tune_ or {}
@@ -416,7 +582,7 @@ class FinePruning(Transformer):
                     "prune_until": self.prune_until,
                     "fine_tune_epochs": self.fine_tune_epochs,
                     "fine_tune_learning_rate": float(self.fine_tune_learning_rate),
-                    "pruned_channels": [int(c) for c in self.ranking_[: summary.get("channels_pruned", 0)]],
+                    "pruned_channels": self._channels_metadata(summary["pruned_channels"]),
                 }
             )
             return GoodNetClassifier.from_classifier(classifier, self.fine_pruned_model(), metadata=metadata)
@@ -426,14 +592,26 @@ class FinePruning(Transformer):
                 raise ValueError(f"Several accuracy drops were fitted ({swept}); choose one with accuracy_drop=X.")
             accuracy_drop = self.accuracy_drops[0]
         step = self._step(accuracy_drop)
-        record = self.sweep_[step]
+        record = self._records(check_drop(accuracy_drop))[step]
         metadata.update(
             {
                 "method": "pruning",
                 "accuracy_drop": check_drop(accuracy_drop),
-                "pruned_channels": [int(c) for c in self.ranking_[:step]],
+                "pruned_channels": self._channels_metadata(
+                    {p.layer_name: c for p, c in zip(self._points, [self.pruned_channels(accuracy_drop)])}
+                    if self.strategy == "activation"
+                    else self.pruned_channels(accuracy_drop)
+                ),
                 "validation_clean_accuracy": record.clean_accuracy,
                 "validation_attack_success_rate": record.attack_success_rate,
             }
         )
         return GoodNetClassifier.from_classifier(classifier, self.pruned_model(accuracy_drop), metadata=metadata)
+
+    def _channels_metadata(self, by_layer: dict) -> list[int] | dict[str, list[int]]:
+        """
+        :return: The pruned channels for a GoodNet's metadata: a list for the activation strategy (one layer), a
+                 dict by layer for ``attack_aware``.
+        """
+        as_lists = {layer: [int(c) for c in channels] for layer, channels in by_layer.items()}
+        return as_lists[self._point.layer_name] if self.strategy == "activation" else as_lists

@@ -122,3 +122,43 @@ def test_compare_labels():
         "poisoned_flagged": 50.0,
     }
     assert rows["B"]["poisoned_flagged"] is None
+
+
+def test_attack_aware_pass_matches_a_brute_force_greedy():
+    rng = np.random.default_rng(5)
+    n_channels = 6
+    weights = rng.normal(size=(4 * n_channels, 3))
+    clean = rng.random((30, 2, 2, n_channels)) * (rng.random((30, 2, 2, n_channels)) < 0.5)
+    poisoned = rng.random((20, 2, 2, n_channels)) * (rng.random((20, 2, 2, n_channels)) < 0.5)
+    poisoned[..., 2] += 2.0  # a "trigger" channel
+    weights[2::n_channels, 0] += 3.0  # that drives class 0
+    y = rng.integers(0, 3, 30)
+    target = np.zeros(20, dtype=np.int64)
+
+    def tail(a):
+        return np.argmax(a.reshape(len(a), -1) @ weights, axis=1)
+
+    order = np.arange(n_channels)
+    min_hits = int(np.count_nonzero(tail(clean) == y)) - 3
+    state = _sweep.GreedyState.start(tail(clean), y, tail(poisoned), target)
+    mask = _sweep.attack_aware_pass(state, "L", clean, poisoned, order, tail, min_hits)
+
+    expected_mask = np.ones(n_channels)
+    accepted = []
+    for c in order:
+        trial = expected_mask.copy()
+        trial[c] = 0
+        asr_now = np.count_nonzero(tail(poisoned * expected_mask) == 0)
+        asr_new = np.count_nonzero(tail(poisoned * trial) == 0)
+        clean_now = np.count_nonzero(tail(clean * expected_mask) == y)
+        clean_new = np.count_nonzero(tail(clean * trial) == y)
+        if (asr_new < asr_now and clean_new >= min_hits) or (asr_new == asr_now and clean_new >= max(clean_now, min_hits)):
+            expected_mask = trial
+            accepted.append(("L", int(c)))
+    assert accepted, "the test needs at least one accepted channel"
+    np.testing.assert_array_equal(mask, expected_mask)
+    assert state.accepted == accepted
+    assert state.poisoned.hits[-1] == np.count_nonzero(tail(poisoned * expected_mask) == 0)
+    assert state.clean.hits[-1] == np.count_nonzero(tail(clean * expected_mask) == y)
+    assert np.all(np.diff(state.poisoned.hits) <= 0)
+    assert np.all(state.clean.hits >= min_hits)

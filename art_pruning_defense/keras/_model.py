@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -164,6 +164,18 @@ def _graph(model: keras.Model) -> tuple[dict[str, list[str]], dict[str, int]]:
     return consumers, calls
 
 
+def last_conv_layers(model: keras.Model, count: int) -> list[str]:
+    """
+    :param model: A Functional model.
+    :param count: How many.
+    :return: The names of the last ``count`` Conv2D layers (fewer if the model has fewer), in the model's order.
+    """
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    if not convs:
+        raise ValueError("The model has no Conv2D layer to prune; name the layers to prune.")
+    return convs[-count:]
+
+
 def find_prune_point(model: keras.Model, layer_name: str | None = None) -> PrunePoint:
     """
     Find the layer to prune and the point where its channels are ranked and masked.
@@ -251,14 +263,29 @@ def masked_copy(model: keras.Model, point: PrunePoint, mask: np.ndarray) -> kera
     :param mask: One value per channel, 1 to keep and 0 to prune.
     :return: A new model with the same weights (copied) and a mask layer right after ``point.cut_name``.
     """
-    mask = np.asarray(mask, dtype="float32").reshape(-1)
-    if mask.shape != (point.n_channels,):
-        raise ValueError(f"Expected a mask of {point.n_channels} values, got {mask.shape[0]}.")
+    return multi_masked_copy(model, {point: mask})
+
+
+def multi_masked_copy(model: keras.Model, masks: Mapping[PrunePoint, np.ndarray]) -> keras.Model:
+    """
+    :param model: A Functional model (not modified).
+    :param masks: One channel mask (1 keep, 0 prune) per prune point.
+    :return: A new model with the same weights (copied) and a mask layer right after each point's cut.
+    """
+    by_cut: dict[str, tuple[str, np.ndarray]] = {}
+    for point, mask in masks.items():
+        mask = np.asarray(mask, dtype="float32").reshape(-1)
+        if mask.shape != (point.n_channels,):
+            raise ValueError(
+                f"Expected a mask of {point.n_channels} values for {point.layer_name}, got {mask.shape[0]}."
+            )
+        by_cut[point.cut_name] = (point.mask_name, mask)
 
     def call_function(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
         out = layer(*args, **kwargs)
-        if layer.name == point.cut_name:
-            out = keras.layers.Rescaling(scale=mask, offset=0.0, name=point.mask_name)(out)
+        if layer.name in by_cut:
+            name, mask = by_cut[layer.name]
+            out = keras.layers.Rescaling(scale=mask, offset=0.0, name=name)(out)
         return out
 
     source_input = model.inputs[0]

@@ -1,0 +1,72 @@
+"""The attack-aware strategy: several layers, pruned only where that lowers the attack success rate."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from art_pruning_defense import FinePruning
+
+
+@pytest.fixture(scope="module")
+def attack_aware(digits_badnet):
+    data, classifier = digits_badnet
+    defence = FinePruning(classifier, strategy="attack_aware", accuracy_drops=(2, 10), verbose=False)
+    defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)
+    return data, classifier, defence
+
+
+def test_each_step_lowers_the_attack_within_the_budget(attack_aware):
+    _, _, defence = attack_aware
+    assert [p.layer_name for p in defence.prune_points] == ["conv_1", "conv_2"]
+    for drop, records in defence.sweeps_.items():
+        asr = [r.attack_success_rate for r in records]
+        accuracy = [r.clean_accuracy for r in records]
+        for k in range(1, len(records)):  # lower attack, or the same attack at no clean cost
+            assert asr[k] < asr[k - 1] or (asr[k] == asr[k - 1] and accuracy[k] >= accuracy[k - 1])
+        assert all(records[0].clean_accuracy - r.clean_accuracy <= drop for r in records)
+        assert [r.channels_pruned for r in records] == list(range(len(records)))
+    assert defence.sweep_ is defence.sweeps_[10.0]
+    assert defence.sweep_[-1].attack_success_rate < 0.5 * defence.sweep_[0].attack_success_rate
+
+
+def test_pruned_model_reproduces_the_records(attack_aware):
+    data, _, defence = attack_aware
+    for drop in (2, 10):
+        model = defence.pruned_model(drop)
+        record = defence.sweeps_[float(drop)][-1]
+        clean = np.argmax(model.predict(data.x_valid, verbose=0), axis=1)
+        poisoned = np.argmax(model.predict(data.x_valid_poisoned, verbose=0), axis=1)
+        assert 100 * np.mean(clean == data.y_valid) == pytest.approx(record.clean_accuracy)
+        assert 100 * np.mean(poisoned == data.target) == pytest.approx(record.attack_success_rate)
+        channels = defence.pruned_channels(drop)
+        assert sum(len(c) for c in channels.values()) == record.channels_pruned
+        points = {p.layer_name: p for p in defence.prune_points}
+        for layer, pruned in channels.items():
+            mask = model.get_layer(points[layer].mask_name)
+            assert sorted(np.flatnonzero(mask.scale == 0).tolist()) == sorted(pruned.tolist())
+
+
+def test_goodnet_and_metadata(attack_aware):
+    data, classifier, defence = attack_aware
+    goodnet = defence(classifier, accuracy_drop=10)
+    assert goodnet.metadata["strategy"] == "attack_aware"
+    assert set(goodnet.metadata["pruned_channels"]) == {"conv_1", "conv_2"}
+    rows = goodnet.evaluate(data.x_test, data.y_test, data.x_test_poisoned, data.target)
+    assert rows["B'"]["attack_success_rate"] < rows["B"]["attack_success_rate"]
+
+
+def test_attack_aware_needs_poisoned_data(digits_badnet):
+    data, classifier = digits_badnet
+    defence = FinePruning(classifier, strategy="attack_aware", verbose=False)
+    with pytest.raises(ValueError, match="needs triggered validation data"):
+        defence.fit(data.x_valid, data.y_valid)
+
+
+def test_strategy_parameters_are_checked(digits_badnet):
+    _, classifier = digits_badnet
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        FinePruning(classifier, strategy="random")
+    with pytest.raises(ValueError, match="layer_names is for strategy='attack_aware'"):
+        FinePruning(classifier, layer_names=["conv_1"])
+    with pytest.raises(ValueError, match="Unknown layer_name 'nope'"):
+        FinePruning(classifier, strategy="attack_aware", layer_names=["conv_2", "nope"])
