@@ -3,20 +3,22 @@ Framework-free core of the pruning defence: channel ranking, the bookkeeping of 
 rule per accuracy drop X, and the metrics. Only numpy is used here; the network is reached through a callable that
 maps (masked) activations of the pruned layer to predicted labels.
 
-The sweep is evaluated incrementally. Pruning channel ``c`` changes the network's input to the tail only for the
-samples whose activation map of ``c`` is not identically zero, so at each step only those samples are re-evaluated
-and every other sample keeps its previous prediction. This is exact: a sample whose channel ``c`` is all zeros
-feeds the same bits to the tail before and after the step.
+The network is reached through a callable that evaluates the part after the pruned layer on cached activations
+(``RowsFunction``). The sweep is evaluated incrementally. Pruning channel ``c`` changes the network's input to the
+tail only for the samples whose activation map of ``c`` is not identically zero, so at each step only those samples
+are re-evaluated and every other sample keeps its previous prediction. This is exact: a sample whose channel ``c``
+is all zeros feeds the same bits to the tail before and after the step.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-#: Maps a batch of activations at the pruned layer (channels last) to integer labels, one per sample.
-LabelFunction = Callable[[np.ndarray], np.ndarray]
+#: ``predict_rows(rows, mask)``: the labels of the given samples (``None``: all of them) when the cached activations
+#: at the pruned layer are multiplied by ``mask`` (one value per channel, 1 keep, 0 pruned).
+RowsFunction = Callable[[Optional[np.ndarray], np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,10 @@ def active_channels(activations: np.ndarray) -> np.ndarray:
 
 
 def sweep_chunk(
-    activations: np.ndarray,
+    active: np.ndarray,
     references: np.ndarray,
     order: np.ndarray,
-    predict_labels: LabelFunction,
+    predict_rows: RowsFunction,
     on_step: Callable[[], None] | None = None,
 ) -> SweepCounts:
     """
@@ -156,29 +158,27 @@ def sweep_chunk(
 
     Step ``k`` prunes the channels ``order[:k]``; step 0 is the unpruned network.
 
-    :param activations: Activations at the pruned layer for the chunk, shape ``(n, ..., n_channels)``.
+    :param active: ``(n, n_channels)``: whether each sample's map of each channel has a non-zero value
+           (:func:`active_channels`).
     :param references: Reference label per sample: true label (clean data) or attack target (poisoned data).
     :param order: Channels in pruning order; its length sets the number of steps.
-    :param predict_labels: Maps masked activations to predicted labels.
+    :param predict_rows: Evaluates the network after the pruned layer on cached activations (see ``RowsFunction``).
     :param on_step: Called after each pruning step (progress reporting).
     :return: Counts for steps ``0 .. len(order)``.
     """
-    n_channels = activations.shape[-1]
     counts = SweepCounts.zeros(len(order) + 1)
-    counts.n_samples = activations.shape[0]
+    counts.n_samples = active.shape[0]
     if counts.n_samples == 0:
         return counts
-    mask = np.ones(n_channels, dtype=activations.dtype)
-    active = active_channels(activations)
-
-    unpruned = np.asarray(predict_labels(activations))
+    mask = np.ones(active.shape[1], dtype=np.float32)
+    unpruned = np.asarray(predict_rows(None, mask))
     labels = unpruned.copy()
     counts.hits[0] = np.count_nonzero(labels == references)
     for step, channel in enumerate(order, start=1):
         mask[channel] = 0
         rows = np.flatnonzero(active[:, channel])
         if rows.size:
-            labels[rows] = predict_labels(activations[rows] * mask)
+            labels[rows] = predict_rows(rows, mask)
         counts.hits[step] = np.count_nonzero(labels == references)
         counts.changed[step] = np.count_nonzero(labels != unpruned)
         if on_step is not None:
@@ -277,10 +277,11 @@ class GreedyState:
 def attack_aware_pass(
     state: GreedyState,
     layer: str,
-    clean_activations: np.ndarray,
-    poisoned_activations: np.ndarray,
+    clean_active: np.ndarray,
+    poisoned_active: np.ndarray,
     candidates: np.ndarray,
-    predict_labels: LabelFunction,
+    clean_rows: RowsFunction,
+    poisoned_rows: RowsFunction,
     min_clean_hits: int,
     on_candidate: Callable[[], None] | None = None,
 ) -> np.ndarray:
@@ -294,50 +295,49 @@ def attack_aware_pass(
 
     :param state: The pass's state (labels and counts so far).
     :param layer: Name of the layer (for the records).
-    :param clean_activations: Activations of the layer on the clean data, shape ``(n, ..., n_channels)``.
-    :param poisoned_activations: The same on the poisoned data.
+    :param clean_active: ``(n, n_channels)``: which channels are active on which clean sample.
+    :param poisoned_active: The same on the poisoned data.
     :param candidates: Channels to try, in order.
-    :param predict_labels: Maps masked activations of this layer to labels (the rest of the network, with the masks
-           accepted so far in later layers).
+    :param clean_rows: Evaluates the rest of the network (with the masks accepted so far in later layers) on this
+           layer's cached clean activations.
+    :param poisoned_rows: The same on the poisoned activations.
     :param min_clean_hits: The accuracy budget, as a number of correctly classified clean samples.
     :param on_candidate: Called after each candidate (progress reporting).
     :return: The layer's mask (1 keep, 0 pruned).
     """
-    mask = np.ones(clean_activations.shape[-1], dtype=clean_activations.dtype)
-    clean_active = active_channels(clean_activations)
-    poisoned_active = active_channels(poisoned_activations)
+    mask = np.ones(clean_active.shape[1], dtype=np.float32)
     clean_hits = int(state.clean.hits[-1])
     poisoned_hits = int(state.poisoned.hits[-1])
     for channel in candidates:
         mask[channel] = 0
-        clean_rows = np.flatnonzero(clean_active[:, channel])
-        poisoned_rows = np.flatnonzero(poisoned_active[:, channel])
-        new_poisoned = predict_labels(poisoned_activations[poisoned_rows] * mask) if poisoned_rows.size else None
+        clean_changed = np.flatnonzero(clean_active[:, channel])
+        poisoned_changed = np.flatnonzero(poisoned_active[:, channel])
+        new_poisoned = poisoned_rows(poisoned_changed, mask) if poisoned_changed.size else None
         new_poisoned_hits = poisoned_hits
         if new_poisoned is not None:
-            references = state.poisoned_references[poisoned_rows]
+            references = state.poisoned_references[poisoned_changed]
             new_poisoned_hits += int(
                 np.count_nonzero(new_poisoned == references)
-                - np.count_nonzero(state.poisoned_labels[poisoned_rows] == references)
+                - np.count_nonzero(state.poisoned_labels[poisoned_changed] == references)
             )
         accepted = False
         if new_poisoned_hits <= poisoned_hits:
-            new_clean = predict_labels(clean_activations[clean_rows] * mask) if clean_rows.size else None
+            new_clean = clean_rows(clean_changed, mask) if clean_changed.size else None
             new_clean_hits = clean_hits
             if new_clean is not None:
-                references = state.clean_references[clean_rows]
+                references = state.clean_references[clean_changed]
                 new_clean_hits += int(
                     np.count_nonzero(new_clean == references)
-                    - np.count_nonzero(state.clean_labels[clean_rows] == references)
+                    - np.count_nonzero(state.clean_labels[clean_changed] == references)
                 )
             lowers_attack = new_poisoned_hits < poisoned_hits and new_clean_hits >= min_clean_hits
             harmless = new_poisoned_hits == poisoned_hits and new_clean_hits >= max(clean_hits, min_clean_hits)
             if lowers_attack or harmless:
                 accepted = True
                 if new_clean is not None:
-                    state.clean_labels[clean_rows] = new_clean
+                    state.clean_labels[clean_changed] = new_clean
                 if new_poisoned is not None:
-                    state.poisoned_labels[poisoned_rows] = new_poisoned
+                    state.poisoned_labels[poisoned_changed] = new_poisoned
                 clean_hits, poisoned_hits = new_clean_hits, new_poisoned_hits
                 state.accepted.append((layer, int(channel)))
                 for counts, hits, labels, unpruned in (

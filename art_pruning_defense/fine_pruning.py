@@ -37,6 +37,7 @@ from art_pruning_defense._validation import check_positive_int
 from art_pruning_defense.goodnet import GoodNetClassifier, model_of
 from art_pruning_defense.keras import (
     BatchPredictor,
+    CachedTail,
     PrunePoint,
     as_functional,
     copy_model,
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The tail of the network is evaluated in batches this many times larger than ``batch_size``.
+TAIL_BATCH_FACTOR = 8
+
 #: The pruning strategies.
 STRATEGIES = ("activation", "attack_aware")
 
@@ -64,6 +68,19 @@ DEFAULT_PRUNE_UNTIL = 20.0
 DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-3
 #: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
 RECOMMENDED_FINE_TUNE_EPOCHS = 20
+
+
+def _is_identity(classifier: "CLASSIFIER_TYPE") -> bool:
+    """
+    :return: Whether the classifier's preprocessing leaves inputs unchanged (no defences, mean 0 and std 1), so
+             that it can be skipped.
+    """
+    from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
+
+    operations = getattr(classifier, "preprocessing_operations", [])
+    return all(
+        isinstance(op, StandardisationMeanStd) and np.all(op.mean == 0) and np.all(op.std == 1) for op in operations
+    )
 
 
 class FinePruning(Transformer):
@@ -282,8 +299,9 @@ class FinePruning(Transformer):
         point = self._point
         head, tail = split(self._model, point.cut_name)
         head_predict = BatchPredictor(head)
-        tail_labels = BatchPredictor(tail, labels_only=True)
         chunk = self._chunk_size(head)
+        # The tail needs far less memory per sample than the whole network: fewer, larger calls cost less.
+        tail_batch = TAIL_BATCH_FACTOR * self.batch_size
 
         # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
         means = _sweep.ChannelMeans()
@@ -310,10 +328,10 @@ class FinePruning(Transformer):
                         list(self._activations(head_predict, data[start : start + chunk], self.batch_size))
                     )
                 counts += _sweep.sweep_chunk(
-                    activations,
+                    _sweep.active_channels(activations),
                     references[start : start + chunk],
                     order,
-                    lambda a: tail_labels(a, self.batch_size),
+                    CachedTail(tail, activations, tail_batch),
                     on_step=progress.update,
                 )
             return counts
@@ -373,17 +391,19 @@ class FinePruning(Transformer):
                 order = _sweep.rank_channels(means.mean)
                 self.mean_activation_[point.layer_name] = means.mean
                 self.ranking_[point.layer_name] = order
+                clean_active = _sweep.active_channels(clean_cache)
+                poisoned_active = _sweep.active_channels(poisoned_cache)
                 for budget in budgets:
                     tail = split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1]
-                    tail_labels = BatchPredictor(tail, labels_only=True)
                     min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
                     masks[budget][point] = _sweep.attack_aware_pass(
                         states[budget],
                         point.layer_name,
-                        clean_cache,
-                        poisoned_cache,
+                        clean_active,
+                        poisoned_active,
                         order,
-                        lambda a: tail_labels(a, self.batch_size),
+                        CachedTail(tail, clean_cache, TAIL_BATCH_FACTOR * self.batch_size),
+                        CachedTail(tail, poisoned_cache, TAIL_BATCH_FACTOR * self.batch_size),
                         min_hits,
                         on_candidate=progress.update,
                     )
@@ -470,8 +490,9 @@ class FinePruning(Transformer):
         """
         :return: ``x`` after the classifier's preprocessing, as float32.
         """
-        prepared, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
-        return np.asarray(prepared, dtype=np.float32)
+        if not _is_identity(self.classifier):
+            x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
+        return np.asarray(x, dtype=np.float32)
 
     def _activations(self, head_predict: BatchPredictor, x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
         """

@@ -61,11 +61,12 @@ def test_incremental_sweep_matches_brute_force_and_skips_unchanged_rows():
     order = np.array([1, 4, 0, 3, 2])
     rows_seen = []
 
-    def tail(a):
+    def predict_rows(rows, mask):
+        a = acts if rows is None else acts[rows]
         rows_seen.append(len(a))
-        return np.argmax(a.reshape(len(a), -1) @ weights, axis=1)
+        return np.argmax((a * mask).reshape(len(a), -1) @ weights, axis=1)
 
-    counts = _sweep.sweep_chunk(acts, refs, order, tail)
+    counts = _sweep.sweep_chunk(_sweep.active_channels(acts), refs, order, predict_rows)
     hits, changed = _brute_force(acts, refs, order, weights)
     assert counts.hits.tolist() == hits
     assert counts.changed.tolist() == changed
@@ -140,8 +141,20 @@ def test_attack_aware_pass_matches_a_brute_force_greedy():
 
     order = np.arange(n_channels)
     min_hits = int(np.count_nonzero(tail(clean) == y)) - 3
+    def rows_of(acts):
+        return lambda rows, mask: tail((acts if rows is None else acts[rows]) * mask)
+
     state = _sweep.GreedyState.start(tail(clean), y, tail(poisoned), target)
-    mask = _sweep.attack_aware_pass(state, "L", clean, poisoned, order, tail, min_hits)
+    mask = _sweep.attack_aware_pass(
+        state,
+        "L",
+        _sweep.active_channels(clean),
+        _sweep.active_channels(poisoned),
+        order,
+        rows_of(clean),
+        rows_of(poisoned),
+        min_hits,
+    )
 
     expected_mask = np.ones(n_channels)
     accepted = []

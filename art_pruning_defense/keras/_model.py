@@ -366,6 +366,49 @@ class BatchPredictor:
         return np.concatenate(parts, axis=0)
 
 
+class CachedTail:
+    """
+    The part of a network after the pruned layer, evaluated on activations cached on the TensorFlow side: a call
+    sends only the row indices and the channel mask, and the gather, the masking, the tail and the argmax run in
+    one compiled function.
+
+    :param tail: The tail model (cut output → network output).
+    :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``.
+    :param batch_size: Rows per call.
+    """
+
+    def __init__(self, tail: keras.Model, activations: np.ndarray, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._activations = tf.convert_to_tensor(activations, dtype=tf.float32)
+        self._n = int(activations.shape[0])
+        n_channels = int(activations.shape[-1])
+        specs = [
+            tf.TensorSpec(self._activations.shape, tf.float32),
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([n_channels], tf.float32),
+        ]
+
+        def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+            out = tail(tf.gather(cache, rows) * mask, training=False)
+            return tf.argmax(out, axis=-1, output_type=tf.int64)
+
+        self._forward = tf.function(forward, input_signature=specs)
+
+    def __call__(self, rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+        """
+        :param rows: Indices of the samples to evaluate (``None``: all).
+        :param mask: One value per channel (1 keep, 0 prune).
+        :return: Their labels.
+        """
+        rows = np.arange(self._n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        mask = tf.convert_to_tensor(np.asarray(mask, dtype=np.float32))
+        parts = [
+            self._forward(self._activations, tf.convert_to_tensor(rows[start : start + self.batch_size]), mask).numpy()
+            for start in range(0, len(rows), self.batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def save_model(model: keras.Model, path: str) -> None:
     """
     Save in Keras 3's own format, atomically (written under a temporary name, then renamed).
