@@ -10,20 +10,50 @@ from typing import Iterable, Sequence
 import numpy as np
 
 
-def check_inputs(x: object, expected_shape: Sequence[int | None], name: str = "x") -> np.ndarray:
+def is_lazy_array(x: object) -> bool:
+    """
+    :param x: Anything.
+    :return: Whether ``x`` is an array-like read in slices (an h5py dataset, a memory map, a lazy view): it has
+             ``shape``, ``dtype``, ``__len__`` and ``__getitem__`` but is no numpy array.
+    """
+    return not isinstance(x, np.ndarray) and all(
+        hasattr(x, attribute) for attribute in ("shape", "dtype", "__len__", "__getitem__")
+    )
+
+
+def check_finite_batch(batch: np.ndarray, start: int, name: str = "x") -> None:
+    """
+    :param batch: A batch read from a lazy array.
+    :param start: Index of its first sample.
+    :param name: Name used in error messages.
+    """
+    if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
+        raise ValueError(
+            f"{name} holds NaN or infinite values (in samples {start}..{start + len(batch) - 1}); all inputs must "
+            "be finite."
+        )
+
+
+def check_inputs(
+    x: object, expected_shape: Sequence[int | None], name: str = "x", allow_lazy: bool = False
+) -> np.ndarray:
     """
     :param x: Inputs, one sample per row.
     :param expected_shape: Per-sample shape the model accepts (``None`` for a free dimension).
     :param name: Name used in error messages.
-    :return: ``x`` as a numpy array (not copied where it already is one).
+    :param allow_lazy: Accept an array-like read in slices (see :func:`is_lazy_array`); its values are then checked
+           batch by batch as they are read (:func:`check_finite_batch`), not here.
+    :return: ``x`` (not copied).
     :raises TypeError: If ``x`` is not a numeric array.
     :raises ValueError: If ``x`` is empty, has the wrong shape, or holds NaN or infinite values.
     """
-    if not isinstance(x, np.ndarray):
+    lazy = allow_lazy and is_lazy_array(x)
+    if not isinstance(x, np.ndarray) and not lazy:
         raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}.")
-    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise TypeError(f"{name} must hold integers or floats, got dtype {x.dtype}.")
-    if x.ndim == 0 or x.shape[0] == 0:
+    dtype = np.dtype(x.dtype)
+    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise TypeError(f"{name} must hold integers or floats, got dtype {dtype}.")
+    if len(x.shape) == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {x.shape}); at least one sample is needed.")
     sample_shape = tuple(x.shape[1:])
     expected = tuple(expected_shape)
@@ -32,7 +62,7 @@ def check_inputs(x: object, expected_shape: Sequence[int | None], name: str = "x
     ):
         shown = tuple("?" if e is None else e for e in expected)
         raise ValueError(f"{name} has shape {sample_shape} per sample, but the model expects {shown}.")
-    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+    if not lazy and np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
         raise ValueError(f"{name} holds NaN or infinite values; all inputs must be finite.")
     return x
 

@@ -32,8 +32,8 @@ from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
 from art_pruning_defense import _sweep
-from art_pruning_defense._validation import check_drop, check_drops, check_inputs, check_labels, check_target
-from art_pruning_defense._validation import check_positive_int
+from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
+from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense.goodnet import GoodNetClassifier, model_of
 from art_pruning_defense.keras import (
     BatchPredictor,
@@ -247,7 +247,7 @@ class FinePruning(Transformer):
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
         shape = input_shape(self._model)
-        x = check_inputs(x, shape, "x")
+        x = check_inputs(x, shape, "x", allow_lazy=True)
         if y is None:
             raise ValueError("fit needs the labels y of the clean validation data.")
         labels = check_labels(y, len(x), self._n_classes, "y")
@@ -255,7 +255,7 @@ class FinePruning(Transformer):
             raise ValueError("Give both poisoned_x and poisoned_target, or neither.")
         targets = None
         if poisoned_x is not None:
-            poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x")
+            poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x", allow_lazy=True)
             targets = check_target(poisoned_target, len(poisoned_x), self._n_classes, "poisoned_target")
 
         if self.strategy == "attack_aware":
@@ -318,14 +318,16 @@ class FinePruning(Transformer):
             total=n_chunks * len(order), desc=f"Pruning {point.layer_name}", unit="step", disable=not self.verbose
         )
 
-        def run(data: np.ndarray, references: np.ndarray, cached: np.ndarray | None) -> _sweep.SweepCounts:
+        def run(
+            data: np.ndarray, references: np.ndarray, cached: np.ndarray | None, name: str
+        ) -> _sweep.SweepCounts:
             counts = _sweep.SweepCounts.zeros(len(order) + 1)
             for start in range(0, len(data), chunk):
                 if cached is not None:
                     activations = cached
                 else:
                     activations = np.concatenate(
-                        list(self._activations(head_predict, data[start : start + chunk], self.batch_size))
+                        list(self._activations(head_predict, data, self.batch_size, start, start + chunk, name))
                     )
                 counts += _sweep.sweep_chunk(
                     _sweep.active_channels(activations),
@@ -337,9 +339,9 @@ class FinePruning(Transformer):
             return counts
 
         with progress:
-            clean_counts = run(x, labels, None if cache is None else np.concatenate(cache))
+            clean_counts = run(x, labels, None if cache is None else np.concatenate(cache), "x")
             cache = None
-            poisoned_counts = None if poisoned_x is None else run(poisoned_x, targets, None)
+            poisoned_counts = None if poisoned_x is None else run(poisoned_x, targets, None, "poisoned_x")
 
         self.mean_activation_ = means.mean
         self.ranking_ = order
@@ -385,7 +387,9 @@ class FinePruning(Transformer):
                     )
                 head_predict = BatchPredictor(head)
                 clean_cache = np.concatenate(list(self._activations(head_predict, x, self.batch_size)))
-                poisoned_cache = np.concatenate(list(self._activations(head_predict, poisoned_x, self.batch_size)))
+                poisoned_cache = np.concatenate(
+                    list(self._activations(head_predict, poisoned_x, self.batch_size, name="poisoned_x"))
+                )
                 means = _sweep.ChannelMeans()
                 means.update(clean_cache)
                 order = _sweep.rank_channels(means.mean)
@@ -490,18 +494,35 @@ class FinePruning(Transformer):
         """
         :return: ``x`` after the classifier's preprocessing, as float32.
         """
+        if is_lazy_array(x):
+            x = np.asarray(x[0 : len(x)])
         if not _is_identity(self.classifier):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
         return np.asarray(x, dtype=np.float32)
 
-    def _activations(self, head_predict: BatchPredictor, x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    def _activations(
+        self,
+        head_predict: BatchPredictor,
+        x: np.ndarray,
+        batch_size: int,
+        start: int = 0,
+        stop: int | None = None,
+        name: str = "x",
+    ) -> Iterator[np.ndarray]:
         """
-        :return: Activations at the cut, batch by batch, after the classifier's preprocessing.
+        :param x: Inputs: a numpy array, or a lazy array read batch by batch (each batch checked for NaN/inf).
+        :param start: First sample.
+        :param stop: End of the samples (default: all).
+        :param name: Name of the data (for error messages).
+        :return: Activations at the cut of ``x[start:stop]``, batch by batch, after the classifier's preprocessing.
         """
-        for start in range(0, len(x), batch_size):
-            yield head_predict(self._prepared(x[start : start + batch_size]), batch_size)
-
-    # ------------------------------------------------------------------------------------------------- results
+        stop = len(x) if stop is None else min(stop, len(x))
+        lazy = is_lazy_array(x)
+        for first in range(start, stop, batch_size):
+            batch = np.asarray(x[first : min(first + batch_size, stop)])
+            if lazy:
+                check_finite_batch(batch, first, name)
+            yield head_predict(self._prepared(batch), batch_size)
 
     def _step(self, accuracy_drop: float) -> int:
         if not self._is_fitted:

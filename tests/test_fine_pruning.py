@@ -114,3 +114,31 @@ def test_is_an_art_transformer_with_params(tiny_classifier):
     defence.set_params(accuracy_drops=[10, 5, 5])
     assert defence.accuracy_drops == (5.0, 10.0)
     assert set(defence.params) <= set(vars(defence))
+
+
+def test_sweep_from_an_h5_dataset_in_batches_matches_arrays(tiny_classifier, tiny_data, tmp_path):
+    import h5py
+
+    x, y = tiny_data
+    with h5py.File(tmp_path / "valid.h5", "w") as handle:
+        handle["x"] = x
+        handle["px"] = x[:13]
+    in_memory = FinePruning(tiny_classifier, verbose=False)
+    in_memory.fit(x, y, poisoned_x=x[:13], poisoned_target=1)
+    with h5py.File(tmp_path / "valid.h5", "r") as handle:
+        lazy = FinePruning(tiny_classifier, max_cache_bytes=1024, batch_size=7, verbose=False)
+        lazy.fit(handle["x"], y, poisoned_x=handle["px"], poisoned_target=1)
+    assert lazy.sweep_ == in_memory.sweep_
+
+
+def test_nan_in_an_h5_dataset_is_reported_with_its_place(tiny_classifier, tiny_data, tmp_path):
+    import h5py
+
+    x, y = tiny_data
+    x = x.copy()
+    x[42, 0, 0, 0] = np.nan
+    with h5py.File(tmp_path / "valid.h5", "w") as handle:
+        handle["x"] = x
+    with h5py.File(tmp_path / "valid.h5", "r") as handle:
+        with pytest.raises(ValueError, match=r"x holds NaN or infinite values \(in samples 40\.\.47\)"):
+            FinePruning(tiny_classifier, batch_size=8, verbose=False).fit(handle["x"], y)
