@@ -44,6 +44,7 @@ from art_pruning_defense.keras import (
     find_prune_point,
     fine_tune,
     input_shape,
+    seed_everything,
     last_conv_layers,
     multi_masked_copy,
     n_outputs,
@@ -127,8 +128,8 @@ class FinePruning(Transformer):
 
         :param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential
                model (``KerasClassifier``). It is never modified.
-        :param layer_name: The layer to prune; ``None`` for the model's last Conv2D. Its output must be a
-               channels-last feature map.
+        :param layer_name: The layer to prune; ``None`` for the model's last Conv2D that every path to the output
+               passes through. Its output must be a channels-last feature map.
         :param accuracy_drops: The accuracy drops X (percentage points, each in (0, 100]) at which B' is taken.
         :param batch_size: Samples per forward pass.
         :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
@@ -443,6 +444,8 @@ class FinePruning(Transformer):
             masks = self._activation_masks(step)
             channels = {self._point.layer_name: self.ranking_[:step].tolist()}
         n_pruned = int(sum(np.count_nonzero(mask == 0) for mask in masks.values()))
+        # Seed before cloning: the clone's dropout layers draw their seeds when they are created.
+        seed_everything(int(self.seed))
         model = multi_masked_copy(self._model, masks)
         prepared = self._prepared(x)
         logger.info(

@@ -83,3 +83,14 @@ def test_fine_pruning_removes_more_of_the_digits_backdoor_than_pruning(digits_ba
     pruned = defence(classifier, accuracy_drop=10).evaluate(data.x_test, data.y_test, data.x_test_poisoned, data.target)
     assert fine["B'"]["attack_success_rate"] < pruned["B'"]["attack_success_rate"]
     assert fine["B'"]["clean_accuracy"] > pruned["B'"]["clean_accuracy"]
+
+
+def test_same_inputs_and_seed_give_the_same_outputs(digits_badnet):
+    data, classifier = digits_badnet
+    runs = []
+    for _ in range(2):
+        defence = FinePruning(classifier, fine_tune_epochs=2, seed=3, verbose=False)
+        defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)
+        runs.append((defence.sweep_, defence.fine_tune_, defence.fine_pruned_model_.get_weights()))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][2], runs[1][2]))

@@ -97,6 +97,8 @@ def test_skip_connection_across_the_cut_is_refused():
     s = keras.layers.Add(name="add")([a, inputs])
     out = keras.layers.Dense(2)(keras.layers.Flatten()(s))
     model = keras.Model(inputs, out)
-    point = find_prune_point(model)
+    point = find_prune_point(model, "conv")
     with pytest.raises(ValueError, match="bypasses it"):
         split(model, point.cut_name)
+    with pytest.raises(ValueError, match="No Conv2D layer of the model can be pruned on its own"):
+        find_prune_point(model)

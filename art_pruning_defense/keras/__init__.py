@@ -1,7 +1,7 @@
 """
 The Keras adapter: the only part of the package that imports TensorFlow or Keras.
 """
-from art_pruning_defense.keras._builders import fine_tune, mnist_cnn, outputs_probabilities, small_cnn, train
+from art_pruning_defense.keras._builders import fine_tune, mnist_cnn, outputs_probabilities, seed_everything, small_cnn, train
 from art_pruning_defense.keras._deepid import build_deepid, load_deepid_weights, load_keras_model
 from art_pruning_defense.keras._model import (
     BatchPredictor,
@@ -43,6 +43,7 @@ __all__ = [
     "n_outputs",
     "outputs_probabilities",
     "save_model",
+    "seed_everything",
     "small_cnn",
     "split",
     "train",

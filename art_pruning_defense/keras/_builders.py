@@ -85,6 +85,15 @@ def train(
     return model
 
 
+def seed_everything(seed: int) -> None:
+    """
+    Seed Python's, numpy's and the backend's random generators (Keras's ``set_random_seed``).
+
+    :param seed: The seed.
+    """
+    keras.utils.set_random_seed(seed)
+
+
 def outputs_probabilities(model: keras.Model) -> bool:
     """
     :param model: A Functional classifier.

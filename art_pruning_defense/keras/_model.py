@@ -181,7 +181,8 @@ def find_prune_point(model: keras.Model, layer_name: str | None = None) -> Prune
     Find the layer to prune and the point where its channels are ranked and masked.
 
     :param model: A Functional model (see :func:`as_functional`).
-    :param layer_name: Name of the layer to prune; ``None`` for the last Conv2D of the model.
+    :param layer_name: Name of the layer to prune; ``None`` for the last Conv2D of the model that every path to the
+           output passes through.
     :return: The prune point.
     """
     names = [layer.name for layer in model.layers]
@@ -192,7 +193,19 @@ def find_prune_point(model: keras.Model, layer_name: str | None = None) -> Prune
                 "layer_name=None picks the last Conv2D layer, but the model has none; layers are: "
                 + ", ".join(names)
             )
-        layer_name = convs[-1]
+        # The last Conv2D that every path to the output passes through (in the lab's DeepID, conv_4 sits on a
+        # branch beside pool_3 → fc_1, so conv_3 is chosen).
+        for name in reversed(convs):
+            try:
+                point = find_prune_point(model, name)
+                split(model, point.cut_name)
+            except ValueError:
+                continue
+            return point
+        raise ValueError(
+            "No Conv2D layer of the model can be pruned on its own: every one is bypassed by another path to the "
+            "output or is otherwise unsuitable. Name a layer with layer_name."
+        )
     elif not isinstance(layer_name, str):
         raise TypeError(f"layer_name must be a string or None, got {type(layer_name).__name__}.")
     elif layer_name not in names:

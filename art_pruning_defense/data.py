@@ -1,0 +1,289 @@
+"""
+Loaders for the defence's inputs: the lab's HDF5 data sets (read in batches), images and ``.npz`` arrays.
+numpy, h5py and Pillow only; nothing here imports TensorFlow.
+
+The lab's HDF5 format (NYU CSAW-HackML / ML-for-Cyber-Security: ``valid.h5``, ``test.h5``, ``bd_valid.h5``, ...)
+holds two datasets: ``data`` of shape ``(N, 3, 55, 47)`` (channels first), float, pixel values 0..255, and
+``label`` of shape ``(N,)``. The loaders here return channels-last ``float32`` arrays ``(N, 55, 47, 3)`` with the
+pixel values unchanged (no scaling), which is what the lab's models take. Images read with :func:`load_image` come
+out in exactly the same form.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from art_pruning_defense._io import atomic_file
+
+logger = logging.getLogger(__name__)
+
+#: Names of the lab's HDF5 datasets.
+LAB_DATA_KEY = "data"
+LAB_LABEL_KEY = "label"
+#: Per-sample shape of the lab's images, channels last (height, width, channels).
+LAB_IMAGE_SHAPE: tuple[int, int, int] = (55, 47, 3)
+#: Keys an ``.npz`` data file must hold.
+NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
+#: Image modes :func:`load_image` converts to RGB; any other mode is refused.
+IMAGE_MODES: tuple[str, ...] = ("RGB", "RGBA", "L")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The lab's HDF5 files.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_path(path: object, what: str) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"The {what} path must be a str or os.PathLike, got {type(path).__name__}.")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what[0].upper() + what[1:]} {path} does not exist.")
+    return path
+
+
+def _open_lab_h5(path: object) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
+    """
+    Open a lab HDF5 file and check its layout (the datasets' shapes only; nothing is read).
+
+    :return: ``(file, data, label)``; the caller closes the file.
+    """
+    path = _check_path(path, "lab HDF5 file")
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"{path} is not an HDF5 file; expected the lab's format (datasets '{LAB_DATA_KEY}' (N, 3, 55, 47) and "
+            f"'{LAB_LABEL_KEY}' (N,))."
+        )
+    f = h5py.File(path, "r")
+    try:
+        missing = [key for key in (LAB_DATA_KEY, LAB_LABEL_KEY) if not isinstance(f.get(key), h5py.Dataset)]
+        if missing:
+            raise ValueError(
+                f"{path} has no dataset {' or '.join(repr(k) for k in missing)}; the lab's format holds "
+                f"'{LAB_DATA_KEY}' (N, 3, H, W) and '{LAB_LABEL_KEY}' (N,). "
+                f"Found: {', '.join(sorted(f.keys())) or 'nothing'}."
+            )
+        data, label = f[LAB_DATA_KEY], f[LAB_LABEL_KEY]
+        if data.ndim != 4 or data.shape[1] != 3:
+            raise ValueError(
+                f"{path}: '{LAB_DATA_KEY}' has shape {data.shape}, but the lab's format is (N, 3, H, W) (channels "
+                f"first, RGB), e.g. (N, 3, 55, 47)."
+            )
+        if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+            raise ValueError(f"{path}: '{LAB_DATA_KEY}' holds {data.dtype}, expected numbers (pixel values 0..255).")
+        if label.ndim != 1 and not (label.ndim == 2 and label.shape[1] == 1):
+            raise ValueError(f"{path}: '{LAB_LABEL_KEY}' has shape {label.shape}, expected (N,) integer labels.")
+        if not (np.issubdtype(label.dtype, np.floating) or np.issubdtype(label.dtype, np.integer)):
+            raise ValueError(f"{path}: '{LAB_LABEL_KEY}' holds {label.dtype}, expected integer labels.")
+        if data.shape[0] != label.shape[0]:
+            raise ValueError(
+                f"{path}: '{LAB_DATA_KEY}' has {data.shape[0]} samples but '{LAB_LABEL_KEY}' has {label.shape[0]} "
+                f"labels; they must match."
+            )
+        if data.shape[0] == 0:
+            raise ValueError(f"{path} holds no samples ('{LAB_DATA_KEY}' has shape {data.shape}).")
+        if 0 in data.shape[2:]:
+            raise ValueError(f"{path}: '{LAB_DATA_KEY}' has shape {data.shape}; the images are empty.")
+    except BaseException:
+        f.close()
+        raise
+    return f, data, label
+
+
+def _labels(raw: np.ndarray, path: str) -> np.ndarray:
+    """
+    :return: The labels as int64, shape ``(n,)``.
+    """
+    raw = raw.reshape(-1)
+    if np.issubdtype(raw.dtype, np.floating) and (not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw))):
+        raise ValueError(f"{path}: '{LAB_LABEL_KEY}' holds non-integer values; expected integer class labels.")
+    return raw.astype(np.int64)
+
+
+def lab_h5_info(path: str) -> tuple[int, tuple[int, int, int]]:
+    """
+    :param path: A lab HDF5 file.
+    :return: ``(n_samples, sample_shape)``, the sample shape channels last, e.g. ``(11547, (55, 47, 3))``.
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises ValueError: If the file is not in the lab's format.
+    """
+    f, data, _ = _open_lab_h5(path)
+    with f:
+        n, channels, height, width = data.shape
+    return int(n), (int(height), int(width), int(channels))
+
+
+def iter_lab_h5(path: str, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """
+    Read a lab HDF5 file in batches, so that large sets need not fit in memory at once.
+
+    The file's layout is checked when this is called, before the first batch is asked for.
+
+    :param path: A lab HDF5 file (datasets ``data`` ``(N, 3, H, W)`` and ``label`` ``(N,)``).
+    :param batch_size: Number of samples per batch (the last batch may be smaller).
+    :return: An iterator over ``(x, y)``: ``x`` float32 ``(n, H, W, 3)`` channels last, pixel values as stored
+             (0..255, not scaled); ``y`` int64 ``(n,)``.
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises ValueError: If the file is not in the lab's format, or ``batch_size`` is not a positive integer.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    f, data, label = _open_lab_h5(path)  # checked now, not at the first next()
+    return _iterate(f, data, label, int(batch_size), os.fspath(path))
+
+
+def _iterate(
+    f: h5py.File, data: h5py.Dataset, label: h5py.Dataset, batch_size: int, path: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    with f:
+        n = data.shape[0]
+        logger.debug("Reading %d samples from %s in batches of %d.", n, path, batch_size)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = np.ascontiguousarray(np.transpose(data[start:stop], (0, 2, 3, 1)), dtype=np.float32)
+            yield x, _labels(np.asarray(label[start:stop]), path)
+
+
+def load_lab_h5(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Read a whole lab HDF5 file at once (for files that fit in memory; see :func:`iter_lab_h5` otherwise).
+
+    :param path: A lab HDF5 file.
+    :return: ``(x, y)``: ``x`` float32 ``(N, H, W, 3)`` channels last, 0..255; ``y`` int64 ``(N,)``.
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises ValueError: If the file is not in the lab's format.
+    """
+    n, _ = lab_h5_info(path)
+    parts = list(iter_lab_h5(path, batch_size=max(n, 1)))
+    x = np.concatenate([p[0] for p in parts], axis=0)
+    y = np.concatenate([p[1] for p in parts], axis=0)
+    logger.info("Loaded %d samples of shape %s from %s.", len(x), x.shape[1:], path)
+    return x, y
+
+
+def write_lab_h5(path: str, x: np.ndarray, labels: np.ndarray) -> None:
+    """
+    Write images and labels in the lab's HDF5 layout (``data`` float32 ``(N, 3, H, W)``, ``label`` float32
+    ``(N,)``, as the lab's files store them), atomically: written under a temporary name, then renamed.
+
+    :param path: Destination file (replaced if it exists).
+    :param x: Images, channels last, ``(N, H, W, 3)``, pixel values 0..255 (written as given, not scaled).
+    :param labels: Integer labels ``(N,)``.
+    :raises TypeError: If ``x`` or ``labels`` are not numeric numpy arrays.
+    :raises ValueError: If the shapes are wrong, they do not match, or they are empty.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}.")
+    for name, array in (("x", x), ("labels", labels)):
+        if not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}.")
+        numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+        if array.dtype == bool or not numeric:
+            raise TypeError(f"{name} must hold numbers, got dtype {array.dtype}.")
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"x must be channels-last RGB images (N, H, W, 3), got shape {x.shape}.")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be integer labels of shape (N,), got shape {labels.shape}.")
+    if len(x) != len(labels):
+        raise ValueError(f"x has {len(x)} samples but labels has {len(labels)}; they must match.")
+    if len(x) == 0:
+        raise ValueError("x is empty; at least one sample is needed.")
+    if np.issubdtype(labels.dtype, np.floating) and np.any(labels != np.round(labels)):
+        raise ValueError("labels holds non-integer values; expected integer class labels.")
+    with atomic_file(os.fspath(path)) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(LAB_DATA_KEY, data=np.transpose(x, (0, 3, 1, 2)).astype(np.float32))
+            f.create_dataset(LAB_LABEL_KEY, data=labels.astype(np.float32))
+    logger.info("Wrote %d samples to %s.", len(x), path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Images and npz files.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_image(path: str, expected_shape: Sequence[int] | None = LAB_IMAGE_SHAPE) -> np.ndarray:
+    """
+    Read one image as the lab's HDF5 files hold images: RGB, channels last, float32 pixel values 0..255 (no scaling).
+
+    Modes: ``RGB`` is read as is; ``RGBA`` is converted to RGB by dropping the alpha channel (the colour values are
+    kept, not blended with a background); ``L`` (greyscale) is converted to RGB by repeating the grey value in the
+    three channels. Any other mode (palette ``P``, 16-bit ``I;16``, ``CMYK``, ...) is refused, since its conversion
+    would not give the pixel values the lab's models were trained on. The image is never resized.
+
+    :param path: An image file Pillow reads (PNG, JPEG, BMP, ...). Lossless formats (PNG) reproduce the lab's data
+                 exactly; JPEG does not.
+    :param expected_shape: Required ``(height, width, 3)``; ``None`` to accept any size.
+    :return: The image, float32, shape ``(1, H, W, 3)``.
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises ValueError: If the file is not an image, its mode is not RGB/RGBA/L, or its size is not the expected one.
+    """
+    path = _check_path(path, "image")
+    if expected_shape is not None:
+        expected = tuple(int(s) for s in expected_shape)
+        if len(expected) != 3 or expected[2] != 3:
+            raise ValueError(f"expected_shape must be (height, width, 3), got {tuple(expected_shape)}.")
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError as error:
+        raise ValueError(f"{path} is not an image file Pillow can read.") from error
+    with image:
+        if image.mode not in IMAGE_MODES:
+            raise ValueError(
+                f"{path} has image mode {image.mode!r}; expected one of {', '.join(IMAGE_MODES)} (RGBA drops the "
+                f"alpha channel, L repeats the grey value). Convert it to RGB first."
+            )
+        width, height = image.size
+        if expected_shape is not None and (height, width) != expected[:2]:
+            raise ValueError(
+                f"{path} is {height}×{width} (height×width), but the model expects {expected[0]}×{expected[1]}; "
+                f"images are not resized."
+            )
+        if image.mode != "RGB":
+            logger.debug("Converting %s from mode %s to RGB.", path, image.mode)
+            image = image.convert("RGB")
+        pixels = np.asarray(image, dtype=np.float32)
+    return pixels[np.newaxis]
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """
+    Read an ``.npz`` data file with the arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (the layout of
+    Keras's ``mnist.npz``). Pickled objects are refused.
+
+    :param path: The ``.npz`` file.
+    :return: The four arrays, by name (other arrays in the file are left out).
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises ValueError: If the file is not an npz file, lacks one of the keys, or its x and y lengths differ.
+    """
+    path = _check_path(path, "npz file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path} is not a readable .npz file: {error}") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single array, not an .npz archive with keys {', '.join(NPZ_KEYS)}.")
+    with archive:
+        missing = [key for key in NPZ_KEYS if key not in archive.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks {', '.join(missing)}; expected the keys {', '.join(NPZ_KEYS)}, found "
+                f"{', '.join(archive.files) or 'none'}."
+            )
+        try:
+            arrays = {key: archive[key] for key in NPZ_KEYS}
+        except ValueError as error:
+            raise ValueError(f"{path} holds pickled objects, which are refused: {error}") from error
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise ValueError(
+                f"{path}: x_{split} has shape {x.shape} and y_{split} has shape {y.shape}; they must hold the same "
+                f"number of samples."
+            )
+    return arrays

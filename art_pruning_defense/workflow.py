@@ -1,0 +1,179 @@
+"""
+The lab workflow on files: repair a BadNet from lab-format data, evaluate a saved GoodNet, classify one image.
+Loaders → FinePruning → reports; the command line (``art-prune``) only parses and prints.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from art_pruning_defense import reports
+from art_pruning_defense._io import atomic_directory
+from art_pruning_defense.data import load_image, load_lab_h5
+from art_pruning_defense.fine_pruning import FinePruning
+from art_pruning_defense.goodnet import GoodNetClassifier
+
+logger = logging.getLogger(__name__)
+
+#: Pixel range of the lab's data (and of the PNG images read for it).
+LAB_CLIP_VALUES = (0.0, 255.0)
+
+
+def drop_tag(drop: float) -> str:
+    """
+    :param drop: An accuracy drop X.
+    :return: Its tag in file names: ``x2``, ``x4``, ``x10``, ``x2.5``.
+    """
+    return f"x{drop:g}"
+
+
+@dataclass
+class RepairResult:
+    """
+    What ``repair`` wrote and measured.
+    """
+
+    out_dir: str
+    summary: list[dict]
+    files: list[str] = field(default_factory=list)
+    fine_tune: dict | None = None
+
+
+def _load_targets(labels: np.ndarray, target: int | None) -> np.ndarray | int:
+    return labels if target is None else target
+
+
+def repair(
+    model_path: str,
+    valid_path: str,
+    out_dir: str,
+    arch: str | None = None,
+    poisoned_valid_path: str | None = None,
+    target: int | None = None,
+    drops: Sequence[float] = (2.0, 4.0, 10.0),
+    layer_name: str | None = None,
+    batch_size: int = 256,
+    fine_tune_epochs: int = 0,
+    strategy: str = "activation",
+    force: bool = False,
+    safe_mode: bool = True,
+    verbose: bool = True,
+) -> RepairResult:
+    """
+    Run the pruning sweep on lab-format validation data and write, into ``out_dir``: B'(X) as
+    ``pruned_x{X}.keras`` and GoodNet(X) as ``goodnet_x{X}/`` for every X, ``sweep.csv``, ``sweep.png``,
+    ``summary.md`` and ``summary.json`` (and ``fine_pruned.keras`` with ``goodnet_fine_pruned/`` when fine-tuning).
+    Everything is written into a temporary directory that replaces ``out_dir`` only when complete.
+
+    :param model_path: The BadNet: a ``.keras`` file, a full Keras 2 ``.h5`` model, or a weights file with ``arch``.
+    :param valid_path: Clean validation data (lab HDF5: ``data`` (N, 3, H, W), ``label`` (N,)).
+    :param out_dir: Output directory (must not exist unless ``force``).
+    :param arch: Architecture for a weights-only file (``"deepid"``).
+    :param poisoned_valid_path: Optional triggered validation data (lab HDF5), to record attack success rates.
+    :param target: The attack's target; by default the labels stored in the poisoned file.
+    :param drops: The accuracy drops X.
+    :param layer_name: The layer to prune (default: the last Conv2D).
+    :param batch_size: Samples per forward pass.
+    :param fine_tune_epochs: Fine-pruning epochs (0: pruning only).
+    :param strategy: ``"activation"`` or ``"attack_aware"`` (needs the poisoned validation data).
+    :param force: Replace an existing ``out_dir``.
+    :param safe_mode: Refuse model files that would run code.
+    :param verbose: Show progress bars.
+    :return: The summary and the files written.
+    """
+    from art.estimators.classification import KerasClassifier
+
+    from art_pruning_defense.keras import load_keras_model, save_model
+
+    if os.path.exists(out_dir) and not force:
+        raise FileExistsError(f"{out_dir} exists; pass --force to replace it.")
+    model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
+    classifier = KerasClassifier(model, clip_values=LAB_CLIP_VALUES)
+    defence = FinePruning(
+        classifier,
+        layer_name=layer_name,
+        accuracy_drops=drops,
+        batch_size=batch_size,
+        fine_tune_epochs=fine_tune_epochs,
+        strategy=strategy,
+        verbose=verbose,
+    )
+    x, y = load_lab_h5(valid_path)
+    poisoned_x = poisoned_target = None
+    if poisoned_valid_path is not None:
+        poisoned_x, poisoned_labels = load_lab_h5(poisoned_valid_path)
+        poisoned_target = _load_targets(poisoned_labels, target)
+    elif target is not None:
+        raise ValueError("--target needs --poisoned-valid.")
+    defence.fit(x, y, poisoned_x=poisoned_x, poisoned_target=poisoned_target)
+
+    summary = defence.summary()
+    records = [r.as_dict() for r in defence.sweep_]
+    title = f"Pruning {defence.prune_point.layer_name} ({os.path.basename(model_path)})"
+    with atomic_directory(out_dir, overwrite=force) as tmp:
+        for drop in defence.accuracy_drops:
+            tag = drop_tag(drop)
+            save_model(defence.pruned_model(drop), os.path.join(tmp, f"pruned_{tag}.keras"))
+            defence(classifier, accuracy_drop=drop).save(os.path.join(tmp, f"goodnet_{tag}"))
+        if defence.fine_pruned_model_ is not None:
+            save_model(defence.fine_pruned_model(), os.path.join(tmp, "fine_pruned.keras"))
+            defence(classifier).save(os.path.join(tmp, "goodnet_fine_pruned"))
+        reports.write_csv(os.path.join(tmp, "sweep.csv"), records)
+        reports.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
+        table = reports.markdown_table(summary, reports.SUMMARY_COLUMNS)
+        reports.write_text(os.path.join(tmp, "summary.md"), f"# {title}\n\n{table}\n")
+        reports.write_json(
+            os.path.join(tmp, "summary.json"),
+            {"summary": summary, "fine_tune": defence.fine_tune_, "prune_point": vars(defence.prune_point)},
+        )
+        files = sorted(os.listdir(tmp))
+    return RepairResult(out_dir=out_dir, summary=summary, files=files, fine_tune=defence.fine_tune_)
+
+
+def evaluate(
+    goodnet_dir: str,
+    test_path: str | None = None,
+    poisoned_test_path: str | None = None,
+    target: int | None = None,
+    batch_size: int = 256,
+    safe_mode: bool = True,
+) -> dict[str, dict[str, float | None]]:
+    """
+    :param goodnet_dir: A saved GoodNet.
+    :param test_path: Clean test data (lab HDF5).
+    :param poisoned_test_path: Triggered test data (lab HDF5).
+    :param target: The attack's target; by default the labels stored in the poisoned file.
+    :param batch_size: Samples per forward pass.
+    :param safe_mode: Refuse model files that would run code.
+    :return: Metrics for B, B' and GoodNet.
+    """
+    if test_path is None and poisoned_test_path is None:
+        raise ValueError("Nothing to evaluate: give --test, --poisoned-test, or both.")
+    if target is not None and poisoned_test_path is None:
+        raise ValueError("--target needs --poisoned-test.")
+    goodnet = GoodNetClassifier.load(goodnet_dir, safe_mode=safe_mode)
+    x = y = poisoned_x = poisoned_target = None
+    if test_path is not None:
+        x, y = load_lab_h5(test_path)
+    if poisoned_test_path is not None:
+        poisoned_x, labels = load_lab_h5(poisoned_test_path)
+        poisoned_target = _load_targets(labels, target)
+    return goodnet.evaluate(x, y, poisoned_x, poisoned_target, batch_size=batch_size)
+
+
+def classify_image(goodnet_dir: str, image_path: str, safe_mode: bool = True) -> int:
+    """
+    The lab's contest interface.
+
+    :param goodnet_dir: A saved GoodNet.
+    :param image_path: A PNG or JPEG image of the model's input size.
+    :param safe_mode: Refuse model files that would run code.
+    :return: The class in [0, N], N meaning "poisoned input".
+    """
+    goodnet = GoodNetClassifier.load(goodnet_dir, safe_mode=safe_mode)
+    image = load_image(image_path, expected_shape=goodnet.input_shape)
+    return int(np.argmax(goodnet.predict(image), axis=1)[0])

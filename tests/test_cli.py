@@ -1,0 +1,126 @@
+"""The lab workflow through the command line: repair, evaluate, eval."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from art_pruning_defense.cli import main
+from art_pruning_defense.data import write_lab_h5
+from art_pruning_defense.keras import mnist_cnn
+from conftest import SHARED
+
+FACES = SHARED / "data" / "ytface"
+LAB3 = SHARED / "models" / "csaw" / "lab3_bd_weights.h5"
+
+
+def _augment(images: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    pick = rng.integers(0, len(images), n)
+    x = images[pick] * rng.uniform(0.9, 1.1, (n, 1, 1, 1)) + rng.normal(0, 3, (n,) + images.shape[1:])
+    return np.clip(x, 0, 255).astype(np.float32), pick
+
+
+@pytest.fixture(scope="module")
+def lab_files(tmp_path_factory):
+    """Small lab-format h5 files made from the real faces with simple augmentations."""
+    if not FACES.is_dir() or not LAB3.is_file():
+        pytest.skip(f"../shared not found: {FACES} and {LAB3} are needed for the lab workflow on real faces")
+    from art_pruning_defense.data import load_image
+
+    clean = sorted(FACES.glob("cl_*.png"))
+    sunglasses = sorted(FACES.glob("sun_*.png"))
+    clean_x = np.concatenate([load_image(str(p)) for p in clean])
+    clean_y = np.array([int(p.stem.split("=")[1]) for p in clean])
+    sun_x = np.concatenate([load_image(str(p)) for p in sunglasses])
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("lab")
+    files = {}
+    for name, images, labels, n in (
+        ("valid", clean_x, clean_y, 120),
+        ("bd_valid", sun_x, np.zeros(5, int), 120),
+        ("test", clean_x, clean_y, 80),
+        ("bd_test", sun_x, np.zeros(5, int), 80),
+    ):
+        x, pick = _augment(images, n, rng)
+        write_lab_h5(str(root / f"{name}.h5"), x, labels[pick])
+        files[name] = str(root / f"{name}.h5")
+    return root, files
+
+
+def test_repair_evaluate_eval_on_the_real_badnet(lab_files, capsys):
+    root, files = lab_files
+    out = root / "repaired"
+    args = ["repair", "--model", str(LAB3), "--arch", "deepid", "--valid", files["valid"]]
+    args += ["--poisoned-valid", files["bd_valid"], "--target", "0", "--drops", "2", "4", "10", "20"]
+    assert main(args + ["--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| X (points) | channels pruned |" in printed
+    expected = {"sweep.csv", "sweep.png", "summary.md", "summary.json"}
+    for tag in ("x2", "x4", "x10", "x20"):
+        expected |= {f"pruned_{tag}.keras", f"goodnet_{tag}"}
+    assert set(os.listdir(out)) == expected
+    with open(out / "sweep.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 61 and rows[0]["channels_pruned"] == "0" and rows[-1]["fraction_pruned"] == "1.0"
+    assert float(rows[0]["attack_success_rate"]) == 100.0  # the BadNet's backdoor works on these faces
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    written = json.loads((out / "summary.json").read_text())
+    assert (written["prune_point"]["layer_name"], written["prune_point"]["cut_name"]) == ("conv_3", "pool_3")
+    summary = written["summary"]
+    assert [row["accuracy_drop"] for row in summary] == [2.0, 4.0, 10.0, 20.0]
+
+    # A second run refuses to overwrite unless --force.
+    assert main(args + ["--out", str(out), "--quiet"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+    assert main(["evaluate", "--goodnet", str(out / "goodnet_x4"), "--test", files["test"],
+                 "--poisoned-test", files["bd_test"], "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["B"]["clean_accuracy"] == 100.0 and metrics["B"]["attack_success_rate"] == 100.0
+    assert set(metrics) == {"B", "B'", "GoodNet"}
+    flagged = metrics["GoodNet"]["poisoned_flagged"]
+    assert flagged == pytest.approx(100 - metrics["GoodNet"]["attack_success_rate"])
+
+    for image in (FACES / "cl_0_label=43.png", FACES / "sun_0_label=0.png"):
+        assert main(["eval", str(out / "goodnet_x4"), str(image)]) == 0
+        answer = int(capsys.readouterr().out.strip())
+        assert 0 <= answer <= 1283
+    assert answer in (0, 1283)  # a triggered face: the target, or flagged as poisoned
+
+
+def test_repair_with_a_keras_file_and_fine_tuning(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    model = mnist_cnn((12, 10, 3), 4)
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(0)
+    write_lab_h5(str(tmp_path / "valid.h5"), rng.uniform(0, 255, (50, 12, 10, 3)), rng.integers(0, 4, 50))
+    out = tmp_path / "out"
+    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
+                 "--drops", "5", "--fine-tune-epochs", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert {"fine_pruned.keras", "goodnet_fine_pruned", "goodnet_x5", "pruned_x5.keras"} <= set(os.listdir(out))
+    assert "fine-pruned:" in capsys.readouterr().out
+    image = rng.integers(0, 256, (12, 10, 3)).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "face.png")
+    assert main(["eval", str(out / "goodnet_x5"), str(tmp_path / "face.png")]) == 0
+    assert 0 <= int(capsys.readouterr().out) <= 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--goodnet", "missing_dir", "--test", "t.h5"], "not a saved GoodNet"),
+        (["evaluate", "--goodnet", "missing_dir"], "Nothing to evaluate"),
+        (["eval", "missing_dir", "face.png"], "not a saved GoodNet"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("art-prune: error:") and message in err and err.count("\n") == 1
