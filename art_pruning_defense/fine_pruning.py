@@ -175,6 +175,8 @@ class FinePruning(Transformer):
             )
         else:
             self._points = [find_prune_point(self._model, layer_name)]
+        for point in self._points:
+            split(self._model, point.cut_name)  # fails now, with a clear message, if a path bypasses the layer
         self._point = self._points[-1]
 
     @property

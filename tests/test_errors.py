@@ -158,3 +158,14 @@ def test_goodnet_input_errors(fitted, tiny_classifier, tiny_data, tmp_path):
         goodnet.predict(np.zeros((2, 3, 3, 3), dtype=np.float32))
     with pytest.raises(FileNotFoundError, match="not a saved GoodNet"):
         GoodNetClassifier.load(str(tmp_path))
+
+
+def test_layer_bypassed_by_another_path_is_refused_at_construction():
+    inputs = keras.Input((8, 8, 2))
+    trunk = keras.layers.Conv2D(4, 3, name="trunk")(inputs)
+    branch = keras.layers.Flatten()(keras.layers.Conv2D(3, 2, name="branch")(trunk))
+    merged = keras.layers.Concatenate()([branch, keras.layers.Flatten()(trunk)])
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(merged))
+    with pytest.raises(ValueError, match="bypasses it"):
+        FinePruning(KerasClassifier(model), layer_name="branch")
+    assert FinePruning(KerasClassifier(model), verbose=False).prune_point.layer_name == "trunk"
