@@ -124,3 +124,22 @@ def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_pat
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("art-prune: error:") and message in err and err.count("\n") == 1
+
+
+def test_lab_example_prints_the_lab_table(lab_files, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, _ = lab_files
+    example = Path(__file__).resolve().parents[1] / "examples" / "lab_badnet.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--model", str(LAB3), "--data-dir", str(root), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| X (points) | channels pruned | B' clean % |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["2.00", "4.00", "10.00", "20.00"]
