@@ -39,6 +39,7 @@ from art_pruning_defense.keras import (
     BatchPredictor,
     CachedTail,
     PrunePoint,
+    check_probability_output,
     as_functional,
     copy_model,
     find_prune_point,
@@ -167,6 +168,7 @@ class FinePruning(Transformer):
         self._check_params()
         self._model = as_functional(model_of(classifier))
         self._n_classes = n_outputs(self._model)
+        check_probability_output(self._model, "the classifier's model")
         if self.strategy == "attack_aware":
             names = list(self.layer_names) if self.layer_names is not None else last_conv_layers(self._model, 3)
             order = {layer.name: index for index, layer in enumerate(self._model.layers)}

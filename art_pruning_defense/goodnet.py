@@ -20,7 +20,15 @@ from art.preprocessing.standardisation_mean_std.numpy import StandardisationMean
 from art_pruning_defense import __version__, _sweep
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._validation import check_inputs, check_labels, check_target
-from art_pruning_defense.keras import BatchPredictor, as_functional, input_shape, load_model, n_outputs, save_model
+from art_pruning_defense.keras import (
+    BatchPredictor,
+    as_functional,
+    check_probability_output,
+    input_shape,
+    load_model,
+    n_outputs,
+    save_model,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -92,6 +100,8 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"B takes inputs of shape {input_shape(bad)} but B' takes {input_shape(pruned)}; they must match."
             )
+        for name, model in (("B", bad), ("B'", pruned)):
+            check_probability_output(model, name)
         n_classes = n_outputs(bad)
         if n_outputs(pruned) != n_classes:
             raise ValueError(f"B has {n_classes} classes but B' has {n_outputs(pruned)}; they must match.")

@@ -169,3 +169,13 @@ def test_layer_bypassed_by_another_path_is_refused_at_construction():
     with pytest.raises(ValueError, match="bypasses it"):
         FinePruning(KerasClassifier(model), layer_name="branch")
     assert FinePruning(KerasClassifier(model), verbose=False).prune_point.layer_name == "trunk"
+
+
+def test_model_without_probability_output():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(3, 3, name="conv")(inputs))
+    logits = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+    with pytest.raises(ValueError, match="probability vector .* ends in 'linear'"):
+        FinePruning(KerasClassifier(logits, use_logits=True))
+    with pytest.raises(ValueError, match="probability vector"):
+        GoodNetClassifier(logits, logits)

@@ -1,7 +1,15 @@
 """
 The Keras adapter: the only part of the package that imports TensorFlow or Keras.
 """
-from art_pruning_defense.keras._builders import fine_tune, mnist_cnn, outputs_probabilities, seed_everything, small_cnn, train
+from art_pruning_defense.keras._builders import (
+    check_probability_output,
+    fine_tune,
+    mnist_cnn,
+    outputs_probabilities,
+    seed_everything,
+    small_cnn,
+    train,
+)
 from art_pruning_defense.keras._deepid import build_deepid, load_deepid_weights, load_keras_model
 from art_pruning_defense.keras._model import (
     BatchPredictor,
@@ -27,6 +35,7 @@ __all__ = [
     "CachedTail",
     "PrunePoint",
     "as_functional",
+    "check_probability_output",
     "build_deepid",
     "copy_model",
     "fine_tune",

@@ -106,6 +106,22 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
 
 
+def check_probability_output(model: keras.Model, name: str = "the model") -> None:
+    """
+    :param model: A Functional classifier.
+    :param name: Name used in the error message.
+    :raises ValueError: If the model's output is not a probability vector (its last layer does not end in softmax).
+    """
+    if not outputs_probabilities(model):
+        layer = model.outputs[0]._keras_history[0]
+        activation = getattr(getattr(layer, "activation", None), "__name__", type(layer).__name__)
+        raise ValueError(
+            f"Expected {name} to output a probability vector (a softmax as its last activation), but its output "
+            f"layer {layer.name!r} ends in {activation!r}: GoodNet's scores would be wrong. Add a softmax "
+            "(keras.layers.Softmax()) after the logits."
+        )
+
+
 def fine_tune(
     model: keras.Model,
     x: np.ndarray,
