@@ -9,6 +9,7 @@ tail only for the samples whose activation map of ``c`` is not identically zero,
 are re-evaluated and every other sample keeps its previous prediction. This is exact: a sample whose channel ``c``
 is all zeros feeds the same bits to the tail before and after the step.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -4,6 +4,7 @@ BadNet data: clean image sets and their poisoning with ART's ``PoisoningAttackBa
 Images are float32 in [0, 1], channels last. Poisoning replaces a share of the training samples that are not of
 the target class with triggered copies labelled with the target; the defender's validation split stays clean.
 """
+
 from __future__ import annotations
 
 import logging
@@ -136,7 +137,9 @@ def make_badnet_data(
     )
 
 
-def digits_badnet_data(poison_rate: float = 0.1, target: int = 0, trigger: str = "pattern", seed: int = 0) -> BadNetData:
+def digits_badnet_data(
+    poison_rate: float = 0.1, target: int = 0, trigger: str = "pattern", seed: int = 0
+) -> BadNetData:
     """
     The embedded default: scikit-learn's digits, 1,100 training images (poisoned), 300 clean validation images for
     the defender, 397 test images.
@@ -151,5 +154,13 @@ def digits_badnet_data(poison_rate: float = 0.1, target: int = 0, trigger: str =
     order = np.random.default_rng(seed).permutation(len(x))
     train, test = order[:1400], order[1400:]
     return make_badnet_data(
-        x[train], y[train], x[test], y[test], n_valid=300, poison_rate=poison_rate, target=target, trigger=trigger, seed=seed
+        x[train],
+        y[train],
+        x[test],
+        y[test],
+        n_valid=300,
+        poison_rate=poison_rate,
+        target=target,
+        trigger=trigger,
+        seed=seed,
     )

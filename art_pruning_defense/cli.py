@@ -1,6 +1,7 @@
 """
 The ``art-prune`` command line. Parsing and printing only: the work is done by the package's modules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -126,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
 
-    repair = commands.add_parser("repair", help="prune a BadNet on lab-format data; write B'(X), GoodNet(X), tables, plot")
+    repair = commands.add_parser(
+        "repair", help="prune a BadNet on lab-format data; write B'(X), GoodNet(X), tables, plot"
+    )
     repair.add_argument("--model", required=True, help=".keras, Keras 2 .h5 model, or weights .h5 with --arch")
     repair.add_argument("--arch", choices=["deepid"], help="architecture of a weights-only .h5 file")
     repair.add_argument("--valid", required=True, help="clean validation data (lab HDF5: data, label)")

@@ -2,6 +2,7 @@
 The embedded default job: train a BadNet on scikit-learn's digits with ART's backdoor attack, repair it with
 :class:`~art_pruning_defense.FinePruning`, and measure B, B'(X) and GoodNet(X) on clean and triggered test data.
 """
+
 from __future__ import annotations
 
 import logging

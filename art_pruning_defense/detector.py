@@ -8,6 +8,7 @@ sample is flagged as poisoned where the original network B and its (fine-)pruned
 2. Predict every training sample with B and with B' (fine-pruned where ``fine_tune_epochs > 0``, else B'(X)).
 3. Report a sample as clean (1) where both agree, as poisoned (0) where they differ.
 """
+
 from __future__ import annotations
 
 import logging
@@ -126,7 +127,9 @@ class FinePruningDetector(PoisonFilteringDefence):
         self.set_params(**kwargs)
         defence = self._defence()
         defence.fit(self.x_val, self.y_val)
-        goodnet = defence(self.classifier) if self.fine_tune_epochs > 0 else defence(self.classifier, self.accuracy_drop)
+        goodnet = (
+            defence(self.classifier) if self.fine_tune_epochs > 0 else defence(self.classifier, self.accuracy_drop)
+        )
         bad, pruned = goodnet.predict_labels(self.x_train, self.batch_size)
         is_clean = (bad == pruned).astype(int)
         labels = check_labels(self.y_train, len(self.x_train), self.classifier.nb_classes, "y_train")

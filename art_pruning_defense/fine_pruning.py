@@ -20,6 +20,7 @@ The ``attack_aware`` strategy (for a defender who holds triggered validation sam
 several layers, deepest first, least active channel first, a channel is pruned if that lowers the attack success
 rate on the poisoned validation data while clean accuracy stays within X points of B's, or if it changes neither.
 """
+
 from __future__ import annotations
 
 import logging
@@ -224,7 +225,9 @@ class FinePruning(Transformer):
             if not self.layer_names or len(set(self.layer_names)) != len(self.layer_names):
                 raise ValueError(f"layer_names must be distinct and not empty, got {list(self.layer_names)}.")
             if self.strategy != "attack_aware":
-                raise ValueError("layer_names is for strategy='attack_aware'; the activation strategy prunes layer_name.")
+                raise ValueError(
+                    "layer_names is for strategy='attack_aware'; the activation strategy prunes layer_name."
+                )
         if not isinstance(self.verbose, bool):
             raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}.")
 
@@ -323,9 +326,7 @@ class FinePruning(Transformer):
             total=n_chunks * len(order), desc=f"Pruning {point.layer_name}", unit="step", disable=not self.verbose
         )
 
-        def run(
-            data: np.ndarray, references: np.ndarray, cached: np.ndarray | None, name: str
-        ) -> _sweep.SweepCounts:
+        def run(data: np.ndarray, references: np.ndarray, cached: np.ndarray | None, name: str) -> _sweep.SweepCounts:
             counts = _sweep.SweepCounts.zeros(len(order) + 1)
             for start in range(0, len(data), chunk):
                 if cached is not None:
@@ -362,9 +363,7 @@ class FinePruning(Transformer):
         """
         return max(1, self.max_cache_bytes // (4 * math.prod(int(d) for d in head.outputs[0].shape[1:])))
 
-    def _fit_attack_aware(
-        self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray, targets: np.ndarray
-    ) -> None:
+    def _fit_attack_aware(self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray, targets: np.ndarray) -> None:
         """
         One attack-aware pass per budget X, layer by layer, deepest first. Sets ``mean_activation_`` and
         ``ranking_`` (per layer), ``sweeps_`` (records per X), ``sweep_`` (those of the largest X), ``steps_``.

@@ -5,6 +5,7 @@ differ it answers class N, meaning "poisoned input".
 
 | Paper link: https://arxiv.org/abs/1805.12185
 """
+
 from __future__ import annotations
 
 import json
@@ -242,7 +243,10 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         if self.preprocessing is None:
             return None
         if isinstance(self.preprocessing, StandardisationMeanStd):
-            return {"mean": np.asarray(self.preprocessing.mean).tolist(), "std": np.asarray(self.preprocessing.std).tolist()}
+            return {
+                "mean": np.asarray(self.preprocessing.mean).tolist(),
+                "std": np.asarray(self.preprocessing.std).tolist(),
+            }
         raise ValueError(
             f"Only (mean, std) preprocessing can be saved with a GoodNet, got {type(self.preprocessing).__name__}."
         )
@@ -300,7 +304,10 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             clip_values=None if config.get("clip_values") is None else tuple(config["clip_values"]),
             preprocessing=None
             if preprocessing is None
-            else (np.asarray(preprocessing["mean"], dtype=np.float32), np.asarray(preprocessing["std"], dtype=np.float32)),
+            else (
+                np.asarray(preprocessing["mean"], dtype=np.float32),
+                np.asarray(preprocessing["std"], dtype=np.float32),
+            ),
             metadata=config.get("metadata") or {},
         )
         if goodnet.nb_classes != config.get("nb_classes"):

@@ -1,6 +1,7 @@
 """
 Reports: markdown tables, CSV and JSON files, plots. No computation happens here.
 """
+
 from __future__ import annotations
 
 import csv

@@ -2,6 +2,7 @@
 The lab workflow on files: repair a BadNet from lab-format data, evaluate a saved GoodNet, classify one image.
 Loaders → FinePruning → reports; the command line (``art-prune``) only parses and prints.
 """
+
 from __future__ import annotations
 
 import logging

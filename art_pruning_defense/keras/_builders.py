@@ -1,6 +1,7 @@
 """
 Small Keras CNNs for the embedded BadNet examples and benchmarks, and their training.
 """
+
 from __future__ import annotations
 
 import logging

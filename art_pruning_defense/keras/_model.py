@@ -11,6 +11,7 @@ A pruned channel is masked at the end of the conv block: after any BatchNormaliz
 layers that directly follow the conv. B' therefore computes exactly what B computes with those channels
 multiplied by zero at that point, whatever the bias, normalisation or non-linearity.
 """
+
 from __future__ import annotations
 
 import logging
@@ -190,8 +191,7 @@ def find_prune_point(model: keras.Model, layer_name: str | None = None) -> Prune
         convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
         if not convs:
             raise ValueError(
-                "layer_name=None picks the last Conv2D layer, but the model has none; layers are: "
-                + ", ".join(names)
+                "layer_name=None picks the last Conv2D layer, but the model has none; layers are: " + ", ".join(names)
             )
         # The last Conv2D that every path to the output passes through (in the lab's DeepID, conv_4 sits on a
         # branch beside pool_3 → fc_1, so conv_3 is chosen).
