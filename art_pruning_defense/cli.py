@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from typing import Sequence
@@ -101,6 +102,36 @@ def _eval_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    import shlex
+
+    from art_pruning_defense.comparison import RESULT_COLUMNS, BenchmarkConfig, run_benchmark, write_benchmark
+    from art_pruning_defense.reports import markdown_table
+
+    config = BenchmarkConfig(
+        data=args.data,
+        poison_rate=args.poison_rate,
+        trigger=args.trigger,
+        target=args.target,
+        seed=args.seed,
+        n_valid=args.n_valid,
+        epochs=args.epochs,
+        defences=args.defences,
+    )
+    if os.path.exists(args.out) and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to replace it.")
+    rows = run_benchmark(config, verbose=not args.quiet)
+    command = "art-prune " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.argv is None else args.argv
+    name = "digits" if args.data == "digits" else os.path.basename(args.data)
+    title = f"BadNet on {name}: {args.poison_rate:g} poisoned, {args.trigger} trigger, target {args.target}"
+    write_benchmark(rows, args.out, command, title, overwrite=args.force)
+    print(title)
+    print(f"command: {command}")
+    print(markdown_table(rows, RESULT_COLUMNS))
+    print(f"wrote {args.out}: results.json, results.md, results.png")
+    return 0
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsafe", action="store_true", help="allow model files that run code when loaded (Lambda)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -164,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("image", help="a PNG or JPEG image of the model's input size")
     _add_model_options(classify)
     classify.set_defaults(func=_eval_image)
+
+    bench = commands.add_parser("benchmark", help="one BadNet, fine-pruning against ART's own defences, one table")
+    bench.add_argument("--data", default="digits", help="'digits' (bundled) or an npz with x_train, y_train, ...")
+    bench.add_argument("--poison-rate", type=float, default=0.1)
+    bench.add_argument("--trigger", choices=["pattern", "pixel"], default="pattern")
+    bench.add_argument("--target", type=int, default=0)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--n-valid", type=int, help="defender's clean split (default 300 for digits, else 5000)")
+    bench.add_argument("--epochs", type=int, help="training epochs (default 30 for digits, else 3)")
+    bench.add_argument(
+        "--defences",
+        nargs="+",
+        help="a subset of: none pruning fine-pruning attack-aware "
+        "activation-clustering spectral-signatures neural-cleanse strip",
+    )
+    bench.add_argument("--out", required=True, help="output directory")
+    bench.add_argument("--force", action="store_true", help="replace an existing output directory")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.set_defaults(func=_benchmark, argv=None)
     return parser
 
 

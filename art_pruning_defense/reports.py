@@ -112,3 +112,43 @@ def plot_sweep(records: Sequence[dict], steps: dict[float, int], path: str, titl
     with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png")
     plt.close(figure)
+
+
+def plot_tradeoff(rows: Sequence[dict], path: str, title: str = "") -> None:
+    """
+    Clean accuracy against attack success rate, one labelled point per defence; written as a PNG, atomically.
+
+    :param rows: Rows with ``defence``, ``clean_accuracy`` and ``attack_success_rate`` (rows without both are left
+           out).
+    :param path: Destination PNG.
+    :param title: Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r.get("clean_accuracy") is not None and r.get("attack_success_rate") is not None]
+    figure, axis = plt.subplots(figsize=(8, 6), dpi=120)
+    markers = "osD^v<>phX*"
+    for index, row in enumerate(points):
+        axis.scatter(
+            row["attack_success_rate"],
+            row["clean_accuracy"],
+            marker=markers[index % len(markers)],
+            s=50,
+            label=row["defence"],
+        )
+    axis.set_xlabel("attack success rate (%) — lower is better")
+    axis.set_ylabel("clean accuracy (%) — higher is better")
+    axis.set_xlim(-3, 103)
+    if points:
+        low = min(r["clean_accuracy"] for r in points)
+        axis.set_ylim(max(0.0, low - 3), 100.5)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower left", ncol=2)
+    axis.set_title(title)
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
