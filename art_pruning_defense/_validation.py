@@ -9,6 +9,31 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+#: dtype kinds accepted as numbers: signed and unsigned integers, floats (not bool, complex, timedelta, datetime,
+#: strings or objects; ``np.timedelta64`` counts as an integer for ``np.issubdtype``, hence kinds).
+NUMERIC_KINDS = "iuf"
+#: Largest magnitude an input may have: the network runs in float32, and larger values would become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def is_numeric_dtype(dtype: np.dtype) -> bool:
+    """
+    :param dtype: A numpy dtype.
+    :return: Whether it holds plain numbers: integers or floats, not bool, complex, timedelta, strings or objects.
+    """
+    return np.dtype(dtype).kind in NUMERIC_KINDS
+
+
+def _check_float32_range(x: np.ndarray, name: str, where: str = "") -> None:
+    """
+    :raises ValueError: If a float array wider than float32 holds finite values that float32 cannot hold.
+    """
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size and float(np.max(np.abs(x))) > FLOAT32_MAX:
+        raise ValueError(
+            f"{name} holds values beyond float32's range (|value| > {FLOAT32_MAX:.3g}){where}; the network computes "
+            "in float32, where they would become infinite."
+        )
+
 
 def is_lazy_array(x: object) -> bool:
     """
@@ -27,11 +52,10 @@ def check_finite_batch(batch: np.ndarray, start: int, name: str = "x") -> None:
     :param start: Index of its first sample.
     :param name: Name used in error messages.
     """
+    where = f" (in samples {start}..{start + (batch.shape[0] if batch.ndim else 1) - 1})"
     if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
-        raise ValueError(
-            f"{name} holds NaN or infinite values (in samples {start}..{start + len(batch) - 1}); all inputs must "
-            "be finite."
-        )
+        raise ValueError(f"{name} holds NaN or infinite values{where}; all inputs must be finite.")
+    _check_float32_range(batch, name, where)
 
 
 def check_inputs(
@@ -50,10 +74,19 @@ def check_inputs(
     lazy = allow_lazy and is_lazy_array(x)
     if not isinstance(x, np.ndarray) and not lazy:
         raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}.")
-    dtype = np.dtype(x.dtype)
-    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+    try:
+        dtype = np.dtype(x.dtype)
+    except TypeError:
+        # An array-like of another framework (a tf.Tensor, a torch tensor): its dtype is not numpy's.
+        raise TypeError(
+            f"{name} must be a numpy array (or an array read in slices, such as an h5py dataset), got "
+            f"{type(x).__name__} with dtype {x.dtype!r}; convert it with np.asarray first."
+        ) from None
+    if not is_numeric_dtype(dtype):
         raise TypeError(f"{name} must hold integers or floats, got dtype {dtype}.")
-    if len(x.shape) == 0 or x.shape[0] == 0:
+    if len(x.shape) == 0:
+        raise ValueError(f"{name} is a single value (shape ()); expected an array with one sample per row.")
+    if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {x.shape}); at least one sample is needed.")
     sample_shape = tuple(x.shape[1:])
     expected = tuple(expected_shape)
@@ -62,8 +95,10 @@ def check_inputs(
     ):
         shown = tuple("?" if e is None else e for e in expected)
         raise ValueError(f"{name} has shape {sample_shape} per sample, but the model expects {shown}.")
-    if not lazy and np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} holds NaN or infinite values; all inputs must be finite.")
+    if not lazy:
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} holds NaN or infinite values; all inputs must be finite.")
+        _check_float32_range(x, name)
     return x
 
 
@@ -77,11 +112,19 @@ def check_labels(y: object, n_samples: int, n_classes: int, name: str = "y") -> 
     """
     if not isinstance(y, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(y).__name__}.")
-    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+    if not is_numeric_dtype(y.dtype):
         raise TypeError(f"{name} must hold integer labels or one-hot rows, got dtype {y.dtype}.")
     if y.ndim == 2 and y.shape[1] != 1:
         if y.shape[1] != n_classes:
             raise ValueError(f"{name} is one-hot with {y.shape[1]} columns, but the model has {n_classes} classes.")
+        # Each row must be one-hot: argmax of a row of NaN, of zeros or of several ones would be a silent guess.
+        one_hot = np.all((y == 0) | (y == 1), axis=1) & (np.count_nonzero(y == 1, axis=1) == 1)
+        if not np.all(one_hot):
+            row = int(np.argmin(one_hot))
+            raise ValueError(
+                f"{name} has {n_classes} columns but row {row} is not one-hot (exactly one 1, the rest 0): "
+                f"{np.array2string(y[row], threshold=12, max_line_width=10**6)}; give one-hot rows or integer labels of shape (n,)."
+            )
         labels = np.argmax(y, axis=1)
     elif y.ndim in (1, 2):
         labels = y.reshape(-1)
@@ -92,14 +135,14 @@ def check_labels(y: object, n_samples: int, n_classes: int, name: str = "y") -> 
     if np.issubdtype(labels.dtype, np.floating):
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise ValueError(f"{name} holds non-integer label values; expected integers in [0, {n_classes}).")
-    labels = labels.astype(np.int64)
+    # Checked before the cast to int64, which would wrap large values (uint64, or floats beyond 2**63) around.
     bad = (labels < 0) | (labels >= n_classes)
     if np.any(bad):
         raise ValueError(
-            f"{name} holds labels outside [0, {n_classes}): e.g. {int(labels[np.argmax(bad)])}; "
+            f"{name} holds labels outside [0, {n_classes}): e.g. {labels[np.argmax(bad)].item()!r}; "
             f"the model has {n_classes} classes."
         )
-    return labels
+    return labels.astype(np.int64)
 
 
 def check_target(target: object, n_samples: int, n_classes: int, name: str = "poisoned_target") -> np.ndarray:

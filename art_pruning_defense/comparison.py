@@ -112,8 +112,9 @@ def load_npz_images(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def _train_cnn(x: np.ndarray, y: np.ndarray, ctx: _Context):
     from art.estimators.classification import KerasClassifier
 
-    from art_pruning_defense.keras import mnist_cnn, train
+    from art_pruning_defense.keras import mnist_cnn, seed_everything, train
 
+    seed_everything(ctx.config.seed)  # the initial weights too
     model = mnist_cnn(x.shape[1:], ctx.data.n_classes)
     train(model, x, y, epochs=ctx.epochs, batch_size=ctx.batch_size, seed=ctx.config.seed)
     return KerasClassifier(model, clip_values=(0.0, 1.0))

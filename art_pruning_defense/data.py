@@ -31,6 +31,19 @@ LAB_IMAGE_SHAPE: tuple[int, int, int] = (55, 47, 3)
 NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
 #: Image modes :func:`load_image` converts to RGB; any other mode is refused.
 IMAGE_MODES: tuple[str, ...] = ("RGB", "RGBA", "L")
+#: dtype kinds of numbers (integers, floats); not bool, complex, strings or objects.
+NUMERIC_KINDS = "iuf"
+#: What h5py raises on a damaged or truncated file (its errors map onto these builtin exceptions).
+H5_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError)
+
+
+def _damaged(path: str, error: BaseException) -> ValueError:
+    """
+    :return: The error for an HDF5 file that h5py cannot read.
+    """
+    return ValueError(
+        f"{path} is a damaged or truncated HDF5 file; h5py cannot read it ({type(error).__name__}: {error})."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -59,27 +72,47 @@ def _open_lab_h5(path: object) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
             f"{path} is not an HDF5 file; expected the lab's format (datasets '{LAB_DATA_KEY}' (N, 3, 55, 47) and "
             f"'{LAB_LABEL_KEY}' (N,))."
         )
-    f = h5py.File(path, "r")
     try:
-        missing = [key for key in (LAB_DATA_KEY, LAB_LABEL_KEY) if not isinstance(f.get(key), h5py.Dataset)]
+        f = h5py.File(path, "r")
+    except (PermissionError, FileNotFoundError, IsADirectoryError):
+        raise
+    except H5_ERRORS as error:
+        raise _damaged(path, error) from error
+    try:
+        try:
+            found = {key: f.get(key) for key in (LAB_DATA_KEY, LAB_LABEL_KEY)}
+            missing = [key for key, value in found.items() if not isinstance(value, h5py.Dataset)]
+            names = sorted(str(key) for key in f.keys()) if missing else []
+        except H5_ERRORS as error:
+            raise _damaged(path, error) from error
         if missing:
             raise ValueError(
                 f"{path} has no dataset {' or '.join(repr(k) for k in missing)}; the lab's format holds "
                 f"'{LAB_DATA_KEY}' (N, 3, H, W) and '{LAB_LABEL_KEY}' (N,). "
-                f"Found: {', '.join(sorted(f.keys())) or 'nothing'}."
+                f"Found: {', '.join(names) or 'nothing'}."
             )
-        data, label = f[LAB_DATA_KEY], f[LAB_LABEL_KEY]
+        data, label = found[LAB_DATA_KEY], found[LAB_LABEL_KEY]
+        try:
+            data_shape, label_shape = data.shape, label.shape
+            data_dtype, label_dtype = np.dtype(data.dtype), np.dtype(label.dtype)
+        except H5_ERRORS as error:
+            raise _damaged(path, error) from error
+        if data_shape is None or label_shape is None:
+            raise ValueError(
+                f"{path}: '{LAB_DATA_KEY}' has shape {data_shape} and '{LAB_LABEL_KEY}' has shape {label_shape}; "
+                f"the lab's format is (N, 3, H, W) and (N,)."
+            )
         if data.ndim != 4 or data.shape[1] != 3:
             raise ValueError(
                 f"{path}: '{LAB_DATA_KEY}' has shape {data.shape}, but the lab's format is (N, 3, H, W) (channels "
                 f"first, RGB), e.g. (N, 3, 55, 47)."
             )
-        if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
-            raise ValueError(f"{path}: '{LAB_DATA_KEY}' holds {data.dtype}, expected numbers (pixel values 0..255).")
+        if data_dtype.kind not in NUMERIC_KINDS:
+            raise ValueError(f"{path}: '{LAB_DATA_KEY}' holds {data_dtype}, expected numbers (pixel values 0..255).")
         if label.ndim != 1 and not (label.ndim == 2 and label.shape[1] == 1):
             raise ValueError(f"{path}: '{LAB_LABEL_KEY}' has shape {label.shape}, expected (N,) integer labels.")
-        if not (np.issubdtype(label.dtype, np.floating) or np.issubdtype(label.dtype, np.integer)):
-            raise ValueError(f"{path}: '{LAB_LABEL_KEY}' holds {label.dtype}, expected integer labels.")
+        if label_dtype.kind not in NUMERIC_KINDS:
+            raise ValueError(f"{path}: '{LAB_LABEL_KEY}' holds {label_dtype}, expected integer labels.")
         if data.shape[0] != label.shape[0]:
             raise ValueError(
                 f"{path}: '{LAB_DATA_KEY}' has {data.shape[0]} samples but '{LAB_LABEL_KEY}' has {label.shape[0]} "
@@ -102,6 +135,12 @@ def _labels(raw: np.ndarray, path: str) -> np.ndarray:
     raw = raw.reshape(-1)
     if np.issubdtype(raw.dtype, np.floating) and (not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw))):
         raise ValueError(f"{path}: '{LAB_LABEL_KEY}' holds non-integer values; expected integer class labels.")
+    # The cast to int64 would wrap larger values (uint64 labels, floats beyond 2**63) around to other numbers.
+    too_large = (raw < -(2.0**63)) | (raw >= 2.0**63)
+    if np.any(too_large):
+        raise ValueError(
+            f"{path}: '{LAB_LABEL_KEY}' holds values too large for class labels, e.g. {raw[too_large][0].item()!r}."
+        )
     return raw.astype(np.int64)
 
 
@@ -145,8 +184,18 @@ def _iterate(
         logger.debug("Reading %d samples from %s in batches of %d.", n, path, batch_size)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            x = np.ascontiguousarray(np.transpose(data[start:stop], (0, 2, 3, 1)), dtype=np.float32)
-            yield x, _labels(np.asarray(label[start:stop]), path)
+            try:
+                raw_x, raw_y = data[start:stop], np.asarray(label[start:stop])
+                x = np.ascontiguousarray(np.transpose(raw_x, (0, 2, 3, 1)), dtype=np.float32)
+            except MemoryError:
+                size = (stop - start) * int(np.prod(data.shape[1:])) * 4 / 2**30
+                raise ValueError(
+                    f"{path}: samples {start}..{stop - 1} need {size:.1f} GiB as float32, more than can be allocated; "
+                    "read the file in smaller batches (iter_lab_h5(path, batch_size))."
+                ) from None
+            except H5_ERRORS as error:
+                raise _damaged(path, error) from error
+            yield x, _labels(raw_y, path)
 
 
 def load_lab_h5(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -224,14 +273,15 @@ def load_image(path: str, expected_shape: Sequence[int] | None = LAB_IMAGE_SHAPE
     :raises ValueError: If the file is not an image, its mode is not RGB/RGBA/L, or its size is not the expected one.
     """
     path = _check_path(path, "image")
-    if expected_shape is not None:
-        expected = tuple(int(s) for s in expected_shape)
-        if len(expected) != 3 or expected[2] != 3:
-            raise ValueError(f"expected_shape must be (height, width, 3), got {tuple(expected_shape)}.")
+    expected = None if expected_shape is None else _check_image_shape(expected_shape)
     try:
         image = Image.open(path)
     except UnidentifiedImageError as error:
         raise ValueError(f"{path} is not an image file Pillow can read.") from error
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path} is refused: {error}") from error
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        raise ValueError(f"{path} is a damaged image file: Pillow cannot read its header ({error}).") from error
     with image:
         if image.mode not in IMAGE_MODES:
             raise ValueError(
@@ -239,16 +289,49 @@ def load_image(path: str, expected_shape: Sequence[int] | None = LAB_IMAGE_SHAPE
                 f"alpha channel, L repeats the grey value). Convert it to RGB first."
             )
         width, height = image.size
-        if expected_shape is not None and (height, width) != expected[:2]:
+        if expected is not None and any(e is not None and e != s for e, s in zip(expected[:2], (height, width))):
+            shown = "×".join("?" if e is None else str(e) for e in expected[:2])
             raise ValueError(
-                f"{path} is {height}×{width} (height×width), but the model expects {expected[0]}×{expected[1]}; "
-                f"images are not resized."
+                f"{path} is {height}×{width} (height×width), but the model expects {shown}; images are not resized."
             )
-        if image.mode != "RGB":
-            logger.debug("Converting %s from mode %s to RGB.", path, image.mode)
-            image = image.convert("RGB")
-        pixels = np.asarray(image, dtype=np.float32)
+        try:
+            # Pillow decodes lazily: a truncated or corrupt file fails here, with any of a dozen exception types
+            # depending on the format's decoder (OSError, SyntaxError, zlib.error, struct.error, ...).
+            image.load()
+            if image.mode != "RGB":
+                logger.debug("Converting %s from mode %s to RGB.", path, image.mode)
+                image = image.convert("RGB")
+            pixels = np.asarray(image, dtype=np.float32)
+        except Exception as error:
+            raise ValueError(
+                f"{path} is a damaged or truncated image file: Pillow cannot decode it ({type(error).__name__}: "
+                f"{error})."
+            ) from error
+    if pixels.shape != (height, width, 3):
+        raise ValueError(f"{path} decodes to an array of shape {pixels.shape}, not ({height}, {width}, 3).")
     return pixels[np.newaxis]
+
+
+def _check_image_shape(expected_shape: object) -> tuple[int | None, int | None, int]:
+    """
+    :param expected_shape: ``(height, width, 3)``, the height and width positive integers or ``None`` (any size).
+    :return: The shape, as ints (and ``None``).
+    :raises TypeError: If it is not a sequence of integers and ``None``.
+    :raises ValueError: If it is not of the form ``(height, width, 3)``.
+    """
+    if not isinstance(expected_shape, (tuple, list, np.ndarray)):
+        raise TypeError(f"expected_shape must be a tuple (height, width, 3), got {type(expected_shape).__name__}.")
+    shape = tuple(s.item() if isinstance(s, np.generic) else s for s in expected_shape)
+    for s in shape:
+        if s is not None and (isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))):
+            raise TypeError(f"expected_shape must hold integers (or None for any size), got {shape!r}.")
+    if len(shape) != 3 or shape[2] not in (3, None) or any(s is not None and s <= 0 for s in shape[:2]):
+        raise ValueError(f"expected_shape must be (height, width, 3) with positive sizes, got {shape!r}.")
+    return (
+        None if shape[0] is None else int(shape[0]),
+        None if shape[1] is None else int(shape[1]),
+        3,
+    )
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from art.estimators.classification import KerasClassifier
 
 from art_pruning_defense.badnet import BadNetData, digits_badnet_data
 from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS, FinePruning
-from art_pruning_defense.keras import mnist_cnn, train
+from art_pruning_defense.keras import mnist_cnn, seed_everything, train
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def train_digits_badnet(data: BadNetData, epochs: int = 30, seed: int = 0, verbo
     :return: The BadNet B (the CNN of ART's poisoning examples), wrapped as an ART ``KerasClassifier`` (inputs in
              [0, 1]).
     """
+    seed_everything(seed)  # the initial weights too
     model = mnist_cnn(data.x_train.shape[1:], data.n_classes)
     train(model, data.x_train, data.y_train, epochs=epochs, batch_size=32, seed=seed, verbose=verbose)
     return KerasClassifier(model, clip_values=(0.0, 1.0))
