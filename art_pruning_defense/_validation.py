@@ -123,7 +123,8 @@ def check_labels(y: object, n_samples: int, n_classes: int, name: str = "y") -> 
             row = int(np.argmin(one_hot))
             raise ValueError(
                 f"{name} has {n_classes} columns but row {row} is not one-hot (exactly one 1, the rest 0): "
-                f"{np.array2string(y[row], threshold=12, max_line_width=10**6)}; give one-hot rows or integer labels of shape (n,)."
+                f"{np.array2string(y[row], threshold=12, max_line_width=10**6)}; give one-hot rows or integer "
+                "labels of shape (n,)."
             )
         labels = np.argmax(y, axis=1)
     elif y.ndim in (1, 2):

@@ -105,29 +105,37 @@ def _eval_image(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     import shlex
 
-    from art_pruning_defense.comparison import RESULT_COLUMNS, BenchmarkConfig, run_benchmark, write_benchmark
+    from art_pruning_defense.benchmark import (
+        BENCHMARK_COLUMNS,
+        BenchmarkConfig,
+        markdown_rows,
+        run_benchmark,
+        write_benchmark,
+    )
     from art_pruning_defense.reports import markdown_table
 
-    config = BenchmarkConfig(
-        data=args.data,
-        poison_rate=args.poison_rate,
-        trigger=args.trigger,
-        target=args.target,
-        seed=args.seed,
-        n_valid=args.n_valid,
-        epochs=args.epochs,
-        defences=args.defences,
-    )
+    options = {
+        "data": args.data,
+        "poison_rate": args.poison_rate,
+        "trigger": args.trigger,
+        "target": args.target,
+        "seed": args.seed,
+        "n_valid": args.n_valid,
+        "epochs": args.epochs,
+    }
+    if args.defences:
+        options["defences"] = args.defences
+    config = BenchmarkConfig(**options)
     if os.path.exists(args.out) and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to replace it.")
     rows = run_benchmark(config, verbose=not args.quiet)
-    command = "art-prune " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.argv is None else args.argv
+    command = "art-prune " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
     name = "digits" if args.data == "digits" else os.path.basename(args.data)
     title = f"BadNet on {name}: {args.poison_rate:g} poisoned, {args.trigger} trigger, target {args.target}"
-    write_benchmark(rows, args.out, command, title, overwrite=args.force)
+    write_benchmark(rows, args.out, command, overwrite=args.force, title=title)
     print(title)
     print(f"command: {command}")
-    print(markdown_table(rows, RESULT_COLUMNS))
+    print(markdown_table(markdown_rows(rows), BENCHMARK_COLUMNS))
     print(f"wrote {args.out}: results.json, results.md, results.png")
     return 0
 
@@ -213,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, help="output directory")
     bench.add_argument("--force", action="store_true", help="replace an existing output directory")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
-    bench.set_defaults(func=_benchmark, argv=None)
+    bench.set_defaults(func=_benchmark)
     return parser
 
 
@@ -223,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: Exit code: 0 on success, 2 on bad input.
     """
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else None
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

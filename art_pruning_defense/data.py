@@ -82,7 +82,7 @@ def _open_lab_h5(path: object) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
         try:
             found = {key: f.get(key) for key in (LAB_DATA_KEY, LAB_LABEL_KEY)}
             missing = [key for key, value in found.items() if not isinstance(value, h5py.Dataset)]
-            names = sorted(str(key) for key in f.keys()) if missing else []
+            names = sorted(str(key) for key in f) if missing else []
         except H5_ERRORS as error:
             raise _damaged(path, error) from error
         if missing:

@@ -178,6 +178,12 @@ class FinePruning(Transformer):
             )
         else:
             self._points = [find_prune_point(self._model, layer_name)]
+        cuts = [point.cut_name for point in self._points]
+        if len(set(cuts)) != len(cuts):
+            raise ValueError(
+                f"layer_names {[p.layer_name for p in self._points]} are masked at the same place ({cuts}): "
+                "name each conv block once."
+            )
         for point in self._points:
             split(self._model, point.cut_name)  # fails now, with a clear message, if a path bypasses the layer
         self._point = self._points[-1]
@@ -217,6 +223,8 @@ class FinePruning(Transformer):
         self.prune_until = check_drop(self.prune_until, "prune_until")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}.")
+        if not 0 <= int(self.seed) < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}.")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {self.strategy!r}.")
         if self.layer_names is not None:
@@ -502,6 +510,7 @@ class FinePruning(Transformer):
         """
         if is_lazy_array(x):
             x = np.asarray(x[0 : len(x)])
+        x = np.asarray(x, dtype=np.float32)
         if not _is_identity(self.classifier):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
         return np.asarray(x, dtype=np.float32)

@@ -20,7 +20,7 @@ from art.preprocessing.standardisation_mean_std.numpy import StandardisationMean
 
 from art_pruning_defense import __version__, _sweep
 from art_pruning_defense._io import atomic_directory
-from art_pruning_defense._validation import check_inputs, check_labels, check_target
+from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
 from art_pruning_defense.keras import (
     BatchPredictor,
     as_functional,
@@ -172,7 +172,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
 
     def _prepare(self, x: np.ndarray, name: str = "x") -> np.ndarray:
         x = check_inputs(x, self._input_shape, name)
-        prepared, _ = self._apply_preprocessing(x, y=None, fit=False)
+        prepared, _ = self._apply_preprocessing(np.asarray(x, dtype=np.float32), y=None, fit=False)
         return np.asarray(prepared, dtype=np.float32)
 
     def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
@@ -181,6 +181,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :param batch_size: Samples per forward pass.
         :return: Scores of shape ``(n, N + 1)``; ``argmax == N`` means "poisoned input".
         """
+        batch_size = check_positive_int(batch_size, "batch_size")
         x = self._prepare(x)
         return _sweep.goodnet_scores(self._bad_scores(x, batch_size), self._pruned_labels(x, batch_size))
 
@@ -190,6 +191,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :param batch_size: Samples per forward pass.
         :return: ``(labels of B, labels of B')``.
         """
+        batch_size = check_positive_int(batch_size, "batch_size")
         x = self._prepare(x)
         return self._bad_labels(x, batch_size), self._pruned_labels(x, batch_size)
 
@@ -297,19 +299,55 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"{meta_path} has format version {config.get('format_version')}; this package reads {FORMAT_VERSION}."
             )
-        preprocessing = config.get("preprocessing")
+        preprocessing, clip = _checked_config(config, meta_path)
         goodnet = cls(
             bad_model=load_model(os.path.join(path, BAD_MODEL_FILE), safe_mode=safe_mode),
             pruned_model=load_model(os.path.join(path, PRUNED_MODEL_FILE), safe_mode=safe_mode),
-            clip_values=None if config.get("clip_values") is None else tuple(config["clip_values"]),
-            preprocessing=None
-            if preprocessing is None
-            else (
-                np.asarray(preprocessing["mean"], dtype=np.float32),
-                np.asarray(preprocessing["std"], dtype=np.float32),
-            ),
+            clip_values=clip,
+            preprocessing=preprocessing,
             metadata=config.get("metadata") or {},
         )
         if goodnet.nb_classes != config.get("nb_classes"):
             raise ValueError(f"{path}: the models have {goodnet.nb_classes - 1} classes, the metadata says otherwise.")
         return goodnet
+
+
+def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple | None]:
+    """
+    Check the parts of a saved GoodNet's metadata that reach the computation.
+
+    :return: ``(preprocessing, clip_values)`` ready for the constructor.
+    :raises ValueError: If any of them is malformed or not finite.
+    """
+
+    def finite(value: object, what: str) -> np.ndarray:
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{meta_path}: {what} must be numbers, got {value!r}.") from None
+        if array.size == 0 or not np.all(np.isfinite(array)):
+            raise ValueError(f"{meta_path}: {what} must be finite numbers, got {value!r}.")
+        return array
+
+    if not isinstance(config.get("nb_classes"), int) or isinstance(config.get("nb_classes"), bool):
+        raise ValueError(f"{meta_path}: nb_classes must be an integer, got {config.get('nb_classes')!r}.")
+    if not isinstance(config.get("metadata", {}) or {}, dict):
+        raise ValueError(f"{meta_path}: metadata must be an object.")
+    preprocessing = config.get("preprocessing")
+    if preprocessing is not None:
+        if not isinstance(preprocessing, dict) or set(preprocessing) != {"mean", "std"}:
+            raise ValueError(f"{meta_path}: preprocessing must be null or {{'mean': ..., 'std': ...}}.")
+        mean = finite(preprocessing["mean"], "preprocessing mean")
+        std = finite(preprocessing["std"], "preprocessing std")
+        if np.any(std == 0):
+            raise ValueError(f"{meta_path}: preprocessing std must not be 0.")
+        if mean.shape != std.shape:
+            raise ValueError(f"{meta_path}: preprocessing mean and std must have the same shape.")
+        preprocessing = (mean.astype(np.float32), std.astype(np.float32))
+    clip = config.get("clip_values")
+    if clip is not None:
+        values = finite(clip, "clip_values")
+        if values.shape != (2,) or values[0] >= values[1]:
+            raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max, got {clip!r}.")
+        clip = tuple(clip)
+    return preprocessing, clip

@@ -1,4 +1,5 @@
-"""The comparative benchmark: a smoke run on digits, and its inputs."""
+"""The comparative benchmark (``art-prune benchmark``): a smoke run on digits, its inputs, ART's quirks."""
+
 from __future__ import annotations
 
 import json
@@ -8,55 +9,279 @@ import numpy as np
 import pytest
 
 from art_pruning_defense.cli import main
-from art_pruning_defense.comparison import BenchmarkConfig, load_npz_images, run_benchmark
 
-KEYS = {"defence", "clean_accuracy", "attack_success_rate", "poison_detection_tpr", "poison_detection_fpr", "seconds"}
+from art_pruning_defense import benchmark as bench  # noqa: E402
+
+#: A smoke run: tiny settings, one ART filter, STRIP, fine-pruning and pruning.
+SMOKE_DEFENCES = ("none", "pruning", "fine-pruning", "spectral-signatures", "strip")
 
 
-def test_smoke_run_on_digits_writes_the_table(tmp_path, capsys):
+def _failing(run: bench._Run) -> list[dict]:
+    raise RuntimeError("this defence always fails")
+
+
+@pytest.fixture(scope="module")
+def smoke_rows():
+    """One small digits benchmark (with an extra defence that raises), shared by the tests below."""
+    import keras
+
+    registry = dict(bench.DEFENCES)
+    bench.DEFENCES["always-fails"] = bench.Defence("always-fails", "raises", _failing, lambda config: ["broken"])
+    try:
+        keras.utils.set_random_seed(0)
+        config = bench.BenchmarkConfig(
+            data="digits", epochs=12, fine_tune_epochs=3, defences=SMOKE_DEFENCES + ("always-fails",)
+        )
+        return bench.run_benchmark(config, verbose=False)
+    finally:
+        bench.DEFENCES.clear()
+        bench.DEFENCES.update(registry)
+
+
+def test_benchmark_smoke_run_rows(smoke_rows):
+    names = [row["defence"] for row in smoke_rows]
+    assert names == [
+        "no defence",
+        "pruning X=2",
+        "pruning X=4",
+        "pruning X=10",
+        "GoodNet X=10",
+        "fine-pruning",
+        "fine-pruning GoodNet",
+        "spectral signatures",
+        "STRIP",
+        "broken",
+    ]
+    for row in smoke_rows:
+        assert tuple(row) == bench.ROW_KEYS
+        for key in bench.ROW_KEYS[1:7]:
+            assert row[key] is None or 0.0 <= row[key] <= 100.0, (row["defence"], key, row[key])
+        assert row["seconds"] >= 0.0
+    rows = {row["defence"]: row for row in smoke_rows}
+    assert rows["no defence"]["attack_success_rate"] > 50 and rows["no defence"]["clean_accuracy"] > 80
+    assert all(row["error"] is None for name, row in rows.items() if name != "broken")
+    # Training-set filters report detection rates; test-time defences report flags; B'(X) and B report neither.
+    for name in ("pruning X=2", "pruning X=10", "fine-pruning", "spectral signatures"):
+        assert rows[name]["poison_detection_tpr"] is not None and rows[name]["poisoned_flagged"] is None, name
+    for name in ("GoodNet X=10", "fine-pruning GoodNet", "STRIP"):
+        assert rows[name]["poison_detection_tpr"] is None and rows[name]["poisoned_flagged"] is not None, name
+    assert rows["no defence"]["poison_detection_tpr"] is None and rows["no defence"]["poisoned_flagged"] is None
+    assert rows["fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
+    # GoodNet answers the target only where B' does too, and is right on clean data only where B' is.
+    goodnet, pruned = rows["fine-pruning GoodNet"], rows["fine-pruning"]
+    assert goodnet["attack_success_rate"] <= pruned["attack_success_rate"]
+    assert goodnet["clean_accuracy"] <= pruned["clean_accuracy"]
+    # The failing defence is recorded, not fatal.
+    broken = rows["broken"]
+    assert broken["error"] == "RuntimeError: this defence always fails"
+    assert all(broken[key] is None for key in bench.ROW_KEYS[1:7])
+
+
+def test_benchmark_detection_matches_the_detector():
+    """The pruning rows' detection rates are FinePruningDetector's with fine_tune_epochs=0 and accuracy_drop=X."""
+    from art_pruning_defense import FinePruningDetector
+
+    config = bench.BenchmarkConfig(data="digits", epochs=12, defences=["pruning"]).resolved()
+    data = bench.load_benchmark_data(config)
+    classifier = bench.train_badnet(data.x_train, data.y_train, data.n_classes, config)
+    rows = bench.DEFENCES["pruning"].run(bench._Run(config, data, classifier, verbose=False))
+    for drop in (4.0, 10.0):
+        detector = FinePruningDetector(
+            classifier, data.x_train, data.y_train, data.x_valid, data.y_valid, accuracy_drop=drop, fine_tune_epochs=0
+        )
+        _, is_clean = detector.detect_poison(verbose=False)
+        tpr, fpr = bench._detection_rates(np.asarray(is_clean) == 0, data.is_poison_train)
+        row = next(row for row in rows if row["defence"] == f"pruning X={drop:g}")
+        assert (row["poison_detection_tpr"], row["poison_detection_fpr"]) == pytest.approx((tpr, fpr))
+
+
+def test_write_benchmark_files(smoke_rows, tmp_path):
     out = tmp_path / "bench"
-    argv = ["benchmark", "--data", "digits", "--epochs", "12", "--out", str(out), "--quiet",
-            "--defences", "none", "pruning", "fine-pruning", "spectral-signatures", "strip"]
+    command = "art-prune benchmark --data digits --epochs 12 --out bench"
+    written = bench.write_benchmark(smoke_rows, str(out), command)
+    assert sorted(os.listdir(out)) == ["results.json", "results.md", "results.png"]
+    assert sorted(map(os.path.basename, written)) == ["results.json", "results.md", "results.png"]
+    assert json.loads((out / "results.json").read_text()) == smoke_rows
+    markdown = (out / "results.md").read_text()
+    assert markdown.index(command) < markdown.index("| defence |")
+    assert "| fine-pruning GoodNet |" in markdown and "error: RuntimeError: this defence always fails" in markdown
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileExistsError, match="overwrite"):
+        bench.write_benchmark(smoke_rows, str(out), command)
+    bench.write_benchmark(smoke_rows[:2], str(out), command, overwrite=True)
+    assert len(json.loads((out / "results.json").read_text())) == 2
+    assert sorted(os.listdir(tmp_path)) == ["bench"]  # nothing temporary left beside it
+    with pytest.raises(ValueError, match="command"):
+        bench.write_benchmark(smoke_rows, str(tmp_path / "other"), " ")
+
+
+def _npz(path, **arrays):
+    rng = np.random.default_rng(0)
+    values = {
+        "x_train": rng.integers(0, 256, (30, 8, 8), dtype=np.uint8),
+        "y_train": rng.integers(0, 3, 30),
+        "x_test": rng.integers(0, 256, (10, 8, 8), dtype=np.uint8),
+        "y_test": rng.integers(0, 3, 10),
+    }
+    values.update(arrays)
+    np.savez(path, **{key: value for key, value in values.items() if value is not None})
+    return str(path)
+
+
+def test_benchmark_npz_loader_scales_and_adds_the_channel_axis(tmp_path):
+    x_train, y_train, x_test, y_test = bench.load_npz_images(_npz(tmp_path / "a.npz"))
+    assert x_train.shape == (30, 8, 8, 1) and x_test.shape == (10, 8, 8, 1)
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() and x_train.max() <= 1.0 and x_train.max() > 0.9
+    assert y_train.dtype == np.int64 and y_test.shape == (10,)
+    unit = np.full((30, 8, 8, 3), 0.5, dtype=np.float32)
+    x_train, *_ = bench.load_npz_images(
+        _npz(tmp_path / "b.npz", x_train=unit, x_test=unit[:10], y_train=np.arange(30) % 3)
+    )
+    assert x_train.shape == (30, 8, 8, 3) and np.all(x_train == 0.5)  # floats in [0, 1] are kept
+    x_train, *_ = bench.load_npz_images(
+        _npz(tmp_path / "c.npz", x_train=unit * 255, x_test=unit[:10], y_train=(np.arange(30) % 3)[:, None])
+    )
+    assert np.allclose(x_train, 0.5)  # floats above 1 are 0..255
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({"y_test": None}, "lacks y_test"),
+        ({"x_train": np.zeros((30, 64))}, r"x_train has shape \(30, 64\); expected greyscale images"),
+        ({"x_test": np.zeros((10, 8, 8, 5))}, "expected greyscale images"),
+        ({"x_test": np.zeros((10, 9, 9), dtype=np.uint8)}, "they must match"),
+        ({"x_train": np.full((30, 8, 8), 300.0)}, r"expected \[0, 1\]"),
+        ({"x_train": np.full((30, 8, 8), np.nan)}, "NaN"),
+        ({"y_train": np.full(30, 0.5)}, "non-integer"),
+        ({"y_train": -np.ones(30)}, "negative"),
+        ({"y_train": np.zeros((30, 3))}, "expected integer labels"),
+        ({"y_train": np.zeros(30)}, "single class"),
+        ({"x_train": np.array(["a"] * 30)}, "expected numbers"),
+    ],
+)
+def test_benchmark_npz_loader_errors(tmp_path, arrays, match):
+    with pytest.raises(ValueError, match=match):
+        bench.load_npz_images(_npz(tmp_path / "bad.npz", **arrays))
+
+
+def test_benchmark_npz_loader_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        bench.load_npz_images(str(tmp_path / "absent.npz"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"defences": ["magic"]}, ValueError, "Unknown defence"),
+        ({"defences": []}, ValueError, "not empty"),
+        ({"defences": "strip"}, TypeError, "list of defence names"),
+        ({"poison_rate": 0.0}, ValueError, "poison_rate"),
+        ({"poison_rate": "0.1"}, TypeError, "poison_rate"),
+        ({"trigger": "square"}, ValueError, "trigger"),
+        ({"target": -1}, ValueError, "target"),
+        ({"goodnet_drop": 5}, ValueError, "goodnet_drop"),
+        ({"accuracy_drops": (0,)}, ValueError, "accuracy drop"),
+        ({"n_valid": 100}, ValueError, "digits split is fixed"),
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"fine_tune_epochs": 0}, ValueError, "fine_tune_epochs"),
+        ({"neural_cleanse_steps": 2.5}, ValueError, "neural_cleanse_steps"),
+        ({"strip_false_acceptance_rate": 1.0}, ValueError, "strip_false_acceptance_rate"),
+        ({"data": "mnist.h5"}, ValueError, "npz"),
+    ],
+)
+def test_benchmark_config_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        bench.BenchmarkConfig(**kwargs)
+
+
+def test_benchmark_config_defaults_by_source(tmp_path):
+    from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS
+
+    digits = bench.BenchmarkConfig().resolved()
+    assert (digits.n_valid, digits.epochs, digits.batch_size) == (300, 30, 32)
+    assert digits.defences == bench.defence_names()
+    npz = bench.BenchmarkConfig(data=str(tmp_path / "mnist.npz")).resolved()
+    assert (npz.n_valid, npz.epochs, npz.batch_size) == (5000, 3, 64)
+    assert npz.fine_tune_epochs == RECOMMENDED_FINE_TUNE_EPOCHS
+    assert json.loads(json.dumps(npz.as_dict()))["defences"] == list(bench.defence_names())
+
+
+def test_abstentions_and_detection_rates():
+    scores = np.array([[0.1, 0.9], [0.0, 0.0], [0.7, 0.3]])
+    assert bench._abstaining_labels(scores).tolist() == [1, bench.ABSTAIN, 0]
+    flagged = np.array([True, False, True, True])
+    is_poison = np.array([True, True, False, False])
+    assert bench._detection_rates(flagged, is_poison) == (50.0, 100.0)
+    assert bench._detection_rates(flagged[2:], is_poison[2:]) == (None, 100.0)
+
+
+def test_neural_cleanse_learning_rate_survives_reset():
+    """ART's reset zeroes every optimiser variable, Keras 3's learning rate included; the benchmark restores it."""
+    import contextlib
+    import io
+
+    from art.estimators.poison_mitigation.neural_cleanse import KerasNeuralCleanse
+
+    from art_pruning_defense.keras import mnist_cnn
+
+    model = mnist_cnn((12, 12, 1), 3)
+    art_version = KerasNeuralCleanse(model, steps=1, learning_rate=0.1)
+    art_version.reset()
+    fixed = bench._NeuralCleanse(model, steps=1, learning_rate=0.1, batch_size=4)
+    fixed.reset()
+    assert float(fixed.opt.learning_rate.numpy()) == pytest.approx(0.1)
+    if float(art_version.opt.learning_rate.numpy()) != 0.0:
+        pytest.skip("ART's reset no longer zeroes the learning rate; _NeuralCleanse.reset can go.")
+    # With the learning rate back, the reverse-engineered trigger moves.
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 12, 12, 1), dtype=np.float32), np.eye(3)[rng.integers(0, 3, 8)]
+    before = fixed.mask_tensor_raw.numpy().copy()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        fixed.generate_backdoor(x, y, np.eye(3)[0])
+    assert not np.array_equal(fixed.mask_tensor_raw.numpy(), before)
+
+
+def test_sequential_copy_for_neural_cleanse():
+    from art.estimators.classification import KerasClassifier
+
+    from art_pruning_defense.keras import mnist_cnn
+
+    model = mnist_cnn((12, 12, 1), 3)
+    probe = np.random.default_rng(0).random((4, 12, 12, 1), dtype=np.float32)
+    copy = bench._sequential_copy(model, probe)
+    assert np.allclose(copy.predict(probe, verbose=0), model.predict(probe, verbose=0), atol=1e-6)
+    # ART's "pruning" mitigation takes model.layers[len(layer_names) - 2]: the dense layer, in the Sequential copy.
+    assert copy.layers[len(KerasClassifier(copy).layer_names) - 2].name == "fc_1"
+    assert model.layers[len(KerasClassifier(model).layer_names) - 2].name == "flatten"  # why the copy is needed
+    copy.layers[-1].set_weights([w * 0 for w in copy.layers[-1].get_weights()])
+    assert np.any(model.get_layer("output").get_weights()[0] != 0)  # independent weights
+
+
+def test_cli_benchmark_writes_the_table(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark",
+        "--data",
+        "digits",
+        "--epochs",
+        "12",
+        "--out",
+        str(out),
+        "--quiet",
+        "--defences",
+        "none",
+        "fine-pruning",
+        "attack-aware",
+        "strip",
+    ]
     assert main(argv) == 0
     assert sorted(os.listdir(out)) == ["results.json", "results.md", "results.png"]
-    rows = json.loads((out / "results.json").read_text())
-    names = [row["defence"] for row in rows]
-    assert names[0] == "no defence" and "fine-pruning GoodNet" in names and "STRIP" in names
-    assert "spectral signatures" in names and "pruning X=4" in names
-    for row in rows:
-        assert KEYS <= set(row) and "error" not in row, row
-        for key in KEYS - {"defence", "seconds"}:
-            assert row[key] is None or 0.0 <= row[key] <= 100.0
-        assert row["seconds"] > 0
-    by_name = {row["defence"]: row for row in rows}
-    assert by_name["no defence"]["attack_success_rate"] > 50
-    assert by_name["no defence"]["poison_detection_tpr"] is None  # filters only
-    assert by_name["spectral signatures"]["poison_detection_tpr"] is not None
-    assert by_name["STRIP"]["poisoned_flagged"] is not None
-    assert by_name["fine-pruning"]["attack_success_rate"] < by_name["no defence"]["attack_success_rate"]
-    markdown = (out / "results.md").read_text()
-    assert "`art-prune benchmark --data digits" in markdown or "`art-prune" in markdown
-    assert "| fine-pruning GoodNet |" in markdown
-    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    rows = {row["defence"]: row for row in json.loads((out / "results.json").read_text())}
+    assert {"no defence", "fine-pruning", "attack-aware pruning", "attack-aware fine-pruning", "STRIP"} <= set(rows)
+    for row in rows.values():
+        assert row.get("error") is None, row
+    assert rows["no defence"]["attack_success_rate"] > 50
+    assert rows["attack-aware fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
+    assert "art-prune benchmark --data digits" in (out / "results.md").read_text()
     assert "| no defence |" in capsys.readouterr().out
-
-
-def test_unknown_defence_is_refused():
-    with pytest.raises(ValueError, match="Unknown defences"):
-        run_benchmark(BenchmarkConfig(defences=["magic"]), verbose=False)
-
-
-def test_npz_loader_scales_and_checks(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "data.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 3, 20),
-             x_test=rng.integers(0, 256, (10, 8, 8), dtype=np.uint8), y_test=rng.integers(0, 3, 10))
-    x_train, _, x_test, _ = load_npz_images(str(path))
-    assert x_train.shape == (20, 8, 8, 1) and x_test.dtype == np.float32 and x_train.max() <= 1.0
-    np.savez(tmp_path / "bad.npz", x_train=np.zeros((3, 8, 8)), y_train=np.zeros(3))
-    with pytest.raises(ValueError, match="x_test"):
-        load_npz_images(str(tmp_path / "bad.npz"))
-    np.savez(tmp_path / "flat.npz", x_train=np.zeros((3, 8)), y_train=np.zeros(3), x_test=np.zeros((3, 8)),
-             y_test=np.zeros(3))
-    with pytest.raises(ValueError, match="must hold images"):
-        load_npz_images(str(tmp_path / "flat.npz"))

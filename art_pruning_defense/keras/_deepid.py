@@ -145,7 +145,7 @@ def load_deepid_weights(path: str, n_classes: int = DEEPID_N_CLASSES) -> keras.M
     return model
 
 
-def load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True) -> keras.Model:
+def _load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True) -> keras.Model:
     """
     Load a model from a file:
 
@@ -405,3 +405,24 @@ def _code_layers(config: Any) -> Iterator[str]:
 
 #: Loaders of weights-only files by architecture name: ``loader(path, n_classes)``.
 ARCHITECTURES: dict[str, Callable[[str, int], keras.Model]] = {"deepid": load_deepid_weights}
+
+
+def load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True) -> keras.Model:
+    """
+    Load a model from a file (see :func:`_load_keras_model` for the kinds of files), turning what a damaged or
+    hostile file makes Keras, zipfile or h5py raise into a ``ValueError`` naming the file.
+
+    :param path: The model file.
+    :param arch: Architecture of a weights-only file (``"deepid"``).
+    :param safe_mode: Refuse to deserialise code (``Lambda`` layers and the like).
+    :return: The model, uncompiled.
+    """
+    from art_pruning_defense.keras._model import model_file_errors
+
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".keras") and os.path.isfile(path):
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a valid .keras model file (not a zip archive).")
+    with model_file_errors(str(path)):
+        return _load_keras_model(path, arch=arch, safe_mode=safe_mode)

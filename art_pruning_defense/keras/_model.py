@@ -14,8 +14,10 @@ multiplied by zero at that point, whatever the bias, normalisation or non-linear
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -433,10 +435,58 @@ def save_model(model: keras.Model, path: str) -> None:
         model.save(tmp)
 
 
+@contextlib.contextmanager
+def model_file_errors(path: str) -> Iterator[None]:
+    """
+    Turn what a damaged or hostile model file makes Keras, zipfile or h5py raise into one ``ValueError`` naming the
+    file (``ValueError``, ``TypeError`` of our own and ``FileNotFoundError`` pass through unchanged).
+
+    :param path: The model file being read.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        NotImplementedError,
+        OSError,
+        RuntimeError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+    ) as error:
+        if isinstance(error, (ValueError, TypeError)) and _raised_here(error):
+            raise  # our own, already clear, message
+        raise ValueError(f"{path} is not a valid model file ({type(error).__name__}: {error})") from None
+
+
+def _raised_here(error: BaseException) -> bool:
+    """
+    :return: Whether ``error`` was raised by this package's own code (its innermost frame is in the package).
+    """
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return traceback is not None and os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(package)
+
+
 def load_model(path: str, safe_mode: bool = True) -> keras.Model:
     """
     :param path: A ``.keras`` file.
     :param safe_mode: Refuse to deserialise code (Lambda layers and the like).
     :return: The model, uncompiled.
+    :raises ValueError: If the file is not a valid ``.keras`` model.
     """
-    return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model file {path} does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a valid .keras model file (not a zip archive).")
+    with model_file_errors(path):
+        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"{path} does not hold a Keras model.")
+    return model
