@@ -275,6 +275,24 @@ class GreedyState:
         )
 
 
+def _trial(
+    predict_rows: RowsFunction,
+    rows: np.ndarray,
+    mask: np.ndarray,
+    references: np.ndarray,
+    labels: np.ndarray,
+    hits: int,
+) -> tuple[np.ndarray | None, int]:
+    """
+    :return: The new labels of ``rows`` under ``mask`` (``None`` where no row changes) and the new number of hits.
+    """
+    if not rows.size:
+        return None, hits
+    new = predict_rows(rows, mask)
+    wanted = references[rows]
+    return new, hits + int(np.count_nonzero(new == wanted) - np.count_nonzero(labels[rows] == wanted))
+
+
 def attack_aware_pass(
     state: GreedyState,
     layer: str,
@@ -313,24 +331,14 @@ def attack_aware_pass(
         mask[channel] = 0
         clean_changed = np.flatnonzero(clean_active[:, channel])
         poisoned_changed = np.flatnonzero(poisoned_active[:, channel])
-        new_poisoned = poisoned_rows(poisoned_changed, mask) if poisoned_changed.size else None
-        new_poisoned_hits = poisoned_hits
-        if new_poisoned is not None:
-            references = state.poisoned_references[poisoned_changed]
-            new_poisoned_hits += int(
-                np.count_nonzero(new_poisoned == references)
-                - np.count_nonzero(state.poisoned_labels[poisoned_changed] == references)
-            )
+        new_poisoned, new_poisoned_hits = _trial(
+            poisoned_rows, poisoned_changed, mask, state.poisoned_references, state.poisoned_labels, poisoned_hits
+        )
         accepted = False
         if new_poisoned_hits <= poisoned_hits:
-            new_clean = clean_rows(clean_changed, mask) if clean_changed.size else None
-            new_clean_hits = clean_hits
-            if new_clean is not None:
-                references = state.clean_references[clean_changed]
-                new_clean_hits += int(
-                    np.count_nonzero(new_clean == references)
-                    - np.count_nonzero(state.clean_labels[clean_changed] == references)
-                )
+            new_clean, new_clean_hits = _trial(
+                clean_rows, clean_changed, mask, state.clean_references, state.clean_labels, clean_hits
+            )
             lowers_attack = new_poisoned_hits < poisoned_hits and new_clean_hits >= min_clean_hits
             harmless = new_poisoned_hits == poisoned_hits and new_clean_hits >= max(clean_hits, min_clean_hits)
             if lowers_attack or harmless:
