@@ -131,12 +131,14 @@ def plot_tradeoff(rows: Sequence[dict], path: str, title: str = "") -> None:
     points = [r for r in rows if r.get("clean_accuracy") is not None and r.get("attack_success_rate") is not None]
     figure, axis = plt.subplots(figsize=(8, 6), dpi=120)
     markers = "osD^v<>phX*"
+    colours = plt.get_cmap("tab20")
     for index, row in enumerate(points):
         axis.scatter(
             row["attack_success_rate"],
             row["clean_accuracy"],
             marker=markers[index % len(markers)],
-            s=50,
+            color=colours(index % 20),
+            s=55,
             label=row["defence"],
         )
     axis.set_xlabel("attack success rate (%) — lower is better")
