@@ -514,14 +514,6 @@ def test_legacy_lambda_model_is_refused_without_unsafe(legacy_lambda, files, tmp
     assert_documented(info.value, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="With --unsafe the Lambda model loads and is swept, but every copy of it fails: keras/_model._clone_layer "
-    "rebuilds each layer with from_config, and Lambda.from_config refuses the Python lambda outside a load_model("
-    "safe_mode=False) scope ('Requested the deserialization of a Lambda layer ...'). Fix: in multi_masked_copy and "
-    "copy_model, clone inside keras.src.saving.serialization_lib.SafeModeScope(False) when the model holds a Lambda "
-    "(the user opted in with --unsafe), or clone a Lambda as keras.layers.Lambda(layer.function, ...).",
-)
 def test_legacy_lambda_model_is_repaired_with_unsafe(legacy_lambda, files, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = cli(

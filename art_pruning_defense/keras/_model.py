@@ -268,6 +268,13 @@ def split(model: keras.Model, cut_name: str) -> tuple[keras.Model, keras.Model]:
 
 
 def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    if isinstance(layer, keras.layers.Lambda):
+        # The model is already in memory, so its code was accepted when it was loaded (with safe_mode=False):
+        # copying it is no new exposure, but Keras refuses to rebuild a Lambda from its config outside that scope.
+        from keras.src.saving.serialization_lib import SafeModeScope
+
+        with SafeModeScope(False):
+            return layer.__class__.from_config(layer.get_config())
     return layer.__class__.from_config(layer.get_config())
 
 
