@@ -50,6 +50,7 @@ from art_pruning_defense.keras import (
     last_conv_layers,
     multi_masked_copy,
     n_outputs,
+    resolve_layer_name,
     split,
     weights_equal,
 )
@@ -130,8 +131,11 @@ class FinePruning(Transformer):
 
         :param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential
                model (``KerasClassifier``). It is never modified.
-        :param layer_name: The layer to prune; ``None`` for the model's last Conv2D that every path to the output
-               passes through. Its output must be a channels-last feature map.
+        :param layer_name: The layer to prune: any layer with a channels-last 4-D output that every path to the
+               output passes through (a Conv2D, or an ``Add``/``Activation``/``Concatenate`` of a residual or dense
+               network); ``"nested/layer"`` for a layer inside a nested model (a ``keras.applications`` backbone).
+               ``None`` (the default) picks the last such feature map: a ResNet's last stage output, a plain CNN's
+               last conv block; ``prune_point`` shows the choice.
         :param accuracy_drops: The accuracy drops X (percentage points, each in (0, 100]) at which B' is taken.
         :param batch_size: Samples per forward pass.
         :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
@@ -167,11 +171,18 @@ class FinePruning(Transformer):
         self.layer_names = layer_names
         self.verbose = verbose
         self._check_params()
-        self._model = as_functional(model_of(classifier))
+        user_model = model_of(classifier)
+        self._model = as_functional(user_model)
         self._n_classes = n_outputs(self._model)
         check_probability_output(self._model, "the classifier's model")
+        if layer_name is not None:
+            layer_name = resolve_layer_name(user_model, layer_name)
         if self.strategy == "attack_aware":
-            names = list(self.layer_names) if self.layer_names is not None else last_conv_layers(self._model, 3)
+            names = (
+                [resolve_layer_name(user_model, name) for name in self.layer_names]
+                if self.layer_names is not None
+                else last_conv_layers(self._model, 3)
+            )
             order = {layer.name: index for index, layer in enumerate(self._model.layers)}
             self._points = sorted(
                 (find_prune_point(self._model, name) for name in names), key=lambda p: order[p.layer_name]

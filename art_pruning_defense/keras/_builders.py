@@ -9,6 +9,8 @@ import logging
 import keras
 import numpy as np
 
+from art_pruning_defense.keras._architectures import mnist_cnn  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,27 +32,6 @@ def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32
     x = keras.layers.Dense(64, activation="relu", name="fc_1")(x)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
-
-
-def mnist_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
-    """
-    The CNN of Keras's MNIST example, also the BadNet of ART's poisoning examples: conv 32 → conv 64 → max-pool →
-    dropout → dense 128 → dropout → softmax. ``conv_2`` (64 channels) is the layer to prune.
-
-    :param input_shape: ``(height, width, channels)``.
-    :param n_classes: Number of classes.
-    :return: An uncompiled Functional model with softmax outputs.
-    """
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Conv2D(32, 3, activation="relu", name="conv_1")(inputs)
-    x = keras.layers.Conv2D(64, 3, activation="relu", name="conv_2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
-    x = keras.layers.Dropout(0.25, name="dropout_1")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(128, activation="relu", name="fc_1")(x)
-    x = keras.layers.Dropout(0.5, name="dropout_2")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
-    return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
 def train(

@@ -98,6 +98,28 @@ def as_functional(model: keras.Model) -> keras.Model:
     """
     :param model: A built Functional or Sequential Keras model.
     :return: A Functional model over the same layers (same weights, not a copy), with one input and one output.
+             Nested Functional or Sequential models (a ``keras.applications`` backbone under a new head, say) are
+             inlined, so that every layer of the result is a plain layer.
+    """
+    view = _single_functional(model)
+    if not any(isinstance(layer, keras.Model) for layer in view.layers):
+        return view
+    inputs = keras.Input(
+        batch_shape=view.inputs[0].shape, dtype=view.inputs[0].dtype, name=view.inputs[0]._keras_history[0].name
+    )
+    try:
+        outputs = _inline(view, inputs)
+        return keras.Model(inputs, outputs, name=model.name)
+    except ValueError as error:
+        raise ValueError(
+            f"The nested models of {model.name!r} cannot be inlined into one graph ({error}). Give every layer, "
+            "inside and outside the nested models, a distinct name."
+        ) from None
+
+
+def _single_functional(model: keras.Model) -> keras.Model:
+    """
+    :return: A Functional view of a Functional or Sequential model with one input and one output.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
@@ -119,6 +141,66 @@ def as_functional(model: keras.Model) -> keras.Model:
         )
     # A Functional view over the same layers (no copy), with a plain tensor as input and output structure.
     return keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+
+
+def _inline(model: keras.Model, inputs: Any) -> Any:
+    """
+    Call ``model``'s layers on ``inputs``, replacing each nested model by the calls of its own layers.
+
+    :return: The outputs.
+    """
+
+    def call(operation: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(operation, keras.Model):
+            kwargs.pop("training", None)
+            kwargs.pop("mask", None)
+            if kwargs or len(args) != 1:
+                raise ValueError(f"nested model {operation.name!r} is called with more than one input")
+            return _inline(_single_functional(operation), args[0])
+        return operation(*args, **kwargs)
+
+    return model._run_through_graph(inputs, operation_fn=lambda operation: operation, call_fn=call)
+
+
+def nested_layer_names(model: keras.Model) -> dict[str, str]:
+    """
+    :param model: A Functional or Sequential model, possibly holding nested models.
+    :return: ``{"outer/inner/layer": "layer"}`` for every layer inside a nested model (the names under which the
+             layers appear in :func:`as_functional`'s result).
+    """
+    names: dict[str, str] = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            for inner in layer.layers:
+                if isinstance(inner, keras.layers.InputLayer):
+                    continue
+                names[f"{layer.name}/{inner.name}"] = inner.name
+                if isinstance(inner, keras.Model):
+                    names.update({f"{layer.name}/{path}": leaf for path, leaf in nested_layer_names(inner).items()})
+    return names
+
+
+def resolve_layer_name(model: keras.Model, layer_name: str) -> str:
+    """
+    :param model: The user's model (possibly with nested models).
+    :param layer_name: A layer's name, or ``"nested/layer"`` for a layer inside a nested model.
+    :return: The layer's name in :func:`as_functional`'s result.
+    """
+    if "/" not in layer_name:
+        return layer_name
+    nested = nested_layer_names(model)
+    if layer_name in nested:
+        return nested[layer_name]
+    prefix = layer_name.rsplit("/", 1)[0]
+    inside = sorted(path for path in nested if path.startswith(prefix + "/") and path.count("/") == layer_name.count("/"))
+    models = sorted({path.rsplit("/", 1)[0] for path in nested})
+    if inside:
+        raise ValueError(f"Unknown layer_name {layer_name!r}; the nested model {prefix!r} holds: {', '.join(inside)}.")
+    raise ValueError(
+        f"Unknown layer_name {layer_name!r}: the model has no nested model {prefix!r}; its nested models are: "
+        + (", ".join(models) or "none")
+        + "."
+    )
 
 
 def input_shape(model: keras.Model) -> tuple[int | None, ...]:
@@ -179,39 +261,136 @@ def last_conv_layers(model: keras.Model, count: int) -> list[str]:
     return convs[-count:]
 
 
+def _topological_order(model: keras.Model, consumers: Mapping[str, list[str]]) -> list[str]:
+    """
+    :return: The model's layer names in an order where every layer comes after the layers it reads.
+    """
+    position = {layer.name: index for index, layer in enumerate(model.layers)}
+    indegree = {name: 0 for name in position}
+    for parent, children in consumers.items():
+        for child in children:
+            indegree[child] = indegree.get(child, 0) + 1
+    ready = sorted((name for name, degree in indegree.items() if degree == 0), key=position.get)
+    order: list[str] = []
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for child in consumers.get(name, []):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+                ready.sort(key=position.get)
+    return order
+
+
+def bottleneck_layers(model: keras.Model) -> list[str]:
+    """
+    The layers that every path from the input to the output passes through, in the model's order (the input layer
+    excluded). In a topological order, a layer is on every path exactly when no connection jumps over it.
+
+    :param model: A Functional model (see :func:`as_functional`).
+    :return: Their names.
+    """
+    consumers, _ = _graph(model)
+    order = _topological_order(model, consumers)
+    position = {name: index for index, name in enumerate(order)}
+    jumped = np.zeros(len(order) + 1, dtype=np.int64)
+    for parent, children in consumers.items():
+        for child in children:
+            if position[child] > position[parent] + 1:
+                jumped[position[parent] + 1] += 1
+                jumped[position[child]] -= 1
+    covered = np.cumsum(jumped)[: len(order)]
+    input_name = model.inputs[0]._keras_history[0].name
+    return [name for index, name in enumerate(order) if covered[index] == 0 and name != input_name]
+
+
+def _is_feature_map(layer: keras.layers.Layer) -> bool:
+    shape = tuple(layer.output.shape)
+    return len(shape) == 4 and shape[-1] is not None
+
+
+def _check_channels_last(model: keras.Model) -> None:
+    for layer in model.layers:
+        if getattr(layer, "data_format", "channels_last") == "channels_first":
+            raise ValueError(
+                f"The model computes channels-first feature maps (layer {layer.name!r} has "
+                "data_format='channels_first'); only channels-last models (batch, height, width, channels) can be "
+                "pruned."
+            )
+
+
+def default_prune_layer(model: keras.Model) -> str:
+    """
+    The layer that ``layer_name=None`` prunes: the last channels-last feature map that every path to the output
+    passes through (for a ResNet, the last stage's output after its ``Add`` and activation; for a plain CNN, its last
+    conv block), named by its Conv2D where the feature map is a conv block's output (conv → BN → activation →
+    pooling), as the lab names ``conv_3`` for the map that ``pool_3`` gives.
+
+    :param model: A Functional model (see :func:`as_functional`).
+    :return: The layer's name.
+    """
+    _check_channels_last(model)
+    names = [layer.name for layer in model.layers]
+    maps = [layer.name for layer in model.layers if _is_feature_map(layer)]
+    if not maps:
+        raise ValueError(
+            "The model has no layer with a 4-D channels-last output (batch, height, width, channels) to prune; its "
+            "layers are: " + ", ".join(names)
+        )
+    consumers, calls = _graph(model)
+    output_name = model.outputs[0]._keras_history[0].name
+    candidates = [
+        name
+        for name in bottleneck_layers(model)
+        if name in maps and calls.get(name, 0) == 1 and name != output_name and consumers.get(name)
+    ]
+    if not candidates:
+        raise ValueError(
+            "No feature map of the model can be pruned on its own: another path to the output bypasses every 4-D "
+            f"layer (candidates: {', '.join(maps)}). Name a layer that every path passes through with layer_name."
+        )
+    chosen = candidates[-1]
+    # Walk back through the channel-wise and pooling layers of a conv block to the conv that makes the channels.
+    parents: dict[str, list[str]] = {}
+    for parent, children in consumers.items():
+        for child in children:
+            parents.setdefault(child, []).append(parent)
+    name = chosen
+    while isinstance(model.get_layer(name), CHANNELWISE_LAYERS + POOLING_LAYERS):
+        above = parents.get(name, [])
+        if len(above) != 1 or len(consumers.get(above[0], [])) != 1 or above[0] not in candidates:
+            break
+        name = above[0]
+    if isinstance(model.get_layer(name), keras.layers.Conv2D):
+        chosen = name
+    logger.info(
+        "layer_name=None: pruning %s, the last channels-last feature map that every path to the output passes "
+        "through.",
+        chosen,
+    )
+    return chosen
+
+
 def find_prune_point(model: keras.Model, layer_name: str | None = None) -> PrunePoint:
     """
     Find the layer to prune and the point where its channels are ranked and masked.
 
     :param model: A Functional model (see :func:`as_functional`).
-    :param layer_name: Name of the layer to prune; ``None`` for the last Conv2D of the model that every path to the
-           output passes through.
+    :param layer_name: Name of the layer to prune: any layer with a channels-last 4-D output (a Conv2D, ``Add``,
+           ``Activation``, ``BatchNormalization``, ``Concatenate``, ...); ``None`` for :func:`default_prune_layer`.
     :return: The prune point.
     """
     names = [layer.name for layer in model.layers]
     if layer_name is None:
-        convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-        if not convs:
-            raise ValueError(
-                "layer_name=None picks the last Conv2D layer, but the model has none; layers are: " + ", ".join(names)
-            )
-        # The last Conv2D that every path to the output passes through (in the lab's DeepID, conv_4 sits on a
-        # branch beside pool_3 → fc_1, so conv_3 is chosen).
-        for name in reversed(convs):
-            try:
-                point = find_prune_point(model, name)
-                split(model, point.cut_name)
-            except ValueError:
-                continue
-            return point
-        raise ValueError(
-            "No Conv2D layer of the model can be pruned on its own: every one is bypassed by another path to the "
-            "output or is otherwise unsuitable. Name a layer with layer_name."
-        )
+        layer_name = default_prune_layer(model)
     elif not isinstance(layer_name, str):
         raise TypeError(f"layer_name must be a string or None, got {type(layer_name).__name__}.")
     elif layer_name not in names:
-        raise ValueError(f"Unknown layer_name {layer_name!r}; the model's layers are: " + ", ".join(names))
+        maps = [layer.name for layer in model.layers if _is_feature_map(layer)]
+        raise ValueError(
+            f"Unknown layer_name {layer_name!r}; the model's layers with a 4-D output are: " + ", ".join(maps)
+        )
 
     layer = model.get_layer(layer_name)
     consumers, calls = _graph(model)
@@ -223,7 +402,7 @@ def find_prune_point(model: keras.Model, layer_name: str | None = None) -> Prune
             f"Layer {layer_name!r} ({type(layer).__name__}) has output shape {shape}; expected a channels-last "
             "feature map (batch, height, width, channels)."
         )
-    if isinstance(layer, keras.layers.Conv2D) and layer.data_format != "channels_last":
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
         raise ValueError(f"Layer {layer_name!r} is channels_first; only channels_last layers can be pruned.")
 
     n_channels = int(shape[-1])
@@ -249,13 +428,30 @@ def find_prune_point(model: keras.Model, layer_name: str | None = None) -> Prune
     return PrunePoint(layer_name=layer_name, cut_name=cut, n_channels=n_channels)
 
 
+def output_of(model: keras.Model, layer_name: str) -> Any:
+    """
+    :param model: A Functional model.
+    :param layer_name: One of its layers.
+    :return: The layer's output tensor in this model's graph (a layer shared with another model, as the layers of
+             an inlined nested model are, has one output per graph; ``layer.output`` is the first one's).
+    """
+    from keras.src.ops.function import make_node_key
+
+    layer = model.get_layer(layer_name)
+    keys = getattr(model, "_nodes", None)
+    for index, node in enumerate(getattr(layer, "_inbound_nodes", [])):
+        if keys is None or make_node_key(layer, index) in keys:
+            return node.output_tensors[0]
+    return layer.output
+
+
 def split(model: keras.Model, cut_name: str) -> tuple[keras.Model, keras.Model]:
     """
     :param model: A Functional model.
     :param cut_name: Layer at which to split.
     :return: ``(head, tail)``: inputs → cut output, and cut output → model output (sharing the model's weights).
     """
-    cut = model.get_layer(cut_name).output
+    cut = output_of(model, cut_name)
     head = keras.Model(model.inputs, cut, name=f"{model.name}_head")
     try:
         tail = keras.Model(cut, model.outputs[0], name=f"{model.name}_tail")
