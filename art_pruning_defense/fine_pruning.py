@@ -40,7 +40,6 @@ from art_pruning_defense.keras import (
     BatchPredictor,
     CachedTail,
     PrunePoint,
-    check_probability_output,
     as_functional,
     copy_model,
     find_prune_point,
@@ -141,7 +140,8 @@ class FinePruning(Transformer):
         Create a fine-pruning defence.
 
         :param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential
-               model (``KerasClassifier``). It is never modified.
+               model (``KerasClassifier``) whose output is a softmax or logits (the sweep needs only the argmax).
+               It is never modified.
         :param layer_name: The layer to prune; ``None`` for the model's last Conv2D that every path to the output
                passes through. Its output must be a channels-last feature map.
         :param accuracy_drops: The accuracy drops X (percentage points, each in (0, 100]) at which B' is taken.
@@ -181,7 +181,6 @@ class FinePruning(Transformer):
         self._check_params()
         self._model = as_functional(model_of(classifier))
         self._n_classes = n_outputs(self._model)
-        check_probability_output(self._model, "the classifier's model")
         self._points = self._find_prune_points(self.strategy, self.layer_name, self.layer_names)
         self._point = self._points[-1]
         self._reset_fit()
@@ -699,7 +698,10 @@ class FinePruning(Transformer):
         return copy_model(self.fine_pruned_model_)
 
     def __call__(  # type: ignore[override]
-        self, transformed_classifier: "CLASSIFIER_TYPE | None" = None, accuracy_drop: float | None = None
+        self,
+        transformed_classifier: "CLASSIFIER_TYPE | None" = None,
+        accuracy_drop: float | None = None,
+        abstain: bool = False,
     ) -> GoodNetClassifier:
         """
         Build a GoodNet.
@@ -710,7 +712,9 @@ class FinePruning(Transformer):
         :param transformed_classifier: The classifier B (by default the one given at construction); it must hold the
                same weights as the classifier that was fitted.
         :param accuracy_drop: One of the fitted X.
-        :return: A GoodNet with N + 1 classes.
+        :param abstain: The GoodNet flags an input by abstaining (an all-zero row of N scores, ART's convention)
+               instead of answering class N.
+        :return: A GoodNet with N + 1 classes (N with ``abstain``).
         """
         if not self._is_fitted:
             raise ValueError("FinePruning is not fitted yet; call fit(x, y) before building a GoodNet.")
@@ -740,7 +744,9 @@ class FinePruning(Transformer):
                     "pruned_channels": self._channels_metadata(summary["pruned_channels"]),
                 }
             )
-            return GoodNetClassifier.from_classifier(classifier, self.fine_pruned_model(), metadata=metadata)
+            return GoodNetClassifier.from_classifier(
+                classifier, self.fine_pruned_model(), metadata=metadata, abstain=abstain
+            )
         if accuracy_drop is None:
             if len(self.accuracy_drops) != 1:
                 swept = ", ".join(f"{d:g}" for d in self.accuracy_drops)
@@ -761,7 +767,9 @@ class FinePruning(Transformer):
                 "validation_attack_success_rate": record.attack_success_rate,
             }
         )
-        return GoodNetClassifier.from_classifier(classifier, self.pruned_model(accuracy_drop), metadata=metadata)
+        return GoodNetClassifier.from_classifier(
+            classifier, self.pruned_model(accuracy_drop), metadata=metadata, abstain=abstain
+        )
 
     def _channels_metadata(self, by_layer: dict) -> list[int] | dict[str, list[int]]:
         """
