@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from art_pruning_defense import _sweep
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
+from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.goodnet import GoodNetClassifier, model_of
 from art_pruning_defense.keras import (
     BatchPredictor,
@@ -183,6 +184,7 @@ class FinePruning(Transformer):
         self._n_classes = n_outputs(self._model)
         self._points = self._find_prune_points(self.strategy, self.layer_name, self.layer_names)
         self._point = self._points[-1]
+        self._check_range = False  # inputs are checked against the clip values during fit
         self._reset_fit()
 
     def _find_prune_points(
@@ -378,6 +380,7 @@ class FinePruning(Transformer):
             )
         # A fit that fails half-way must not leave the results of an earlier one looking valid.
         self._reset_fit()
+        self._check_range = True
         if self.strategy == "attack_aware":
             self._fit_attack_aware(x, labels, poisoned_x, targets)
         else:
@@ -607,6 +610,9 @@ class FinePruning(Transformer):
         """
         if is_lazy_array(x):
             x = np.asarray(x[0 : len(x)])
+        clip_values = self.classifier.clip_values
+        if self._check_range and warn_outside_clip_values(x, clip_values, logger, "Inputs given to fit"):
+            self._check_range = False  # once per call of fit
         x = np.asarray(x, dtype=np.float32)
         if not _is_identity(self.classifier):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)

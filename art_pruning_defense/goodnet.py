@@ -22,6 +22,7 @@ from art.preprocessing.standardisation_mean_std.numpy import StandardisationMean
 from art_pruning_defense import __version__, _sweep
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
+from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.keras import (
     BatchPredictor,
     as_functional,
@@ -55,6 +56,11 @@ SETTABLE_PARAMS = (
     "metadata",
     "abstain",
 )
+#: Smallest magnitude a standard deviation may have: dividing by less overflows float32.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+#: Largest finite float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 NOT_DIFFERENTIABLE = (
     "GoodNetClassifier is not differentiable: its output switches to class N (or abstains) where B and B' disagree, "
     "a step function of the input, so it has no {what}. Gradient-based attacks and metrics (FGSM, PGD, CLEVER, "
@@ -70,6 +76,52 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     """
     shifted = np.exp(logits - np.max(logits, axis=1, keepdims=True))
     return shifted / np.sum(shifted, axis=1, keepdims=True)
+
+
+def _check_standardisation(preprocessing: Any) -> None:
+    """
+    :param preprocessing: ART's ``preprocessing`` argument; a ``(mean, std)`` tuple is checked in float32 before ART
+           converts it (where 1e-300 would silently become 0).
+    :raises ValueError: If the mean or std is out of float32's range, or the std is zero in float32.
+    """
+    if isinstance(preprocessing, tuple) and len(preprocessing) == 2:
+        check_float32(preprocessing[0], "preprocessing mean")
+        check_float32(preprocessing[1], "preprocessing std", std=True)
+
+
+def check_float32(value: object, what: str, std: bool = False) -> np.ndarray:
+    """
+    Check numbers in the dtype in which they are used: float32.
+
+    :param value: A number or an array of numbers.
+    :param what: What they are, for the messages (e.g. ``"preprocessing std"``).
+    :param std: They divide the inputs: each must be at least :data:`FLOAT32_TINY` in magnitude.
+    :return: The values as a float32 array.
+    :raises ValueError: If they are not numbers, are empty, NaN, beyond float32's range or (``std``) zero in float32.
+    """
+    try:
+        wide = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used.") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers, got {value!r}.") from None
+    if wide.size == 0:
+        raise ValueError(f"{what} must not be empty.")
+    if np.any(np.isnan(wide)):
+        raise ValueError(f"{what} holds NaN: {value!r}.")
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    if not np.all(np.isfinite(narrow)):
+        raise ValueError(
+            f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used: got "
+            f"{np.array2string(wide, threshold=6)}."
+        )
+    if std and np.any(np.abs(narrow) < FLOAT32_TINY):
+        raise ValueError(
+            f"{what} must be non-zero in float32 (|std| >= {FLOAT32_TINY:.4g}; dividing by less overflows): got "
+            f"{np.array2string(wide, threshold=6)}."
+        )
+    return narrow
 
 
 def model_of(classifier: Any) -> "keras.Model":
@@ -157,6 +209,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"abstain must be a bool, got {type(abstain).__name__}.")
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+        _check_standardisation(preprocessing)
         super().__init__(
             model=bad,
             clip_values=clip_values,
@@ -172,6 +225,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         self.abstain = abstain
         self.nb_classes = n_classes if abstain else n_classes + 1
         self.metadata = dict(metadata or {})
+        self._check_params()
         self._bad_predict = BatchPredictor(bad)
         self._pruned_predict = BatchPredictor(pruned)
 
@@ -201,6 +255,15 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             metadata=metadata,
             abstain=abstain,
         )
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.clip_values is not None:
+            check_float32(self.clip_values, "clip_values")
+        for operation in self.preprocessing_operations:
+            if isinstance(operation, StandardisationMeanStd):
+                check_float32(operation.mean, "preprocessing mean")
+                check_float32(operation.std, "preprocessing std", std=True)
 
     def set_params(self, **kwargs) -> None:
         """
@@ -239,6 +302,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         metadata = kwargs.get("metadata", self.metadata)
         if not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+        _check_standardisation(kwargs.get("preprocessing"))
         art_params = {k: v for k, v in kwargs.items() if k in BaseEstimator.estimator_params and k != "model"}
         if art_params:
             snapshot = dict(vars(self))
@@ -291,17 +355,36 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
 
     def _prepare(self, x: np.ndarray, name: str = "x") -> np.ndarray:
         x = check_inputs(x, self._input_shape, name)
-        prepared, _ = self._apply_preprocessing(np.asarray(x, dtype=np.float32), y=None, fit=False)
-        return np.asarray(prepared, dtype=np.float32)
+        warn_outside_clip_values(x, self.clip_values, logger, "Inputs given to the GoodNet")
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            prepared, _ = self._apply_preprocessing(np.asarray(x, dtype=np.float32), y=None, fit=False)
+            prepared = np.asarray(prepared, dtype=np.float32)
+        broken = ~np.all(np.isfinite(prepared.reshape(len(prepared), -1)), axis=1)
+        if np.any(broken):
+            raise ValueError(
+                f"{int(np.count_nonzero(broken))} of {len(x)} inputs are NaN or infinite after the GoodNet's "
+                f"preprocessing (the first is input {int(np.argmax(broken))}): they overflow float32. Check the "
+                "preprocessing (mean, std) and the scale of the inputs; no class is given for such inputs."
+            )
+        return prepared
 
     def _outputs(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
         :param x: Inputs, preprocessed.
         :param batch_size: Samples per forward pass.
         :return: ``(B's probabilities, B's labels, B''s labels)``.
+        :raises ValueError: If B's or B''s output is NaN or infinite for some input: no class is made up for it.
         """
         bad = self._bad_predict(x, batch_size)
         pruned = self._pruned_predict(x, batch_size)
+        broken = ~(np.all(np.isfinite(bad), axis=1) & np.all(np.isfinite(pruned), axis=1))
+        if np.any(broken):
+            raise ValueError(
+                f"B's or B''s output is NaN or infinite for {int(np.count_nonzero(broken))} of {len(x)} inputs "
+                f"(the first is input {int(np.argmax(broken))}): the inputs after preprocessing overflow the "
+                "network's float32 computation. Check the preprocessing (mean, std) and the scale of the inputs; "
+                "no class is given for such inputs."
+            )
         scores = _softmax(bad) if self._logits else bad
         return scores, np.argmax(bad, axis=1), np.argmax(pruned, axis=1)
 
@@ -312,6 +395,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :return: Scores of shape ``(n, N + 1)``, ``argmax == N`` meaning "poisoned input"; with ``abstain``, of
                  shape ``(n, N)``, an all-zero row meaning "poisoned input". Postprocessing defences, if any, are
                  applied to them.
+        :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
         scores, bad_labels, pruned_labels = self._outputs(self._prepare(x), batch_size)
@@ -323,6 +407,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :param x: Inputs.
         :param batch_size: Samples per forward pass.
         :return: ``(labels of B, labels of B')``.
+        :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
         _, bad_labels, pruned_labels = self._outputs(self._prepare(x), batch_size)
@@ -476,14 +561,13 @@ def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.
     :raises ValueError: If any of them is malformed or not finite.
     """
 
-    def finite(value: object, what: str) -> np.ndarray:
+    def finite(value: object, what: str, std: bool = False) -> np.ndarray:
+        if isinstance(value, (str, bool, dict)) or (isinstance(value, list) and not _all_numbers(value)):
+            raise ValueError(f"{meta_path}: {what} must be numbers, got {value!r}.")
         try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{meta_path}: {what} must be numbers, got {value!r}.") from None
-        if array.size == 0 or not np.all(np.isfinite(array)):
-            raise ValueError(f"{meta_path}: {what} must be finite numbers, got {value!r}.")
-        return array
+            return check_float32(value, what, std=std)  # checked in float32, the dtype they are used in
+        except ValueError as error:
+            raise ValueError(f"{meta_path}: {error}") from None
 
     if not isinstance(config.get("nb_classes"), int) or isinstance(config.get("nb_classes"), bool):
         raise ValueError(f"{meta_path}: nb_classes must be an integer, got {config.get('nb_classes')!r}.")
@@ -496,17 +580,28 @@ def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.
         if not isinstance(preprocessing, dict) or set(preprocessing) != {"mean", "std"}:
             raise ValueError(f"{meta_path}: preprocessing must be null or {{'mean': ..., 'std': ...}}.")
         mean = finite(preprocessing["mean"], "preprocessing mean")
-        std = finite(preprocessing["std"], "preprocessing std")
-        if np.any(std == 0):
-            raise ValueError(f"{meta_path}: preprocessing std must not be 0.")
+        std = finite(preprocessing["std"], "preprocessing std", std=True)
         if mean.shape != std.shape:
             raise ValueError(f"{meta_path}: preprocessing mean and std must have the same shape.")
-        preprocessing = (mean.astype(np.float32), std.astype(np.float32))
+        preprocessing = (mean, std)
     clip = config.get("clip_values")
     if clip is not None:
         values = finite(clip, "clip_values")
         if values.shape != (2,) or values[0] >= values[1]:
-            raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max, got {clip!r}.")
+            raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max in float32, got {clip!r}.")
         clip = tuple(clip)
     return preprocessing, clip
 
+
+def _all_numbers(values: list) -> bool:
+    """
+    :return: Whether a JSON list holds only numbers (nested lists of numbers included), no strings or booleans.
+    """
+    pending = [values]
+    while pending:
+        for value in pending.pop():
+            if isinstance(value, list):
+                pending.append(value)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+    return True

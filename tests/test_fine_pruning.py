@@ -213,3 +213,13 @@ def test_a_failed_set_params_leaves_the_defence_as_it_was(tiny_classifier, tiny_
         assert defence.is_fitted and defence.prune_point.layer_name == "conv_2"
     assert defence.pruned_channels(4).tolist() == defence.ranking_[: defence.steps_[4.0]].tolist()
 
+
+def test_inputs_far_outside_the_clip_values_are_warned_about_once_per_fit(tiny_classifier, tiny_data, caplog):
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, batch_size=7, max_cache_bytes=1024, verbose=False)
+    with caplog.at_level("WARNING", logger="art_pruning_defense"):
+        defence.fit(x, y, poisoned_x=x[:13], poisoned_target=1)
+        assert not caplog.records
+        defence.fit(x * 255.0, y, poisoned_x=x[:13] * 255.0, poisoned_target=1)
+    assert len(caplog.records) == 1
+    assert "beyond the classifier's clip values [0, 1]" in caplog.records[0].getMessage()

@@ -149,6 +149,8 @@ def test_set_params_refuses_fixed_parameters_and_a_failed_call_changes_nothing(g
         ({"nb_classes": 4}, ValueError, "nb_classes is fixed by B's N = 4 classes: N \\+ 1 = 5"),
         ({"abstain": True, "nb_classes": 5}, ValueError, "with abstain=True it is 4, got 5"),
         ({"clip_values": (1.0, 0.0), "preprocessing": (0.5, 2.0)}, ValueError, "min >= max"),
+        ({"preprocessing": (0.0, 1e-300)}, ValueError, "std must be non-zero in float32"),
+        ({"preprocessing": (1e300, 1.0)}, ValueError, "mean is out of float32 range"),
         ({"bad_model": other}, ValueError, "Unexpected parameter\\(s\\) 'bad_model'"),
         ({"abstain": 1}, TypeError, "abstain must be a bool"),
     ]
@@ -295,3 +297,63 @@ def test_decision_based_attacks_run_and_gradient_based_ones_fail_clearly(tiny_cl
     with pytest.raises(EstimatorError, match="LossGradientsMixin"):
         FastGradientMethod(goodnet, eps=0.1)
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Numbers checked in float32; NaN never becomes a class; inputs far outside the clip values.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("std", 1e-300, "preprocessing std must be non-zero in float32"),
+        ("std", 1e-40, "preprocessing std must be non-zero in float32"),
+        ("mean", 1e300, "preprocessing mean is out of float32 range"),
+        ("mean", -1e39, "preprocessing mean is out of float32 range"),
+        ("clip_values", [0.0, 1e300], "clip_values is out of float32 range"),
+        ("clip_values", [1.0, 1.00000001], "min < max in float32"),
+    ],
+)
+def test_goodnet_json_numbers_are_checked_in_float32(goodnet_parts, tmp_path, field, value, message):
+    GoodNetClassifier(*goodnet_parts, clip_values=(0.0, 255.0), preprocessing=(0.0, 255.0)).save(str(tmp_path / "g"))
+    path = tmp_path / "g" / "goodnet.json"
+    config = json.loads(path.read_text())
+    if field == "clip_values":
+        config["clip_values"] = value
+    else:
+        config["preprocessing"][field] = value
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message) as info:
+        GoodNetClassifier.load(str(tmp_path / "g"))
+    assert "NaN or infinite" not in str(info.value) and "goodnet.json" in str(info.value)
+
+
+def test_nan_scores_are_an_error_naming_how_many_inputs(goodnet_parts, tiny_data):
+    bad, pruned = goodnet_parts
+    x, _ = tiny_data
+    x = x[:5].copy()
+    x[[1, 3]] = 1e10  # finite, but beyond float32 once divided by the std
+    goodnet = GoodNetClassifier(bad, pruned, preprocessing=(0.0, 1e-30))
+    with pytest.raises(ValueError, match="2 of 5 inputs are NaN or infinite after the GoodNet's preprocessing"):
+        goodnet.predict(x)
+    with pytest.raises(ValueError, match="2 of 5 inputs"):
+        goodnet.evaluate(x, np.zeros(5, dtype=int))
+    broken = logits_twin(bad)
+    kernel, bias = broken.get_layer("output").get_weights()
+    bias[2] = np.nan
+    broken.get_layer("output").set_weights([kernel, bias])
+    with pytest.raises(ValueError, match="output is NaN or infinite for 5 of 5 inputs"):
+        GoodNetClassifier(broken, logits_twin(pruned)).predict(x[[0, 2, 4, 0, 2]])
+
+
+def test_inputs_far_outside_the_clip_values_are_warned_about_once(goodnet_parts, tiny_data, caplog):
+    x, _ = tiny_data
+    goodnet = GoodNetClassifier(*goodnet_parts, clip_values=(0.0, 1.0))
+    with caplog.at_level("WARNING", logger="art_pruning_defense"):
+        goodnet.predict(np.clip(x * 1.005, 0.0, 1.005), batch_size=7)  # within 1 %: silent
+        assert not caplog.records
+        goodnet.predict(x * 255.0, batch_size=7)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "beyond the classifier's clip values [0, 1]" in message
+    assert f"[{x.min() * 255:g}, {x.max() * 255:g}]" in message
