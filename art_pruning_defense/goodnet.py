@@ -89,6 +89,21 @@ def _check_standardisation(preprocessing: Any) -> None:
         check_float32(preprocessing[1], "preprocessing std", std=True)
 
 
+def _check_clip_values(clip_values: Any) -> None:
+    """
+    :param clip_values: ``(min, max)`` (scalars or arrays) or ``None``; checked before ART converts it to float32.
+    :raises ValueError: If it is not a pair, is out of float32's range, or min >= max in float32.
+    """
+    if clip_values is None:
+        return
+    if not isinstance(clip_values, (tuple, list, np.ndarray)) or len(clip_values) != 2:
+        raise ValueError(f"clip_values must be (min, max), got {clip_values!r}.")
+    low = check_float32(clip_values[0], "clip_values min")
+    high = check_float32(clip_values[1], "clip_values max")
+    if np.any(low >= high):
+        raise ValueError(f"clip_values must be (min, max) with min < max in float32, got {clip_values!r}.")
+
+
 def check_float32(value: object, what: str, std: bool = False) -> np.ndarray:
     """
     Check numbers in the dtype in which they are used: float32.
@@ -210,6 +225,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
         _check_standardisation(preprocessing)
+        _check_clip_values(clip_values)
         super().__init__(
             model=bad,
             clip_values=clip_values,
@@ -303,6 +319,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
         _check_standardisation(kwargs.get("preprocessing"))
+        _check_clip_values(kwargs.get("clip_values"))
         art_params = {k: v for k, v in kwargs.items() if k in BaseEstimator.estimator_params and k != "model"}
         if art_params:
             snapshot = dict(vars(self))
