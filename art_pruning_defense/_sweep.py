@@ -413,18 +413,26 @@ def goodnet_labels(bad_labels: np.ndarray, pruned_labels: np.ndarray, n_classes:
     return np.where(bad_labels == np.asarray(pruned_labels), bad_labels, n_classes)
 
 
-def goodnet_scores(bad_scores: np.ndarray, pruned_labels: np.ndarray) -> np.ndarray:
+def goodnet_scores(
+    bad_scores: np.ndarray, pruned_labels: np.ndarray, bad_labels: np.ndarray | None = None, abstain: bool = False
+) -> np.ndarray:
     """
     :param bad_scores: B's scores, shape ``(n, N)``.
     :param pruned_labels: Labels predicted by B', shape ``(n,)``.
+    :param bad_labels: Labels predicted by B (default: the argmax of ``bad_scores``).
+    :param abstain: Abstain where B and B' differ instead of answering class N.
     :return: Scores of shape ``(n, N + 1)``: B's scores with 0 in column N where B and B' agree, a one-hot row at
-             N where they differ.
+             N where they differ. With ``abstain``, of shape ``(n, N)``: B's scores where they agree, an all-zero
+             row where they differ.
     """
     n, n_classes = bad_scores.shape
-    scores = np.zeros((n, n_classes + 1), dtype=bad_scores.dtype)
-    agree = np.argmax(bad_scores, axis=1) == np.asarray(pruned_labels)
+    scores = np.zeros((n, n_classes if abstain else n_classes + 1), dtype=bad_scores.dtype)
+    if bad_labels is None:
+        bad_labels = np.argmax(bad_scores, axis=1)
+    agree = np.asarray(bad_labels) == np.asarray(pruned_labels)
     scores[agree, :n_classes] = bad_scores[agree]
-    scores[~agree, n_classes] = 1
+    if not abstain:
+        scores[~agree, n_classes] = 1
     return scores
 
 

@@ -4,6 +4,7 @@ Framework-free: numpy only.
 """
 from __future__ import annotations
 
+import logging
 import numbers
 from typing import Iterable, Sequence
 
@@ -12,6 +13,8 @@ import numpy as np
 #: dtype kinds accepted as numbers: signed and unsigned integers, floats (not bool, complex, timedelta, datetime,
 #: strings or objects; ``np.timedelta64`` counts as an integer for ``np.issubdtype``, hence kinds).
 NUMERIC_KINDS = "iuf"
+#: Inputs beyond the clip values by more than this share of their range are reported (a warning).
+CLIP_TOLERANCE = 0.01
 #: Largest magnitude an input may have: the network runs in float32, and larger values would become infinite.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -201,3 +204,37 @@ def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def warn_outside_clip_values(x: np.ndarray, clip_values: object, logger: logging.Logger, name: str = "Inputs") -> bool:
+    """
+    Log a warning if ``x`` reaches further beyond the classifier's clip values than :data:`CLIP_TOLERANCE` of their
+    range: pixels in [0, 255] given to a model expecting [0, 1] (or the reverse) give meaningless results silently.
+
+    :param x: Inputs, in the classifier's input space (before preprocessing).
+    :param clip_values: ``(min, max)``, scalars or arrays broadcastable to a sample; ``None`` for no check.
+    :param logger: Where the warning goes.
+    :param name: What the inputs are, in the message (plural).
+    :return: Whether a warning was logged.
+    """
+    if clip_values is None or x.size == 0:
+        return False
+    low = np.asarray(clip_values[0], dtype=np.float64)
+    high = np.asarray(clip_values[1], dtype=np.float64)
+    tolerance = CLIP_TOLERANCE * (high - low)
+    try:
+        outside = bool(np.any(x < low - tolerance) or np.any(x > high + tolerance))
+    except ValueError:  # clip values of a shape that does not broadcast to the samples: compare with their extremes
+        outside = bool(np.any(x < np.min(low - tolerance)) or np.any(x > np.max(high + tolerance)))
+    if outside:
+        logger.warning(
+            "%s hold values in [%g, %g], more than %g%% beyond the classifier's clip values [%g, %g]: check the "
+            "input scale (e.g. pixels in [0, 255] given to a model expecting [0, 1]).",
+            name,
+            float(np.min(x)),
+            float(np.max(x)),
+            100 * CLIP_TOLERANCE,
+            float(np.min(low)),
+            float(np.max(high)),
+        )
+    return outside

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from art.defences.transformer.transformer import Transformer
@@ -35,12 +35,12 @@ from tqdm.auto import tqdm
 from art_pruning_defense import _sweep
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
+from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.goodnet import GoodNetClassifier, model_of
 from art_pruning_defense.keras import (
     BatchPredictor,
     CachedTail,
     PrunePoint,
-    check_probability_output,
     as_functional,
     copy_model,
     find_prune_point,
@@ -67,11 +67,23 @@ TAIL_BATCH_FACTOR = 8
 #: The pruning strategies.
 STRATEGIES = ("activation", "attack_aware")
 
+#: Parameters that choose the layers to prune: changing them recomputes the prune points.
+STRUCTURAL_PARAMS = ("layer_name", "strategy", "layer_names")
+#: Parameters that do not change what ``fit`` computes: changing them keeps the fit.
+UNFITTED_PARAMS = ("batch_size", "max_cache_bytes", "verbose")
+
 #: Fine-pruning defaults (how they were chosen: README, "Choosing the fine-pruning defaults").
 DEFAULT_PRUNE_UNTIL = 20.0
 DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-3
 #: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
 RECOMMENDED_FINE_TUNE_EPOCHS = 20
+
+
+def _same(a: object, b: object) -> bool:
+    """
+    :return: Whether two parameter values are equal (and of the same type, so that 1 and True differ).
+    """
+    return type(a) is type(b) and a == b
 
 
 def _is_identity(classifier: "CLASSIFIER_TYPE") -> bool:
@@ -130,7 +142,8 @@ class FinePruning(Transformer):
         Create a fine-pruning defence.
 
         :param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential
-               model (``KerasClassifier``). It is never modified.
+               model (``KerasClassifier``) whose output is a softmax or logits (the sweep needs only the argmax).
+               It is never modified.
         :param layer_name: The layer to prune: any layer with a channels-last 4-D output that every path to the
                output passes through (a Conv2D, or an ``Add``/``Activation``/``Concatenate`` of a residual or dense
                network); ``"nested/layer"`` for a layer inside a nested model (a ``keras.applications`` backbone).
@@ -174,30 +187,94 @@ class FinePruning(Transformer):
         user_model = model_of(classifier)
         self._model = as_functional(user_model)
         self._n_classes = n_outputs(self._model)
-        check_probability_output(self._model, "the classifier's model")
-        if layer_name is not None:
-            layer_name = resolve_layer_name(user_model, layer_name)
-        if self.strategy == "attack_aware":
+        self._user_model = user_model
+        self._points = self._find_prune_points(self.strategy, self.layer_name, self.layer_names)
+        self._point = self._points[-1]
+        self._check_range = False  # inputs are checked against the clip values during fit
+        self._reset_fit()
+
+    def _find_prune_points(
+        self, strategy: str, layer_name: str | None, layer_names: Sequence[str] | None
+    ) -> list[PrunePoint]:
+        """
+        :param strategy: The pruning strategy.
+        :param layer_name: The layer of the activation strategy (``None``: the last feature map on every path;
+               ``"nested/layer"`` inside a nested model).
+        :param layer_names: The layers of the ``attack_aware`` strategy (``None``: the last three Conv2D layers).
+        :return: The prune points, in the model's order.
+        :raises ValueError: If a layer is unknown, is no channels-last feature map, is bypassed by another path, or
+                two layers are masked at the same place.
+        """
+        if strategy == "attack_aware":
             names = (
-                [resolve_layer_name(user_model, name) for name in self.layer_names]
-                if self.layer_names is not None
+                [resolve_layer_name(self._user_model, name) for name in layer_names]
+                if layer_names is not None
                 else last_conv_layers(self._model, 3)
             )
             order = {layer.name: index for index, layer in enumerate(self._model.layers)}
-            self._points = sorted(
+            points = sorted(
                 (find_prune_point(self._model, name) for name in names), key=lambda p: order[p.layer_name]
             )
         else:
-            self._points = [find_prune_point(self._model, layer_name)]
-        cuts = [point.cut_name for point in self._points]
+            name = None if layer_name is None else resolve_layer_name(self._user_model, layer_name)
+            points = [find_prune_point(self._model, name)]
+        cuts = [point.cut_name for point in points]
         if len(set(cuts)) != len(cuts):
             raise ValueError(
-                f"layer_names {[p.layer_name for p in self._points]} are masked at the same place ({cuts}): "
+                f"layer_names {[p.layer_name for p in points]} are masked at the same place ({cuts}): "
                 "name each conv block once."
             )
-        for point in self._points:
+        for point in points:
             split(self._model, point.cut_name)  # fails now, with a clear message, if a path bypasses the layer
-        self._point = self._points[-1]
+        return points
+
+    def _reset_fit(self) -> None:
+        """
+        Forget what ``fit`` computed: the defence is unfitted until ``fit`` runs again.
+        """
+        self._is_fitted = False
+        self.mean_activation_ = None
+        self.ranking_ = None
+        self.sweep_ = None
+        self.sweeps_ = None
+        self.steps_ = None
+        self.fine_pruned_model_ = None
+        self.fine_tune_ = None
+        self._masks = None
+
+    def set_params(self, **kwargs) -> None:
+        """
+        Change parameters, all checked before any is assigned: a failed call leaves the defence as it was.
+
+        Changing ``layer_name``, ``strategy`` or ``layer_names`` recomputes the layers to prune as the constructor
+        does. Changing any parameter other than ``batch_size``, ``max_cache_bytes`` and ``verbose`` (which do not
+        change what ``fit`` computes) forgets the fit: ``is_fitted`` becomes False and ``fit`` must run again.
+
+        :param kwargs: Parameters among :attr:`params`.
+        :raises ValueError: If a name is not a parameter, or a value is invalid.
+        :raises TypeError: If a value has the wrong type.
+        """
+        unknown = sorted(set(kwargs) - set(self.params))
+        if unknown:
+            raise ValueError(
+                f"Unexpected parameter(s) {', '.join(map(repr, unknown))}; FinePruning's parameters are: "
+                f"{', '.join(self.params)}."
+            )
+        current = {name: getattr(self, name) for name in self.params}
+        checked = self._checked_params({**current, **kwargs})
+        changed = {name for name in self.params if not _same(checked[name], current[name])}
+        points = self._points
+        if changed & set(STRUCTURAL_PARAMS):
+            points = self._find_prune_points(checked["strategy"], checked["layer_name"], checked["layer_names"])
+        # Everything is checked: assign.
+        for name, value in checked.items():
+            setattr(self, name, value)
+        self._points = points
+        self._point = points[-1]
+        if changed - set(UNFITTED_PARAMS):
+            if self._is_fitted:
+                logger.info("Parameters %s changed: the defence must be fitted again.", ", ".join(sorted(changed)))
+            self._reset_fit()
 
     @property
     def prune_point(self) -> PrunePoint:
@@ -215,40 +292,63 @@ class FinePruning(Transformer):
         return list(self._points)
 
     def _check_params(self) -> None:
-        if self.layer_name is not None and not isinstance(self.layer_name, str):
-            raise TypeError(f"layer_name must be a string or None, got {type(self.layer_name).__name__}.")
-        self.accuracy_drops = check_drops(self.accuracy_drops)
-        self.batch_size = check_positive_int(self.batch_size, "batch_size")
-        self.max_cache_bytes = check_positive_int(self.max_cache_bytes, "max_cache_bytes")
-        if isinstance(self.fine_tune_epochs, bool) or not isinstance(self.fine_tune_epochs, numbers.Integral):
-            raise TypeError(f"fine_tune_epochs must be an int >= 0, got {type(self.fine_tune_epochs).__name__}.")
-        if self.fine_tune_epochs < 0:
-            raise ValueError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}.")
-        if isinstance(self.fine_tune_learning_rate, bool) or not isinstance(self.fine_tune_learning_rate, numbers.Real):
-            raise TypeError(
-                f"fine_tune_learning_rate must be a number, got {type(self.fine_tune_learning_rate).__name__}."
-            )
-        if not 0.0 < float(self.fine_tune_learning_rate) < 1.0:
-            raise ValueError(f"fine_tune_learning_rate must be in (0, 1), got {self.fine_tune_learning_rate}.")
-        self.fine_tune_batch_size = check_positive_int(self.fine_tune_batch_size, "fine_tune_batch_size")
-        self.prune_until = check_drop(self.prune_until, "prune_until")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}.")
-        if not 0 <= int(self.seed) < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}.")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {self.strategy!r}.")
-        if self.layer_names is not None:
-            if isinstance(self.layer_names, str) or not all(isinstance(n, str) for n in self.layer_names):
-                raise TypeError("layer_names must be a list of layer names.")
-            if not self.layer_names or len(set(self.layer_names)) != len(self.layer_names):
-                raise ValueError(f"layer_names must be distinct and not empty, got {list(self.layer_names)}.")
-            if self.strategy != "attack_aware":
+        for name, value in self._checked_params({name: getattr(self, name) for name in self.params}).items():
+            setattr(self, name, value)
+
+    @staticmethod
+    def _checked_params(params: dict) -> dict:
+        """
+        :param params: A value for every parameter of :attr:`params`.
+        :return: A new dict of the same values, checked and normalised (``accuracy_drops`` sorted and distinct,
+                 ``layer_names`` a list, integers as ``int``); ``params`` is not modified.
+        :raises ValueError: If a value is invalid.
+        :raises TypeError: If a value has the wrong type.
+        """
+        p = dict(params)
+        layer_name, layer_names, strategy = p["layer_name"], p["layer_names"], p["strategy"]
+        if layer_name is not None and not isinstance(layer_name, str):
+            raise TypeError(f"layer_name must be a string or None, got {type(layer_name).__name__}.")
+        p["accuracy_drops"] = check_drops(p["accuracy_drops"])
+        p["batch_size"] = check_positive_int(p["batch_size"], "batch_size")
+        p["max_cache_bytes"] = check_positive_int(p["max_cache_bytes"], "max_cache_bytes")
+        epochs = p["fine_tune_epochs"]
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+            raise TypeError(f"fine_tune_epochs must be an int >= 0, got {type(epochs).__name__}.")
+        if epochs < 0:
+            raise ValueError(f"fine_tune_epochs must be >= 0, got {epochs}.")
+        p["fine_tune_epochs"] = int(epochs)
+        rate = p["fine_tune_learning_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"fine_tune_learning_rate must be a number, got {type(rate).__name__}.")
+        if not 0.0 < float(rate) < 1.0:
+            raise ValueError(f"fine_tune_learning_rate must be in (0, 1), got {rate}.")
+        p["fine_tune_batch_size"] = check_positive_int(p["fine_tune_batch_size"], "fine_tune_batch_size")
+        p["prune_until"] = check_drop(p["prune_until"], "prune_until")
+        seed = p["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
+        if not 0 <= int(seed) < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
+        p["seed"] = int(seed)
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}.")
+        if layer_names is not None:
+            if isinstance(layer_names, (str, bytes)) or not isinstance(layer_names, Iterable):
+                raise TypeError(f"layer_names must be a list of layer names, got {type(layer_names).__name__}.")
+            layer_names = list(layer_names)
+            if not all(isinstance(n, str) for n in layer_names):
+                raise TypeError("layer_names must be a list of layer names (strings).")
+            if not layer_names or len(set(layer_names)) != len(layer_names):
+                raise ValueError(f"layer_names must be distinct and not empty, got {layer_names}.")
+            if strategy != "attack_aware":
                 raise ValueError(
-                    "layer_names is for strategy='attack_aware'; the activation strategy prunes layer_name."
+                    "layer_names is for strategy='attack_aware'; the activation strategy prunes layer_name "
+                    "(to switch to it, set layer_names=None too)."
                 )
-        if not isinstance(self.verbose, bool):
-            raise TypeError(f"verbose must be a bool, got {type(self.verbose).__name__}.")
+            p["layer_names"] = [str(n) for n in layer_names]
+        if not isinstance(p["verbose"], bool):
+            raise TypeError(f"verbose must be a bool, got {type(p['verbose']).__name__}.")
+        return p
 
     # ------------------------------------------------------------------------------------------------- fitting
 
@@ -285,17 +385,18 @@ class FinePruning(Transformer):
             poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x", allow_lazy=True)
             targets = check_target(poisoned_target, len(poisoned_x), self._n_classes, "poisoned_target")
 
+        if self.strategy == "attack_aware" and poisoned_x is None:
+            raise ValueError(
+                "strategy='attack_aware' needs triggered validation data: pass poisoned_x and poisoned_target "
+                "to fit (the activation strategy needs clean data only)."
+            )
+        # A fit that fails half-way must not leave the results of an earlier one looking valid.
+        self._reset_fit()
+        self._check_range = True
         if self.strategy == "attack_aware":
-            if poisoned_x is None:
-                raise ValueError(
-                    "strategy='attack_aware' needs triggered validation data: pass poisoned_x and poisoned_target "
-                    "to fit (the activation strategy needs clean data only)."
-                )
             self._fit_attack_aware(x, labels, poisoned_x, targets)
         else:
             self._fit_activation(x, labels, poisoned_x, targets)
-        self.fine_pruned_model_ = None
-        self.fine_tune_ = None
         if self.fine_tune_epochs > 0:
             self._fine_prune(x, labels, poisoned_x, targets)
         self._is_fitted = True
@@ -521,6 +622,9 @@ class FinePruning(Transformer):
         """
         if is_lazy_array(x):
             x = np.asarray(x[0 : len(x)])
+        clip_values = self.classifier.clip_values
+        if self._check_range and warn_outside_clip_values(x, clip_values, logger, "Inputs given to fit"):
+            self._check_range = False  # once per call of fit
         x = np.asarray(x, dtype=np.float32)
         if not _is_identity(self.classifier):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
@@ -612,7 +716,10 @@ class FinePruning(Transformer):
         return copy_model(self.fine_pruned_model_)
 
     def __call__(  # type: ignore[override]
-        self, transformed_classifier: "CLASSIFIER_TYPE | None" = None, accuracy_drop: float | None = None
+        self,
+        transformed_classifier: "CLASSIFIER_TYPE | None" = None,
+        accuracy_drop: float | None = None,
+        abstain: bool = False,
     ) -> GoodNetClassifier:
         """
         Build a GoodNet.
@@ -623,7 +730,9 @@ class FinePruning(Transformer):
         :param transformed_classifier: The classifier B (by default the one given at construction); it must hold the
                same weights as the classifier that was fitted.
         :param accuracy_drop: One of the fitted X.
-        :return: A GoodNet with N + 1 classes.
+        :param abstain: The GoodNet flags an input by abstaining (an all-zero row of N scores, ART's convention)
+               instead of answering class N.
+        :return: A GoodNet with N + 1 classes (N with ``abstain``).
         """
         if not self._is_fitted:
             raise ValueError("FinePruning is not fitted yet; call fit(x, y) before building a GoodNet.")
@@ -653,7 +762,9 @@ class FinePruning(Transformer):
                     "pruned_channels": self._channels_metadata(summary["pruned_channels"]),
                 }
             )
-            return GoodNetClassifier.from_classifier(classifier, self.fine_pruned_model(), metadata=metadata)
+            return GoodNetClassifier.from_classifier(
+                classifier, self.fine_pruned_model(), metadata=metadata, abstain=abstain
+            )
         if accuracy_drop is None:
             if len(self.accuracy_drops) != 1:
                 swept = ", ".join(f"{d:g}" for d in self.accuracy_drops)
@@ -674,7 +785,9 @@ class FinePruning(Transformer):
                 "validation_attack_success_rate": record.attack_success_rate,
             }
         )
-        return GoodNetClassifier.from_classifier(classifier, self.pruned_model(accuracy_drop), metadata=metadata)
+        return GoodNetClassifier.from_classifier(
+            classifier, self.pruned_model(accuracy_drop), metadata=metadata, abstain=abstain
+        )
 
     def _channels_metadata(self, by_layer: dict) -> list[int] | dict[str, list[int]]:
         """

@@ -1,7 +1,8 @@
 """
 This module implements the GoodNet of the pruning defence: an ART classifier with N + 1 classes that runs a possibly
 backdoored network B and its pruned copy B' side by side. Where they agree it answers their class; where they
-differ it answers class N, meaning "poisoned input".
+differ it answers class N, meaning "poisoned input" (or, with ``abstain=True``, abstains: an all-zero row of N scores,
+ART's convention for classifiers that may abstain).
 
 | Paper link: https://arxiv.org/abs/1805.12185
 """
@@ -21,13 +22,14 @@ from art.preprocessing.standardisation_mean_std.numpy import StandardisationMean
 from art_pruning_defense import __version__, _sweep
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
+from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.keras import (
     BatchPredictor,
     as_functional,
-    check_probability_output,
     input_shape,
     load_model,
     n_outputs,
+    outputs_probabilities,
     save_model,
 )
 
@@ -43,6 +45,98 @@ PRUNED_MODEL_FILE = "pruned_model.keras"
 METADATA_FILE = "goodnet.json"
 FORMAT = "art_pruning_defense.goodnet"
 FORMAT_VERSION = 1
+
+#: The parameters of ART's ``set_params`` that a GoodNet lets change; ``model`` and ``nb_classes`` are fixed by B and B'
+#: (``set_params`` accepts them only with their current values, so that ``set_params(**get_params())`` works).
+SETTABLE_PARAMS = (
+    "clip_values",
+    "preprocessing",
+    "preprocessing_defences",
+    "postprocessing_defences",
+    "metadata",
+    "abstain",
+)
+#: Smallest magnitude a standard deviation may have: dividing by less overflows float32.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+#: Largest finite float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+NOT_DIFFERENTIABLE = (
+    "GoodNetClassifier is not differentiable: its output switches to class N (or abstains) where B and B' disagree, "
+    "a step function of the input, so it has no {what}. Gradient-based attacks and metrics (FGSM, PGD, CLEVER, "
+    "loss_sensitivity, empirical_robustness with 'fgsm') cannot run on it; use decision-based attacks "
+    "(HopSkipJump, BoundaryAttack), or attack B itself (a KerasClassifier over goodnet.bad_model)."
+)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """
+    :param logits: Shape ``(n, N)``, finite.
+    :return: The softmax of each row, in the dtype of ``logits``.
+    """
+    shifted = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+    return shifted / np.sum(shifted, axis=1, keepdims=True)
+
+
+def _check_standardisation(preprocessing: Any) -> None:
+    """
+    :param preprocessing: ART's ``preprocessing`` argument; a ``(mean, std)`` tuple is checked in float32 before ART
+           converts it (where 1e-300 would silently become 0).
+    :raises ValueError: If the mean or std is out of float32's range, or the std is zero in float32.
+    """
+    if isinstance(preprocessing, tuple) and len(preprocessing) == 2:
+        check_float32(preprocessing[0], "preprocessing mean")
+        check_float32(preprocessing[1], "preprocessing std", std=True)
+
+
+def _check_clip_values(clip_values: Any) -> None:
+    """
+    :param clip_values: ``(min, max)`` (scalars or arrays) or ``None``; checked before ART converts it to float32.
+    :raises ValueError: If it is not a pair, is out of float32's range, or min >= max in float32.
+    """
+    if clip_values is None:
+        return
+    if not isinstance(clip_values, (tuple, list, np.ndarray)) or len(clip_values) != 2:
+        raise ValueError(f"clip_values must be (min, max), got {clip_values!r}.")
+    low = check_float32(clip_values[0], "clip_values min")
+    high = check_float32(clip_values[1], "clip_values max")
+    if np.any(low >= high):
+        raise ValueError(f"clip_values must be (min, max) with min < max in float32, got {clip_values!r}.")
+
+
+def check_float32(value: object, what: str, std: bool = False) -> np.ndarray:
+    """
+    Check numbers in the dtype in which they are used: float32.
+
+    :param value: A number or an array of numbers.
+    :param what: What they are, for the messages (e.g. ``"preprocessing std"``).
+    :param std: They divide the inputs: each must be at least :data:`FLOAT32_TINY` in magnitude.
+    :return: The values as a float32 array.
+    :raises ValueError: If they are not numbers, are empty, NaN, beyond float32's range or (``std``) zero in float32.
+    """
+    try:
+        wide = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used.") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers, got {value!r}.") from None
+    if wide.size == 0:
+        raise ValueError(f"{what} must not be empty.")
+    if np.any(np.isnan(wide)):
+        raise ValueError(f"{what} holds NaN: {value!r}.")
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    if not np.all(np.isfinite(narrow)):
+        raise ValueError(
+            f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used: got "
+            f"{np.array2string(wide, threshold=6)}."
+        )
+    if std and np.any(np.abs(narrow) < FLOAT32_TINY):
+        raise ValueError(
+            f"{what} must be non-zero in float32 (|std| >= {FLOAT32_TINY:.4g}; dividing by less overflows): got "
+            f"{np.array2string(wide, threshold=6)}."
+        )
+    return narrow
 
 
 def model_of(classifier: Any) -> "keras.Model":
@@ -72,11 +166,16 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
     """
     GoodNet: B and B' side by side, with an extra class N for the inputs on which they disagree.
 
-    ``predict`` returns scores of shape ``(n, N + 1)``: B's scores with 0 in column N where ``argmax B == argmax B'``,
-    a one-hot row at N where they differ.
+    ``predict`` returns scores of shape ``(n, N + 1)``: B's probabilities with 0 in column N where
+    ``argmax B == argmax B'``, a one-hot row at N where they differ. With ``abstain=True`` it returns ``(n, N)``:
+    B's probabilities where they agree, an all-zero row where they differ (ART's abstain convention, that of
+    ``AbstainPredictorMixin``), so that tooling expecting N columns works.
+
+    B may output probabilities (a softmax as its last activation) or logits: a GoodNet over a logits model applies a
+    softmax to B's output for its scores. The GoodNet has no gradients (:meth:`loss_gradient`).
     """
 
-    estimator_params = BaseEstimator.estimator_params + ClassifierMixin.estimator_params + ["metadata"]
+    estimator_params = BaseEstimator.estimator_params + ClassifierMixin.estimator_params + ["metadata", "abstain"]
 
     def __init__(
         self,
@@ -86,14 +185,21 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         preprocessing_defences: Any = None,
         preprocessing: Any = (0.0, 1.0),
         metadata: dict | None = None,
+        abstain: bool = False,
+        postprocessing_defences: Any = None,
     ) -> None:
         """
-        :param bad_model: B, the original (possibly backdoored) Keras model with N classes.
-        :param pruned_model: B', its pruned (and possibly fine-tuned) copy, with the same input and N classes.
+        :param bad_model: B, the original (possibly backdoored) Keras model with N classes, ending in a softmax or in
+               logits.
+        :param pruned_model: B', its pruned (and possibly fine-tuned) copy, with the same input, N classes and the
+               same kind of output (probabilities or logits).
         :param clip_values: ``(min, max)`` of the input features, as for ART's classifiers.
         :param preprocessing_defences: ART preprocessing defences applied before both networks.
         :param preprocessing: ``(subtrahend, divisor)`` applied before both networks, as for ART's classifiers.
         :param metadata: Facts about how B' was made (layer, X, pruned channels, ...), saved with the GoodNet.
+        :param abstain: Flag an input by abstaining (an all-zero row, ``nb_classes == N``) instead of answering
+               class N (``nb_classes == N + 1``).
+        :param postprocessing_defences: ART postprocessing defences applied to the GoodNet's scores.
         """
         bad = as_functional(bad_model)
         pruned = as_functional(pruned_model)
@@ -101,34 +207,57 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"B takes inputs of shape {input_shape(bad)} but B' takes {input_shape(pruned)}; they must match."
             )
-        for name, model in (("B", bad), ("B'", pruned)):
-            check_probability_output(model, name)
         n_classes = n_outputs(bad)
         if n_outputs(pruned) != n_classes:
             raise ValueError(f"B has {n_classes} classes but B' has {n_outputs(pruned)}; they must match.")
+        kinds = {name: outputs_probabilities(model) for name, model in (("B", bad), ("B'", pruned))}
+        if kinds["B"] != kinds["B'"]:
+            raise ValueError(
+                "B and B' must output the same kind of scores, but "
+                + " and ".join(
+                    f"{name} outputs {'a probability vector (softmax)' if probs else 'logits (no softmax)'}"
+                    for name, probs in kinds.items()
+                )
+                + ": B' must be a pruned copy of B."
+            )
+        if not isinstance(abstain, bool):
+            raise TypeError(f"abstain must be a bool, got {type(abstain).__name__}.")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+        _check_standardisation(preprocessing)
+        _check_clip_values(clip_values)
         super().__init__(
             model=bad,
             clip_values=clip_values,
             preprocessing_defences=preprocessing_defences,
+            postprocessing_defences=postprocessing_defences,
             preprocessing=preprocessing,
         )
         self._bad = bad
         self._pruned = pruned
         self._input_shape = input_shape(bad)
-        self.nb_classes = n_classes + 1
+        self._n_classes = n_classes
+        self._logits = not kinds["B"]
+        self.abstain = abstain
+        self.nb_classes = n_classes if abstain else n_classes + 1
         self.metadata = dict(metadata or {})
-        self._bad_scores = BatchPredictor(bad)
-        self._bad_labels = BatchPredictor(bad, labels_only=True)
-        self._pruned_labels = BatchPredictor(pruned, labels_only=True)
+        self._check_params()
+        self._bad_predict = BatchPredictor(bad)
+        self._pruned_predict = BatchPredictor(pruned)
 
     @classmethod
     def from_classifier(
-        cls, classifier: "CLASSIFIER_TYPE", pruned_model: "keras.Model", metadata: dict | None = None
+        cls,
+        classifier: "CLASSIFIER_TYPE",
+        pruned_model: "keras.Model",
+        metadata: dict | None = None,
+        abstain: bool = False,
     ) -> "GoodNetClassifier":
         """
         :param classifier: The ART classifier of B; its clip values and preprocessing carry over.
         :param pruned_model: B'.
         :param metadata: Facts about how B' was made.
+        :param abstain: Abstain (an all-zero row of N scores) instead of answering class N.
         :return: The GoodNet.
         """
         if getattr(classifier, "postprocessing_defences", None):
@@ -140,7 +269,71 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             preprocessing_defences=classifier.preprocessing_defences,
             preprocessing=classifier.preprocessing,
             metadata=metadata,
+            abstain=abstain,
         )
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.clip_values is not None:
+            check_float32(self.clip_values, "clip_values")
+        for operation in self.preprocessing_operations:
+            if isinstance(operation, StandardisationMeanStd):
+                check_float32(operation.mean, "preprocessing mean")
+                check_float32(operation.std, "preprocessing std", std=True)
+
+    def set_params(self, **kwargs) -> None:
+        """
+        Change parameters as ART's ``set_params`` does, keeping the GoodNet consistent: ``clip_values``,
+        ``preprocessing``, ``preprocessing_defences``, ``postprocessing_defences``, ``metadata`` and ``abstain``
+        (which sets ``nb_classes`` to N or N + 1) take effect. ``model`` and ``nb_classes`` are fixed by B and B'
+        and are accepted only with their current values. A failed call leaves the GoodNet as it was.
+
+        :param kwargs: Parameters among :attr:`estimator_params`.
+        :raises ValueError: If a name is not a parameter, a fixed parameter would change, or a value is invalid.
+        :raises TypeError: If ``abstain`` or ``metadata`` has the wrong type.
+        """
+        unknown = sorted(set(kwargs) - set(self.estimator_params))
+        if unknown:
+            raise ValueError(
+                f"Unexpected parameter(s) {', '.join(map(repr, unknown))}; GoodNetClassifier's parameters are: "
+                f"{', '.join(self.estimator_params)}."
+            )
+        settable = ", ".join(SETTABLE_PARAMS)
+        if "model" in kwargs and kwargs["model"] is not self._bad:
+            raise ValueError(
+                "A GoodNet's model (B) cannot be changed: B' is a pruned copy of it, and they are used as a pair. "
+                "Build a new GoodNet for another model (FinePruning on its classifier, or "
+                f"GoodNetClassifier(bad_model, pruned_model)); set_params can change: {settable}."
+            )
+        abstain = kwargs.get("abstain", self.abstain)
+        if not isinstance(abstain, bool):
+            raise TypeError(f"abstain must be a bool, got {type(abstain).__name__}.")
+        nb_classes = self._n_classes if abstain else self._n_classes + 1
+        if "nb_classes" in kwargs and kwargs["nb_classes"] != nb_classes:
+            raise ValueError(
+                f"nb_classes is fixed by B's N = {self._n_classes} classes: N + 1 = {self._n_classes + 1} (class N "
+                f"flags poisoned inputs) or N = {self._n_classes} with abstain=True; with abstain={abstain} it is "
+                f"{nb_classes}, got {kwargs['nb_classes']!r}. set_params can change: {settable}."
+            )
+        metadata = kwargs.get("metadata", self.metadata)
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+        _check_standardisation(kwargs.get("preprocessing"))
+        _check_clip_values(kwargs.get("clip_values"))
+        art_params = {k: v for k, v in kwargs.items() if k in BaseEstimator.estimator_params and k != "model"}
+        if art_params:
+            snapshot = dict(vars(self))
+            operations = list(self.preprocessing_operations)  # ART updates this list in place
+            try:
+                super().set_params(**art_params)  # assigns, rebuilds the preprocessing, then calls _check_params
+            except Exception:
+                vars(self).clear()
+                vars(self).update(snapshot)
+                self.preprocessing_operations[:] = operations
+                raise
+        self.abstain = abstain
+        self.nb_classes = nb_classes
+        self.metadata = dict(metadata)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -166,34 +359,92 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
     @property
     def n_classes(self) -> int:
         """
-        :return: N, the number of classes of B; N is also GoodNet's "poisoned input" class.
+        :return: N, the number of classes of B; N is also GoodNet's "poisoned input" class (without ``abstain``).
         """
-        return self.nb_classes - 1
+        return self._n_classes
+
+    @property
+    def outputs_logits(self) -> bool:
+        """
+        :return: Whether B (and B') output logits, to which the GoodNet applies a softmax for its scores.
+        """
+        return self._logits
 
     def _prepare(self, x: np.ndarray, name: str = "x") -> np.ndarray:
         x = check_inputs(x, self._input_shape, name)
-        prepared, _ = self._apply_preprocessing(np.asarray(x, dtype=np.float32), y=None, fit=False)
-        return np.asarray(prepared, dtype=np.float32)
+        warn_outside_clip_values(x, self.clip_values, logger, "Inputs given to the GoodNet")
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            prepared, _ = self._apply_preprocessing(np.asarray(x, dtype=np.float32), y=None, fit=False)
+            prepared = np.asarray(prepared, dtype=np.float32)
+        broken = ~np.all(np.isfinite(prepared.reshape(len(prepared), -1)), axis=1)
+        if np.any(broken):
+            raise ValueError(
+                f"{int(np.count_nonzero(broken))} of {len(x)} inputs are NaN or infinite after the GoodNet's "
+                f"preprocessing (the first is input {int(np.argmax(broken))}): they overflow float32. Check the "
+                "preprocessing (mean, std) and the scale of the inputs; no class is given for such inputs."
+            )
+        return prepared
+
+    def _outputs(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """
+        :param x: Inputs, preprocessed.
+        :param batch_size: Samples per forward pass.
+        :return: ``(B's probabilities, B's labels, B''s labels)``.
+        :raises ValueError: If B's or B''s output is NaN or infinite for some input: no class is made up for it.
+        """
+        bad = self._bad_predict(x, batch_size)
+        pruned = self._pruned_predict(x, batch_size)
+        broken = ~(np.all(np.isfinite(bad), axis=1) & np.all(np.isfinite(pruned), axis=1))
+        if np.any(broken):
+            raise ValueError(
+                f"B's or B''s output is NaN or infinite for {int(np.count_nonzero(broken))} of {len(x)} inputs "
+                f"(the first is input {int(np.argmax(broken))}): the inputs after preprocessing overflow the "
+                "network's float32 computation. Check the preprocessing (mean, std) and the scale of the inputs; "
+                "no class is given for such inputs."
+            )
+        scores = _softmax(bad) if self._logits else bad
+        return scores, np.argmax(bad, axis=1), np.argmax(pruned, axis=1)
 
     def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
         """
         :param x: Inputs.
         :param batch_size: Samples per forward pass.
-        :return: Scores of shape ``(n, N + 1)``; ``argmax == N`` means "poisoned input".
+        :return: Scores of shape ``(n, N + 1)``, ``argmax == N`` meaning "poisoned input"; with ``abstain``, of
+                 shape ``(n, N)``, an all-zero row meaning "poisoned input". Postprocessing defences, if any, are
+                 applied to them.
+        :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        x = self._prepare(x)
-        return _sweep.goodnet_scores(self._bad_scores(x, batch_size), self._pruned_labels(x, batch_size))
+        scores, bad_labels, pruned_labels = self._outputs(self._prepare(x), batch_size)
+        scores = _sweep.goodnet_scores(scores, pruned_labels, bad_labels=bad_labels, abstain=self.abstain)
+        return self._apply_postprocessing(scores, fit=False)
 
     def predict_labels(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """
         :param x: Inputs.
         :param batch_size: Samples per forward pass.
         :return: ``(labels of B, labels of B')``.
+        :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        x = self._prepare(x)
-        return self._bad_labels(x, batch_size), self._pruned_labels(x, batch_size)
+        _, bad_labels, pruned_labels = self._outputs(self._prepare(x), batch_size)
+        return bad_labels, pruned_labels
+
+    def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
+        """
+        Not supported: a GoodNet is not differentiable.
+
+        :raises NotImplementedError: Always.
+        """
+        raise NotImplementedError(NOT_DIFFERENTIABLE.format(what="loss gradient"))
+
+    def class_gradient(self, x: np.ndarray, label: Any = None, **kwargs) -> np.ndarray:
+        """
+        Not supported: a GoodNet is not differentiable.
+
+        :raises NotImplementedError: Always.
+        """
+        raise NotImplementedError(NOT_DIFFERENTIABLE.format(what="class gradient"))
 
     def evaluate(
         self,
@@ -242,6 +493,8 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
     def _preprocessing_config(self) -> dict | None:
         if self.preprocessing_defences:
             raise ValueError("A GoodNet with preprocessing defences cannot be saved; save it without them.")
+        if self.postprocessing_defences:
+            raise ValueError("A GoodNet with postprocessing defences cannot be saved; save it without them.")
         if self.preprocessing is None:
             return None
         if isinstance(self.preprocessing, StandardisationMeanStd):
@@ -267,6 +520,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
             "nb_classes": self.nb_classes,
+            "abstain": self.abstain,
             "clip_values": clip,
             "preprocessing": self._preprocessing_config(),
             "metadata": self.metadata,
@@ -306,9 +560,13 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             clip_values=clip,
             preprocessing=preprocessing,
             metadata=config.get("metadata") or {},
+            abstain=config.get("abstain", False),
         )
         if goodnet.nb_classes != config.get("nb_classes"):
-            raise ValueError(f"{path}: the models have {goodnet.nb_classes - 1} classes, the metadata says otherwise.")
+            raise ValueError(
+                f"{path}: the models have {goodnet.n_classes} classes, so nb_classes must be {goodnet.nb_classes} "
+                f"(abstain={goodnet.abstain}), but the metadata says {config.get('nb_classes')}."
+            )
         return goodnet
 
 
@@ -320,17 +578,18 @@ def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.
     :raises ValueError: If any of them is malformed or not finite.
     """
 
-    def finite(value: object, what: str) -> np.ndarray:
+    def finite(value: object, what: str, std: bool = False) -> np.ndarray:
+        if isinstance(value, (str, bool, dict)) or (isinstance(value, list) and not _all_numbers(value)):
+            raise ValueError(f"{meta_path}: {what} must be numbers, got {value!r}.")
         try:
-            array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{meta_path}: {what} must be numbers, got {value!r}.") from None
-        if array.size == 0 or not np.all(np.isfinite(array)):
-            raise ValueError(f"{meta_path}: {what} must be finite numbers, got {value!r}.")
-        return array
+            return check_float32(value, what, std=std)  # checked in float32, the dtype they are used in
+        except ValueError as error:
+            raise ValueError(f"{meta_path}: {error}") from None
 
     if not isinstance(config.get("nb_classes"), int) or isinstance(config.get("nb_classes"), bool):
         raise ValueError(f"{meta_path}: nb_classes must be an integer, got {config.get('nb_classes')!r}.")
+    if not isinstance(config.get("abstain", False), bool):
+        raise ValueError(f"{meta_path}: abstain must be true or false, got {config.get('abstain')!r}.")
     if not isinstance(config.get("metadata", {}) or {}, dict):
         raise ValueError(f"{meta_path}: metadata must be an object.")
     preprocessing = config.get("preprocessing")
@@ -338,16 +597,28 @@ def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.
         if not isinstance(preprocessing, dict) or set(preprocessing) != {"mean", "std"}:
             raise ValueError(f"{meta_path}: preprocessing must be null or {{'mean': ..., 'std': ...}}.")
         mean = finite(preprocessing["mean"], "preprocessing mean")
-        std = finite(preprocessing["std"], "preprocessing std")
-        if np.any(std == 0):
-            raise ValueError(f"{meta_path}: preprocessing std must not be 0.")
+        std = finite(preprocessing["std"], "preprocessing std", std=True)
         if mean.shape != std.shape:
             raise ValueError(f"{meta_path}: preprocessing mean and std must have the same shape.")
-        preprocessing = (mean.astype(np.float32), std.astype(np.float32))
+        preprocessing = (mean, std)
     clip = config.get("clip_values")
     if clip is not None:
         values = finite(clip, "clip_values")
         if values.shape != (2,) or values[0] >= values[1]:
-            raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max, got {clip!r}.")
+            raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max in float32, got {clip!r}.")
         clip = tuple(clip)
     return preprocessing, clip
+
+
+def _all_numbers(values: list) -> bool:
+    """
+    :return: Whether a JSON list holds only numbers (nested lists of numbers included), no strings or booleans.
+    """
+    pending = [values]
+    while pending:
+        for value in pending.pop():
+            if isinstance(value, list):
+                pending.append(value)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+    return True

@@ -171,11 +171,13 @@ def test_layer_bypassed_by_another_path_is_refused_at_construction():
     assert FinePruning(KerasClassifier(model), verbose=False).prune_point.layer_name == "trunk"
 
 
-def test_model_without_probability_output():
-    inputs = keras.Input((8, 8, 1))
+def test_logits_models_are_accepted_but_b_and_b_prime_must_output_the_same_kind(tiny_data):
+    inputs = keras.Input((10, 10, 3))
     x = keras.layers.Flatten()(keras.layers.Conv2D(3, 3, name="conv")(inputs))
     logits = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
-    with pytest.raises(ValueError, match="probability vector .* ends in 'linear'"):
-        FinePruning(KerasClassifier(logits, use_logits=True))
-    with pytest.raises(ValueError, match="probability vector"):
-        GoodNetClassifier(logits, logits)
+    probabilities = keras.Model(inputs, keras.layers.Softmax()(logits.outputs[0]))
+    defence = FinePruning(KerasClassifier(logits, use_logits=True), accuracy_drops=(4,), verbose=False)
+    defence.fit(*tiny_data)
+    assert defence(defence.classifier, accuracy_drop=4).predict(tiny_data[0]).shape == (60, 5)
+    with pytest.raises(ValueError, match="B outputs logits .* and B' outputs a probability vector"):
+        GoodNetClassifier(logits, probabilities)

@@ -142,3 +142,84 @@ def test_nan_in_an_h5_dataset_is_reported_with_its_place(tiny_classifier, tiny_d
     with h5py.File(tmp_path / "valid.h5", "r") as handle:
         with pytest.raises(ValueError, match=r"x holds NaN or infinite values \(in samples 40\.\.47\)"):
             FinePruning(tiny_classifier, batch_size=8, verbose=False).fit(handle["x"], y)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ART's set_params.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_set_params_layer_name_takes_effect(tiny_classifier, tiny_data):
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, verbose=False)
+    defence.fit(x, y)
+    defence.set_params(layer_name="conv_1")
+    assert defence.prune_point.layer_name == "conv_1" and not defence.is_fitted
+    assert defence.sweep_ is None and defence.ranking_ is None and defence.steps_ is None
+    with pytest.raises(ValueError, match="not fitted"):
+        defence.pruned_model(2)
+    defence.fit(x, y)
+    fresh = FinePruning(tiny_classifier, layer_name="conv_1", verbose=False)
+    fresh.fit(x, y)
+    assert len(defence.ranking_) == 5 and defence.sweep_ == fresh.sweep_
+
+
+def test_set_params_strategy_and_layer_names_take_effect(tiny_classifier):
+    defence = FinePruning(tiny_classifier, verbose=False)
+    defence.set_params(strategy="attack_aware", layer_names=("conv_2", "conv_1"))
+    assert [p.layer_name for p in defence.prune_points] == ["conv_1", "conv_2"]
+    assert defence.layer_names == ["conv_2", "conv_1"]
+    with pytest.raises(ValueError, match="set layer_names=None too"):
+        defence.set_params(strategy="activation")
+    defence.set_params(strategy="activation", layer_names=None)
+    assert [p.layer_name for p in defence.prune_points] == ["conv_2"]
+
+
+def test_set_params_forgets_the_fit_only_when_the_fit_would_change(tiny_classifier, tiny_data):
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, accuracy_drops=(2, 4), verbose=False)
+    defence.fit(x, y)
+    sweep = defence.sweep_
+    defence.set_params(batch_size=7, max_cache_bytes=1024, verbose=False, accuracy_drops=[4, 2, 2])
+    assert defence.is_fitted and defence.sweep_ is sweep and defence.batch_size == 7
+    for change in ({"accuracy_drops": (2,)}, {"fine_tune_epochs": 1}, {"seed": 3}, {"prune_until": 30}):
+        defence.fit(x, y)
+        defence.set_params(**change)
+        assert not defence.is_fitted and defence.sweep_ is None, change
+        with pytest.raises(ValueError, match="not fitted"):
+            defence(tiny_classifier, accuracy_drop=2)
+
+
+def test_a_failed_set_params_leaves_the_defence_as_it_was(tiny_classifier, tiny_data):
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, accuracy_drops=(2, 4), verbose=False)
+    defence.fit(x, y)
+    cases = [
+        ({"accuracy_drops": (0,)}, ValueError, r"\(0, 100\]"),
+        ({"batch_size": 8, "seed": -1}, ValueError, "seed must be in"),
+        ({"layer_name": "conv_9"}, ValueError, "Unknown layer_name 'conv_9'"),
+        ({"layer_name": "flatten"}, ValueError, "channels-last feature map"),
+        ({"strategy": "random"}, ValueError, "strategy must be one of"),
+        ({"layer_names": ["conv_1"]}, ValueError, "layer_names is for strategy='attack_aware'"),
+        ({"verbose": 1, "prune_until": 5}, TypeError, "verbose must be a bool"),
+        ({"classifier": tiny_classifier}, ValueError, r"Unexpected parameter\(s\) 'classifier'"),
+        ({"layer": "conv_1"}, ValueError, r"parameter\(s\) 'layer'; FinePruning's parameters are: layer_name"),
+    ]
+    for kwargs, error, message in cases:
+        state = dict(vars(defence))
+        with pytest.raises(error, match=message):
+            defence.set_params(**kwargs)
+        assert vars(defence).keys() == state.keys() and all(vars(defence)[k] is v for k, v in state.items()), kwargs
+        assert defence.is_fitted and defence.prune_point.layer_name == "conv_2"
+    assert defence.pruned_channels(4).tolist() == defence.ranking_[: defence.steps_[4.0]].tolist()
+
+
+def test_inputs_far_outside_the_clip_values_are_warned_about_once_per_fit(tiny_classifier, tiny_data, caplog):
+    x, y = tiny_data
+    defence = FinePruning(tiny_classifier, batch_size=7, max_cache_bytes=1024, verbose=False)
+    with caplog.at_level("WARNING", logger="art_pruning_defense"):
+        defence.fit(x, y, poisoned_x=x[:13], poisoned_target=1)
+        assert not caplog.records
+        defence.fit(x * 255.0, y, poisoned_x=x[:13] * 255.0, poisoned_target=1)
+    assert len(caplog.records) == 1
+    assert "beyond the classifier's clip values [0, 1]" in caplog.records[0].getMessage()

@@ -382,7 +382,6 @@ def _broken_models(files: dict[str, Path], tmp_path: Path) -> list[tuple[str, Pa
         ("garbage .h5", garbage_h5, None, []),
         ("h5 neither model nor weights", plain_h5, "neither a Keras model", []),
         ("pickle", pickle, r"expected a \.keras model", []),
-        ("logits", files["logits.keras"], "probability vector", []),
         (
             "Keras 3 weights of another architecture",
             files["other.weights.h5"],
@@ -457,14 +456,14 @@ def test_weights_of_another_architecture(files, tmp_path, capsys):
     assert load_keras_model(str(files["deepid_weights.h5"]), arch="deepid").outputs[0].shape[-1] == 10
 
 
-def test_model_with_logits_is_refused(files):
-    """Current behaviour: a model whose last layer has no softmax is refused by FinePruning and GoodNet alike."""
+def test_model_with_logits_is_accepted(files, tmp_path, capsys):
+    """A model whose last layer has no softmax is repaired (the sweep needs only the argmax)."""
     model = load_keras_model(str(files["logits.keras"]))
-    with pytest.raises(ValueError, match="probability vector") as info:
-        FinePruning(KerasClassifier(model, use_logits=True), verbose=False)
-    assert_documented(info.value, ValueError)
-    with pytest.raises(ValueError, match="probability vector"):
-        GoodNetClassifier(model, model)
+    FinePruning(KerasClassifier(model, use_logits=True), verbose=False)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, ["repair", "--model", files["logits.keras"], "--valid", files["valid.h5"], "--out", out])
+    assert code == 0, err
+    assert GoodNetClassifier.load(str(next(out.glob("goodnet*")))).outputs_logits
 
 
 # Legacy Keras 2 files with a Lambda layer, written by tf-keras in a subprocess (as in test_deepid.py).

@@ -100,5 +100,6 @@ def test_skip_connection_across_the_cut_is_refused():
     point = find_prune_point(model, "conv")
     with pytest.raises(ValueError, match="bypasses it"):
         split(model, point.cut_name)
-    with pytest.raises(ValueError, match="No Conv2D layer of the model can be pruned on its own"):
-        find_prune_point(model)
+    # By default the Add, which every path passes through, is pruned instead.
+    assert find_prune_point(model) == find_prune_point(model, "add")
+    assert find_prune_point(model).layer_name == "add"
