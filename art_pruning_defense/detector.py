@@ -77,7 +77,7 @@ class FinePruningDetector(PoisonFilteringDefence):
         :param layer_name: The layer to prune (``None``: the last Conv2D).
         :param accuracy_drop: X of the pruned B' when fine-tuning is off.
         :param fine_tune_epochs: Fine-tuning epochs after pruning to ``prune_until``; 0 compares B with B'(X).
-        :param fine_tune_learning_rate: Adam's learning rate for fine-tuning.
+        :param fine_tune_learning_rate: The initial learning rate of fine-tuning (see :class:`FinePruning`).
         :param prune_until: How far clean accuracy may fall (points) before fine-tuning.
         :param batch_size: Samples per forward pass.
         :param verbose: Show progress bars.

@@ -38,6 +38,7 @@ from art_pruning_defense._validation import check_positive_int, check_target, is
 from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.goodnet import GoodNetClassifier, model_of
 from art_pruning_defense.keras import (
+    BATCHNORM_MODES,
     BatchPredictor,
     CachedTail,
     PrunePoint,
@@ -74,7 +75,12 @@ UNFITTED_PARAMS = ("batch_size", "max_cache_bytes", "verbose")
 
 #: Fine-pruning defaults (how they were chosen: README, "Choosing the fine-pruning defaults").
 DEFAULT_PRUNE_UNTIL = 20.0
-DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-3
+DEFAULT_FINE_TUNE_LEARNING_RATE = 0.02
+DEFAULT_FINE_TUNE_OPTIMIZER = "sgd"
+DEFAULT_FINE_TUNE_BATCHNORM = "train"
+DEFAULT_FINE_TUNE_AUGMENT = False
+#: Fine-tuning optimizers.
+OPTIMIZERS = ("sgd", "adam")
 #: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
 RECOMMENDED_FINE_TUNE_EPOCHS = 20
 
@@ -117,6 +123,9 @@ class FinePruning(Transformer):
         "fine_tune_epochs",
         "fine_tune_learning_rate",
         "fine_tune_batch_size",
+        "fine_tune_optimizer",
+        "fine_tune_batchnorm",
+        "fine_tune_augment",
         "prune_until",
         "seed",
         "verbose",
@@ -132,6 +141,9 @@ class FinePruning(Transformer):
         fine_tune_epochs: int = 0,
         fine_tune_learning_rate: float = DEFAULT_FINE_TUNE_LEARNING_RATE,
         fine_tune_batch_size: int = 32,
+        fine_tune_optimizer: str = DEFAULT_FINE_TUNE_OPTIMIZER,
+        fine_tune_batchnorm: str = DEFAULT_FINE_TUNE_BATCHNORM,
+        fine_tune_augment: bool = DEFAULT_FINE_TUNE_AUGMENT,
         prune_until: float = DEFAULT_PRUNE_UNTIL,
         seed: int = 0,
         strategy: str = "activation",
@@ -156,8 +168,14 @@ class FinePruning(Transformer):
                size and the part of the network before the layer runs twice.
         :param fine_tune_epochs: Fine-pruning: epochs of retraining on the clean data after pruning to
                ``prune_until``; 0 (the default) for pruning only. See the README for the recommended setting.
-        :param fine_tune_learning_rate: Adam's learning rate for fine-tuning.
+        :param fine_tune_learning_rate: The initial learning rate of fine-tuning.
         :param fine_tune_batch_size: Batch size for fine-tuning.
+        :param fine_tune_optimizer: ``"sgd"`` (momentum 0.9, Nesterov, cosine decay of the learning rate to 0 over the
+               epochs) or ``"adam"`` (constant learning rate).
+        :param fine_tune_batchnorm: ``"train"``: BatchNormalization layers learn and update their statistics on the
+               clean data while fine-tuning; ``"frozen"``: they keep B's (inference mode).
+        :param fine_tune_augment: Fine-tune on randomly shifted copies of the clean data (up to an eighth of the
+               image size; never mirrored).
         :param prune_until: Fine-pruning: prune to the first step whose clean accuracy has fallen this many points
                (in (0, 100]) before fine-tuning, deeper than the X of plain pruning since fine-tuning recovers the
                accuracy; at least one channel is always kept.
@@ -178,6 +196,9 @@ class FinePruning(Transformer):
         self.fine_tune_epochs = fine_tune_epochs
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.fine_tune_batch_size = fine_tune_batch_size
+        self.fine_tune_optimizer = fine_tune_optimizer
+        self.fine_tune_batchnorm = fine_tune_batchnorm
+        self.fine_tune_augment = fine_tune_augment
         self.prune_until = prune_until
         self.seed = seed
         self.strategy = strategy
@@ -323,6 +344,17 @@ class FinePruning(Transformer):
         if not 0.0 < float(rate) < 1.0:
             raise ValueError(f"fine_tune_learning_rate must be in (0, 1), got {rate}.")
         p["fine_tune_batch_size"] = check_positive_int(p["fine_tune_batch_size"], "fine_tune_batch_size")
+        if p["fine_tune_optimizer"] not in OPTIMIZERS:
+            raise ValueError(
+                f"fine_tune_optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {p['fine_tune_optimizer']!r}."
+            )
+        if p["fine_tune_batchnorm"] not in BATCHNORM_MODES:
+            raise ValueError(
+                f"fine_tune_batchnorm must be one of {', '.join(map(repr, BATCHNORM_MODES))}, "
+                f"got {p['fine_tune_batchnorm']!r}."
+            )
+        if not isinstance(p["fine_tune_augment"], bool):
+            raise TypeError(f"fine_tune_augment must be a bool, got {type(p['fine_tune_augment']).__name__}.")
         p["prune_until"] = check_drop(p["prune_until"], "prune_until")
         seed = p["seed"]
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -587,6 +619,9 @@ class FinePruning(Transformer):
             batch_size=self.fine_tune_batch_size,
             seed=int(self.seed),
             verbose=self.verbose,
+            optimizer=self.fine_tune_optimizer,
+            batchnorm=self.fine_tune_batchnorm,
+            augment=self.fine_tune_augment,
         )
         predict = BatchPredictor(model, labels_only=True)
         bad_predict = BatchPredictor(self._model, labels_only=True)
@@ -759,6 +794,9 @@ class FinePruning(Transformer):
                     "prune_until": self.prune_until,
                     "fine_tune_epochs": self.fine_tune_epochs,
                     "fine_tune_learning_rate": float(self.fine_tune_learning_rate),
+                    "fine_tune_optimizer": self.fine_tune_optimizer,
+                    "fine_tune_batchnorm": self.fine_tune_batchnorm,
+                    "fine_tune_augment": self.fine_tune_augment,
                     "pruned_channels": self._channels_metadata(summary["pruned_channels"]),
                 }
             )

@@ -99,7 +99,7 @@ def test_accuracy_drops_of_wrong_type(tiny_classifier):
 
 
 def test_unknown_layer_name(tiny_classifier):
-    with pytest.raises(ValueError, match=r"Unknown layer_name 'conv_9'; the model's layers are: .*conv_2"):
+    with pytest.raises(ValueError, match=r"Unknown layer_name 'conv_9'; the model's layers with a 4-D output are: .*conv_2"):
         FinePruning(tiny_classifier, layer_name="conv_9")
 
 
@@ -111,7 +111,7 @@ def test_layer_without_channel_axis(tiny_classifier):
 def test_model_without_conv2d():
     inputs = keras.Input((6,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(4)(inputs)))
-    with pytest.raises(ValueError, match="has none"):
+    with pytest.raises(ValueError, match=r"no layer with a 4-D channels-last output .* its layers are: .*dense"):
         FinePruning(KerasClassifier(model))
 
 

@@ -27,18 +27,62 @@ def test_fine_tuning_keeps_pruned_channels_at_zero_and_b_untouched(tiny_data):
     assert sorted(np.flatnonzero(mask == 0).tolist()) == sorted(pruned.tolist())
     cut = keras.Model(tuned.inputs[0], tuned.get_layer(point.mask_name).output).predict(x, verbose=0)
     assert np.all(cut[..., pruned] == 0.0)
-    # The fine-tuning changed the copy's weights, not B's; BatchNormalization statistics stayed frozen.
+    # The fine-tuning changed the copy's weights, not B's; by default BatchNormalization learns on the clean data.
     assert not np.array_equal(tuned.get_layer("conv_2").kernel.numpy(), model.get_layer("conv_2").kernel.numpy())
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    np.testing.assert_array_equal(
-        tuned.get_layer("bn").moving_mean.numpy(), model.get_layer("bn").moving_mean.numpy()
-    )
+    assert not np.array_equal(tuned.get_layer("bn").moving_mean.numpy(), model.get_layer("bn").moving_mean.numpy())
     goodnet = defence(classifier)
     assert goodnet.metadata["method"] == "fine-pruning"
     assert goodnet.metadata["pruned_channels"] == pruned.tolist()
     assert defence(classifier, accuracy_drop=4).metadata["method"] == "pruning"
     copy = defence.fine_pruned_model()
     np.testing.assert_array_equal(copy.predict(x, verbose=0), tuned.predict(x, verbose=0))
+
+
+def test_frozen_batchnorm_keeps_b_statistics_and_augmentation_changes_the_result(tiny_data):
+    model = conv_block_model(batch_norm=True, activation="tanh")
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    frozen = FinePruning(
+        classifier, fine_tune_epochs=2, prune_until=1, fine_tune_batchnorm="frozen", verbose=False
+    )
+    frozen.fit(x, y)
+    tuned = frozen.fine_pruned_model_
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        np.testing.assert_array_equal(
+            getattr(tuned.get_layer("bn"), name).numpy(), getattr(model.get_layer("bn"), name).numpy()
+        )
+    assert not np.array_equal(tuned.get_layer("conv_2").kernel.numpy(), model.get_layer("conv_2").kernel.numpy())
+    shifted = FinePruning(
+        classifier, fine_tune_epochs=2, prune_until=1, fine_tune_batchnorm="frozen", fine_tune_augment=True,
+        verbose=False,
+    )
+    shifted.fit(x, y)
+    assert not np.array_equal(
+        shifted.fine_pruned_model_.get_layer("conv_2").kernel.numpy(), tuned.get_layer("conv_2").kernel.numpy()
+    )
+    adam = FinePruning(
+        classifier, fine_tune_epochs=2, prune_until=1, fine_tune_optimizer="adam", fine_tune_learning_rate=1e-3,
+        verbose=False,
+    )
+    adam.fit(x, y)
+    goodnet = adam(classifier)
+    assert goodnet.metadata["fine_tune_optimizer"] == "adam"
+    assert goodnet.metadata["fine_tune_batchnorm"] == "train"
+
+
+@pytest.mark.parametrize(
+    "params,error",
+    [
+        ({"fine_tune_optimizer": "rmsprop"}, "fine_tune_optimizer must be one of 'sgd', 'adam', got 'rmsprop'"),
+        ({"fine_tune_batchnorm": "off"}, "fine_tune_batchnorm must be one of 'train', 'frozen', got 'off'"),
+        ({"fine_tune_augment": "yes"}, "fine_tune_augment must be a bool, got str"),
+    ],
+)
+def test_fine_tuning_options_are_checked(tiny_classifier, params, error):
+    with pytest.raises((ValueError, TypeError), match=error):
+        FinePruning(tiny_classifier, **params)
 
 
 @pytest.mark.parametrize("prune_until", [1, 100])

@@ -2,6 +2,8 @@
 The Keras adapter: the only part of the package that imports TensorFlow or Keras.
 """
 from art_pruning_defense.keras._builders import (
+    BATCHNORM_MODES,
+    augment_padding,
     check_probability_output,
     fine_tune,
     mnist_cnn,
@@ -44,6 +46,8 @@ from art_pruning_defense.keras._model import (
 )
 
 __all__ = [
+    "BATCHNORM_MODES",
+    "augment_padding",
     "ARCHITECTURES",
     "architecture_names",
     "augment",

@@ -278,7 +278,7 @@ def fit_classifier(
     steps = epochs * math.ceil(len(x) / batch_size)
     model.compile(
         optimizer=make_optimizer(optimizer, learning_rate, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
     )
     rng = np.random.default_rng(seed)
     augmenting = augment_pad > 0 or augment_flip
@@ -290,7 +290,11 @@ def fit_classifier(
     return model
 
 
-def _ends_in_softmax(model: keras.Model) -> bool:
+def outputs_probabilities(model: keras.Model) -> bool:
+    """
+    :param model: A Functional classifier.
+    :return: Whether its output layer ends in a softmax (probabilities) rather than logits.
+    """
     layer = model.outputs[0]._keras_history[0]
     if isinstance(layer, keras.layers.Softmax):
         return True

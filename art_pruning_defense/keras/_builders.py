@@ -9,7 +9,7 @@ import logging
 import keras
 import numpy as np
 
-from art_pruning_defense.keras._architectures import mnist_cnn  # noqa: F401  (re-exported)
+from art_pruning_defense.keras._architectures import fit_classifier, mnist_cnn, outputs_probabilities  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +76,6 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def outputs_probabilities(model: keras.Model) -> bool:
-    """
-    :param model: A Functional classifier.
-    :return: Whether its output layer ends in a softmax (probabilities) rather than logits.
-    """
-    layer = model.outputs[0]._keras_history[0]
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    activation = getattr(layer, "activation", None)
-    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
-
-
 def check_probability_output(model: keras.Model, name: str = "the model") -> None:
     """
     :param model: A Functional classifier.
@@ -104,6 +92,20 @@ def check_probability_output(model: keras.Model, name: str = "the model") -> Non
         )
 
 
+#: How fine-tuning treats BatchNormalization layers.
+BATCHNORM_MODES = ("train", "frozen")
+
+
+def augment_padding(shape: tuple[int | None, ...]) -> int:
+    """
+    :param shape: Per-sample input shape ``(height, width, channels)``.
+    :return: The random-crop padding used when fine-tuning with augmentation: an eighth of the image's smaller side
+             (4 pixels on 32×32 images, as in the standard CIFAR recipe), at least 1.
+    """
+    sides = [int(d) for d in shape[:2] if d is not None]
+    return max(1, round(min(sides) / 8)) if len(sides) == 2 else 0
+
+
 def fine_tune(
     model: keras.Model,
     x: np.ndarray,
@@ -113,29 +115,49 @@ def fine_tune(
     batch_size: int = 32,
     seed: int = 0,
     verbose: bool = False,
+    optimizer: str = "sgd",
+    batchnorm: str = "train",
+    augment: bool = True,
 ) -> keras.Model:
     """
     Retrain every weight of a (pruned) model on clean data, in place. Mask layers have no weights, so pruned
-    channels stay at zero throughout; BatchNormalization layers are frozen (inference statistics), since a small
-    clean set would give poor batch statistics.
+    channels stay at zero throughout.
 
     :param model: The model; recompiled.
     :param x: Clean inputs, already preprocessed for the network.
     :param y: Integer labels.
     :param epochs: Epochs.
-    :param learning_rate: Adam's learning rate.
+    :param learning_rate: Initial learning rate.
     :param batch_size: Batch size.
-    :param seed: Seed for shuffling.
-    :param verbose: Show Keras's progress bar.
+    :param seed: Seed for shuffling and augmentation.
+    :param verbose: Show a progress bar over the epochs.
+    :param optimizer: ``"sgd"`` (momentum 0.9, Nesterov, cosine decay to 0 over the run) or ``"adam"`` (constant).
+    :param batchnorm: ``"train"``: BatchNormalization layers learn and update their statistics on the clean data,
+           as in ordinary training; ``"frozen"``: they keep B's statistics and parameters (inference mode).
+    :param augment: Random shifts of up to an eighth of the image size (:func:`augment_padding`, zero padding);
+           never flips, since mirroring changes the class of some data (digits, text).
     :return: The model.
     """
+    from tqdm.auto import tqdm
+
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-    keras.utils.set_random_seed(seed)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
-    )
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=1 if verbose else 0)
+            layer.trainable = batchnorm == "train"
+    pad = augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0
+    with tqdm(total=epochs, desc="Fine-tuning", unit="epoch", disable=not verbose, leave=False) as progress:
+        fit_classifier(
+            model,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            augment_pad=pad,
+            augment_flip=False,
+            seed=seed,
+            on_epoch=lambda _: progress.update(),
+        )
     return model

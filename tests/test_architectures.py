@@ -1,0 +1,215 @@
+"""
+Standard architectures: keras.applications backbones (standalone and nested under a new head), VGG-BN and the
+benchmark's ResNet-20. For each: the default prune point, exact zeros downstream of the pruned channels, and the
+sweep's accuracy curve against brute-force masked forward passes.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from art.estimators.classification import KerasClassifier
+
+from art_pruning_defense import FinePruning, GoodNetClassifier
+from art_pruning_defense.keras import (
+    as_functional,
+    build_architecture,
+    find_prune_point,
+    masked_copy,
+    resolve_layer_name,
+    split,
+)
+
+SHAPE = (32, 32, 3)
+N_CLASSES = 3
+APPS = keras.applications
+
+
+def _nested(base: keras.Model) -> keras.Model:
+    """The transfer-learning shape: a backbone without its top, under a new pooling + softmax head."""
+    inputs = keras.Input(SHAPE, name="image")
+    x = base(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
+    return keras.Model(inputs, keras.layers.Dense(N_CLASSES, activation="softmax", name="head")(x), name="transfer")
+
+
+def _nested_sequential(base: keras.Model) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            base,
+            keras.layers.GlobalAveragePooling2D(name="head_pool"),
+            keras.layers.Dense(N_CLASSES, activation="softmax", name="head"),
+        ],
+        name="transfer_seq",
+    )
+
+
+def _vgg_bn_small() -> keras.Model:
+    """A VGG-style net with BatchNormalization after every conv (narrow, so that the test stays fast)."""
+    inputs = keras.Input(SHAPE, name="image")
+    x = inputs
+    for block, width in enumerate((8, 16, 16), start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv_{block}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{block}")(x)
+        x = keras.layers.Activation("relu", name=f"relu_{block}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool_{block}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, keras.layers.Dense(N_CLASSES, activation="softmax", name="output")(x), name="vgg_bn")
+
+
+# (name, builder, expected (layer_name, cut_name) of the default prune point).
+STANDALONE = [
+    ("ResNet50V2", lambda: APPS.ResNet50V2(weights=None, input_shape=SHAPE, classes=N_CLASSES), ("post_relu", "avg_pool")),
+    (
+        "ResNet50",
+        lambda: APPS.ResNet50(weights=None, input_shape=SHAPE, classes=N_CLASSES),
+        ("conv5_block3_out", "avg_pool"),
+    ),
+    (
+        "MobileNetV2",
+        lambda: APPS.MobileNetV2(weights=None, input_shape=SHAPE, classes=N_CLASSES, alpha=0.35),
+        ("Conv_1", "global_average_pooling2d"),
+    ),
+    (
+        "EfficientNetB0",
+        lambda: APPS.EfficientNetB0(weights=None, input_shape=SHAPE, classes=N_CLASSES),
+        ("top_conv", "top_dropout"),
+    ),
+    ("DenseNet121", lambda: APPS.DenseNet121(weights=None, input_shape=SHAPE, classes=N_CLASSES), ("relu", "avg_pool")),
+    ("VGG-BN", _vgg_bn_small, ("conv_3", "pool_3")),
+    ("resnet20", lambda: build_architecture("resnet20", SHAPE, N_CLASSES), ("stage3_block3_out", "avg_pool")),
+]
+NESTED = [
+    ("ResNet50V2", lambda: APPS.ResNet50V2(weights=None, include_top=False, input_shape=SHAPE), "post_relu"),
+    ("ResNet50", lambda: APPS.ResNet50(weights=None, include_top=False, input_shape=SHAPE), "conv5_block3_out"),
+    (
+        "MobileNetV2",
+        lambda: APPS.MobileNetV2(weights=None, include_top=False, input_shape=SHAPE, alpha=0.35),
+        "Conv_1",
+    ),
+    ("EfficientNetB0", lambda: APPS.EfficientNetB0(weights=None, include_top=False, input_shape=SHAPE), "top_conv"),
+    ("DenseNet121", lambda: APPS.DenseNet121(weights=None, include_top=False, input_shape=SHAPE), "relu"),
+    ("VGG-BN", lambda: keras.Model(*_backbone(_vgg_bn_small(), "pool_3"), name="vgg_base"), "conv_3"),
+]
+
+
+def _backbone(model: keras.Model, last: str) -> tuple:
+    return model.inputs, model.get_layer(last).output
+
+
+def _data(n: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).random((n, *SHAPE), dtype=np.float32)
+
+
+def _check_sweep(model: keras.Model, expected_layer: str, expected_cut: str | None, layer_name: str | None = None):
+    x = _data()
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    # Labels B gets right on about half the samples, so that pruning can move the accuracy either way.
+    b_labels = np.argmax(model.predict(x, verbose=0), axis=1)
+    y = np.where(np.arange(len(x)) % 2 == 0, b_labels, (b_labels + 1) % N_CLASSES)
+    weights_before = [w.copy() for w in model.get_weights()]
+    defence = FinePruning(classifier, layer_name=layer_name, accuracy_drops=(50.0,), verbose=False)
+    point = defence.prune_point
+    assert point.layer_name == expected_layer
+    if expected_cut is not None:
+        assert point.cut_name == expected_cut
+    defence.fit(x, y)
+    n = point.n_channels
+    assert [r.channels_pruned for r in defence.sweep_] == list(range(n + 1))
+    flat = as_functional(model)
+    for step in (n // 2,):
+        mask = np.ones(n, dtype=np.float32)
+        mask[defence.ranking_[:step]] = 0.0
+        pruned = masked_copy(flat, point, mask)
+        # Brute force: the whole masked network.
+        labels = np.argmax(pruned.predict(x, verbose=0), axis=1)
+        assert defence.sweep_[step].clean_accuracy == pytest.approx(100.0 * np.mean(labels == y))
+        # The pruned channels are exactly zero after the mask, whatever precedes it.
+        head = split(pruned, point.mask_name)[0]
+        at_mask = head.predict(x, verbose=0)
+        assert np.all(at_mask[..., defence.ranking_[:step]] == 0.0)
+        assert np.any(at_mask[..., defence.ranking_[step:]] != 0.0)
+    # The user's model is untouched.
+    assert all(np.array_equal(a, b) for a, b in zip(weights_before, model.get_weights()))
+    return defence, classifier, x
+
+
+@pytest.mark.parametrize("name,build,expected", STANDALONE, ids=[s[0] for s in STANDALONE])
+def test_standalone_default_prune_point_and_exact_sweep(name, build, expected):
+    _check_sweep(build(), *expected)
+
+
+@pytest.mark.parametrize("name,build,expected", NESTED, ids=[s[0] for s in NESTED])
+def test_nested_backbone_default_prune_point_and_exact_sweep(name, build, expected):
+    model = _nested(build())
+    # Where the backbone ends in a feature map, the head's global pooling (and dropout) join the cut.
+    _check_sweep(model, expected, "pool_3" if name == "VGG-BN" else "head_dropout")
+
+
+def test_nested_layer_addressed_by_path_and_sequential_head():
+    base = APPS.MobileNetV2(weights=None, include_top=False, input_shape=SHAPE, alpha=0.35)
+    model = _nested_sequential(base)
+    path = f"{base.name}/block_16_project_BN"
+    assert resolve_layer_name(model, path) == "block_16_project_BN"
+    _check_sweep(model, "block_16_project_BN", None, layer_name=path)
+
+
+def test_nested_names_wrongly_give_the_candidates():
+    base = APPS.MobileNetV2(weights=None, include_top=False, input_shape=SHAPE, alpha=0.35)
+    model = _nested(base)
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    with pytest.raises(ValueError, match=rf"the nested model {base.name!r} holds: .*Conv_1"):
+        FinePruning(classifier, layer_name=f"{base.name}/no_such_layer")
+    with pytest.raises(ValueError, match=rf"no nested model 'backbone'; its nested models are: {base.name}"):
+        FinePruning(classifier, layer_name="backbone/Conv_1")
+    with pytest.raises(ValueError, match=r"Unknown layer_name 'Conv_9'; the model's layers with a 4-D output are: .*Conv_1"):
+        FinePruning(classifier, layer_name="Conv_9")
+
+
+def test_goodnet_over_a_nested_backbone_saves_and_reloads_exactly(tmp_path):
+    model = _nested(keras.Model(*_backbone(_vgg_bn_small(), "pool_3"), name="vgg_base"))
+    defence, classifier, x = _check_sweep(model, "conv_3", "pool_3")
+    goodnet = defence(accuracy_drop=50.0)
+    goodnet.save(str(tmp_path / "goodnet"))
+    again = GoodNetClassifier.load(str(tmp_path / "goodnet"))
+    np.testing.assert_array_equal(goodnet.predict(x), again.predict(x))
+
+
+def _bypassed_everywhere() -> keras.Model:
+    """Two parallel branches from the input to the head: no 4-D layer is on every path."""
+    inputs = keras.Input((8, 8, 2))
+    a = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, name="left")(inputs))
+    b = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, name="right")(inputs))
+    x = keras.layers.Concatenate()([a, b])
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+
+
+def test_bypassed_feature_maps_name_the_candidates():
+    with pytest.raises(ValueError, match=r"another path to the output bypasses every 4-D layer \(candidates: .*left.*right"):
+        find_prune_point(_bypassed_everywhere())
+
+
+def test_channels_first_model_is_refused():
+    inputs = keras.Input((2, 8, 8))
+    x = keras.layers.Conv2D(3, 3, data_format="channels_first", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    with pytest.raises(ValueError, match=r"channels-first feature maps \(layer 'conv'"):
+        FinePruning(KerasClassifier(model))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg11-bn", "small-cnn"])
+def test_benchmark_architectures_build(name):
+    model = build_architecture(name, SHAPE, 10)
+    assert model.outputs[0].shape[-1] == 10
+    point = find_prune_point(as_functional(model))
+    expected = {"resnet20": "stage3_block3_out", "vgg11-bn": "block8_conv", "small-cnn": "conv_2"}[name]
+    assert point.layer_name == expected
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="Unknown architecture 'resnet99'; choose one of: small-cnn, resnet20"):
+        build_architecture("resnet99", SHAPE, 10)
