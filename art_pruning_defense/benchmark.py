@@ -6,7 +6,10 @@ The comparative benchmark: one BadNet, the pruning defence and ART's backdoor de
 1. Load the images (scikit-learn's digits, or an ``.npz`` file with ``x_train``, ``y_train``, ``x_test``,
    ``y_test``), split off the defender's clean validation set, and poison a share of the rest of the training set
    with ART's ``PoisoningAttackBackdoor`` (``add_pattern_bd`` or ``add_single_bd``).
-2. Train the BadNet B: the CNN of ART's poisoning examples (:func:`art_pruning_defense.keras.mnist_cnn`).
+2. Train the BadNet B: a built-in architecture (``small-cnn``, the CNN of ART's poisoning examples; ``resnet20``;
+   ``vgg11-bn``; see :data:`art_pruning_defense.keras.ARCHITECTURES`) or the user's own ``.keras`` model,
+   re-initialised, with its training recipe (SGD with cosine decay for the ResNet and VGG) and, for colour images,
+   the standard augmentation (random crops with 4-pixel padding, horizontal flips).
 3. Run every selected defence on the same B (each from the same seed), and measure on the test data the clean
    accuracy and the attack success rate of what it leaves; for training-set filters also the detection rates on the
    poisoned training set; for test-time filters the share of clean and triggered test inputs flagged.
@@ -85,7 +88,7 @@ from art_pruning_defense.badnet import TRIGGERS, BadNetData, digits_badnet_data,
 from art_pruning_defense.data import load_npz
 from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS, FinePruning
 from art_pruning_defense.goodnet import GoodNetClassifier
-from art_pruning_defense.keras import BatchPredictor, mnist_cnn, seed_everything, train
+from art_pruning_defense.keras import ARCHITECTURES, BatchPredictor, build_architecture, fit_classifier, seed_everything
 from art_pruning_defense.reports import markdown_table, plot_tradeoff, write_json, write_text
 
 if TYPE_CHECKING:
@@ -102,12 +105,14 @@ ATTACK_AWARE_CACHE_BYTES = 2 * 2**30
 #: :func:`~art_pruning_defense.badnet.digits_badnet_data`).
 DEFAULT_N_VALID_NPZ = 5000
 DIGITS_N_VALID = 300
-#: Training epochs of the BadNet (and of the retrained CNNs), by data source.
-DEFAULT_EPOCHS_NPZ = 3
+#: Training epochs and batch size of the BadNet (and of the retrained networks) on digits; on ``.npz`` data they
+#: come from the architecture's recipe (:data:`art_pruning_defense.keras.ARCHITECTURES`).
 DEFAULT_EPOCHS_DIGITS = 30
-#: Training batch size, by data source.
-DEFAULT_BATCH_SIZE_NPZ = 64
 DEFAULT_BATCH_SIZE_DIGITS = 32
+#: The default architecture, and the recipe of a user's own model (``model``).
+DEFAULT_ARCH = "small-cnn"
+#: Padding of the random crops of the standard augmentation (4 pixels, as for CIFAR-10).
+AUGMENT_PADDING = 4
 
 #: Neural Cleanse settings. ART's defaults, 1,000 steps per class over all the data given to ``mitigate``, would take
 #: hours on a CPU for MNIST. 20 steps over 500 validation images took 89 s for the ten classes of MNIST on two CPU
@@ -236,9 +241,18 @@ class BenchmarkConfig:
            this seed, so that a subset of defences gives the same figures as a full run).
     :param n_valid: Size of the defender's clean validation split, taken from the training images: default
            5,000 for ``.npz`` data; the digits split is fixed at 300.
-    :param epochs: Training epochs of the BadNet and of the CNNs retrained after filtering (default 3 for ``.npz``
-           data, MNIST-sized, and 30 for digits).
-    :param batch_size: Training batch size (default 64 for ``.npz`` data, 32 for digits).
+    :param arch: The BadNet's architecture, one of :data:`art_pruning_defense.keras.ARCHITECTURES`
+           (``small-cnn``, ``resnet20``, ``vgg11-bn``).
+    :param model: Instead of ``arch``, the path of a ``.keras`` model whose architecture is trained from scratch
+           (re-initialised for every training run) with the ``small-cnn`` recipe; its input shape and classes must
+           fit the data.
+    :param epochs: Training epochs of the BadNet and of the networks retrained after filtering (default: the
+           architecture's recipe on ``.npz`` data, 3 for ``small-cnn``, 25 for ``resnet20``/``vgg11-bn``; 30 on
+           digits).
+    :param batch_size: Training batch size (default: the recipe's; 32 on digits).
+    :param augment: Train with random crops (4-pixel padding) and, with ``flip``, horizontal flips; default on for
+           colour images, off for greyscale.
+    :param flip: Flip horizontally when augmenting; turn it off for data where mirroring changes the class.
     :param predict_batch_size: Samples per forward pass when evaluating.
     :param defences: Names of the defences to run, from :data:`DEFENCES` (default: all, in registry order).
     :param accuracy_drops: The accuracy drops X of the pruning rows.
@@ -263,8 +277,12 @@ class BenchmarkConfig:
     target: int = 0
     seed: int = 0
     n_valid: int | None = None
+    arch: str = DEFAULT_ARCH
+    model: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    augment: bool | None = None
+    flip: bool = True
     predict_batch_size: int = 256
     defences: Sequence[str] = field(default_factory=defence_names)
     accuracy_drops: Sequence[float] = (2.0, 4.0, 10.0)
@@ -307,6 +325,24 @@ class BenchmarkConfig:
         for name in ("n_valid", "epochs", "batch_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(getattr(self, name), name))
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"Unknown arch {self.arch!r}; expected one of: {', '.join(ARCHITECTURES)}.")
+        if self.model is not None:
+            if not isinstance(self.model, (str, os.PathLike)):
+                raise TypeError(f"model must be the path of a .keras file, got {type(self.model).__name__}.")
+            self.model = os.fspath(self.model)
+            if not self.model.endswith(".keras"):
+                raise ValueError(f"model must be the path of a .keras file, got {self.model!r}.")
+            if os.path.isdir(self.model):
+                raise ValueError(f"model {self.model} is a directory, expected a .keras file.")
+            if not os.path.isfile(self.model):
+                raise FileNotFoundError(f"Model file {self.model} does not exist.")
+            if self.arch != DEFAULT_ARCH:
+                raise ValueError(f"Give arch ({self.arch!r}) or model ({self.model!r}), not both.")
+        for name in ("augment", "flip"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (name == "augment" and value is None)):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}.")
         if self.is_digits and self.n_valid not in (None, DIGITS_N_VALID):
             raise ValueError(
                 f"The digits split is fixed ({DIGITS_N_VALID} validation images); n_valid={self.n_valid} applies to "
@@ -349,11 +385,12 @@ class BenchmarkConfig:
         :return: A copy with the defaults of the data source filled in for ``n_valid``, ``epochs`` and ``batch_size``.
         """
         digits = self.is_digits
+        recipe = ARCHITECTURES[self.arch].recipe
         return replace(
             self,
             n_valid=self.n_valid or (DIGITS_N_VALID if digits else DEFAULT_N_VALID_NPZ),
-            epochs=self.epochs or (DEFAULT_EPOCHS_DIGITS if digits else DEFAULT_EPOCHS_NPZ),
-            batch_size=self.batch_size or (DEFAULT_BATCH_SIZE_DIGITS if digits else DEFAULT_BATCH_SIZE_NPZ),
+            epochs=self.epochs or (DEFAULT_EPOCHS_DIGITS if digits else recipe.epochs),
+            batch_size=self.batch_size or (DEFAULT_BATCH_SIZE_DIGITS if digits else recipe.batch_size),
         )
 
     def as_dict(self) -> dict:
@@ -548,15 +585,50 @@ def train_badnet(x: np.ndarray, y: np.ndarray, n_classes: int, config: Benchmark
     :param x: Training images in [0, 1], channels last.
     :param y: Integer labels.
     :param n_classes: Number of classes.
-    :param config: Seed, epochs and batch size (defaults resolved here).
-    :return: The CNN of ART's poisoning examples, trained, as an ART ``KerasClassifier`` with clip values (0, 1).
+    :param config: Architecture (or model file), seed, epochs, batch size and augmentation (defaults resolved here).
+    :return: The network, freshly initialised from the seed and trained, as an ART ``KerasClassifier`` with clip
+             values (0, 1).
     """
     config = config.resolved()
     # Seed before building: the initial weights are drawn when the layers are created.
     seed_everything(config.seed)
-    model = mnist_cnn(x.shape[1:], n_classes)
-    train(model, x, y, epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
+    if config.model is not None:
+        model = _fresh_user_model(config.model, tuple(x.shape[1:]), n_classes)
+    else:
+        model = build_architecture(config.arch, x.shape[1:], n_classes)
+    recipe = ARCHITECTURES[config.arch].recipe
+    augment = config.augment if config.augment is not None else x.shape[-1] == 3
+    fit_classifier(
+        model,
+        x,
+        y,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=recipe.optimizer,
+        learning_rate=recipe.learning_rate,
+        augment_pad=AUGMENT_PADDING if augment else 0,
+        augment_flip=augment and config.flip,
+        seed=config.seed,
+    )
     return KerasClassifier(model, clip_values=(0.0, 1.0))
+
+
+def _fresh_user_model(path: str, input_shape: tuple[int, ...], n_classes: int) -> "keras.Model":
+    """
+    :return: The architecture of the ``.keras`` file at ``path``, with freshly initialised weights.
+    """
+    import keras
+
+    from art_pruning_defense.keras import load_model
+
+    loaded = load_model(path)
+    shape = tuple(loaded.inputs[0].shape[1:])
+    if shape != input_shape:
+        raise ValueError(f"model {path} takes inputs of shape {shape}, but the data's images are {input_shape}.")
+    outputs = loaded.outputs[0].shape[-1]
+    if outputs != n_classes:
+        raise ValueError(f"model {path} has {outputs} outputs, but the data has {n_classes} classes.")
+    return keras.models.clone_model(loaded)  # new layers from the config: new initial weights
 
 
 def _row(

@@ -280,11 +280,13 @@ def fit_classifier(
         optimizer=make_optimizer(optimizer, learning_rate, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
     )
+    if not (augment_pad > 0 or augment_flip):
+        callbacks = [] if on_epoch is None else [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: on_epoch(e + 1))]
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+        return model
     rng = np.random.default_rng(seed)
-    augmenting = augment_pad > 0 or augment_flip
     for epoch in range(1, epochs + 1):
-        data = augment(x, rng, augment_pad, augment_flip) if augmenting else x
-        model.fit(data, y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
+        model.fit(augment(x, rng, augment_pad, augment_flip), y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
         if on_epoch is not None:
             on_epoch(epoch)
     return model
