@@ -32,7 +32,7 @@ import numpy as np
 from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
-from art_pruning_defense import _sweep
+from art_pruning_defense import _defaults, _sweep
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense.goodnet import GoodNetClassifier, model_of
@@ -70,7 +70,7 @@ STRATEGIES = ("activation", "attack_aware")
 DEFAULT_PRUNE_UNTIL = 20.0
 DEFAULT_FINE_TUNE_LEARNING_RATE = 1e-3
 #: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
-RECOMMENDED_FINE_TUNE_EPOCHS = 20
+RECOMMENDED_FINE_TUNE_EPOCHS = _defaults.RECOMMENDED_FINE_TUNE_EPOCHS
 
 
 def _is_identity(classifier: "CLASSIFIER_TYPE") -> bool:

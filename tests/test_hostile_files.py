@@ -40,6 +40,7 @@ from PIL import Image
 from test_properties import ExampleCounter, _settings, assert_documented
 
 from art_pruning_defense import FinePruning, GoodNetClassifier
+from art_pruning_defense._io import MARKER_FILE, write_marker
 from art_pruning_defense.cli import main
 from art_pruning_defense.data import iter_lab_h5, load_image, load_lab_h5, write_lab_h5
 from art_pruning_defense.keras import build_deepid, load_keras_model, mnist_cnn
@@ -193,7 +194,7 @@ BROKEN_DATA = [
         lambda p: _write_raw_h5(
             p, data=np.where(np.arange(1200).reshape(4, 3, 10, 10) == 7, 1e300, 1.0), label=np.zeros(4)
         ),
-        "NaN or infinite",
+        r"holds 1e\+300 \(sample 0\), outside float32's range",
     ),
 ]
 
@@ -236,7 +237,7 @@ def test_broken_data_file(files, tmp_path, capsys, name, write, message):
         (["--layer", "nope"], "Unknown layer_name 'nope'"),
         (["--target", "3"], "--target needs --poisoned-valid"),
         (["--poisoned-valid", "{valid}", "--target", "9"], r"poisoned_target must be a class in \[0, 4\)"),
-        (["--poisoned-valid", "{valid}", "--target", "-1"], r"poisoned_target must be a class in \[0, 4\)"),
+        (["--poisoned-valid", "{valid}", "--target", "-1"], "poisoned_target must be >= 0"),
         (["--strategy", "attack_aware"], "needs triggered validation data"),
     ],
 )
@@ -252,14 +253,27 @@ def test_missing_paths(files, tmp_path, capsys):
     for argv in (
         ["repair", "--model", tmp_path / "absent.keras", "--valid", files["valid.h5"], "--out", tmp_path / "o"],
         ["repair", "--model", files["model.keras"], "--valid", tmp_path / "absent.h5", "--out", tmp_path / "o"],
-        ["repair", "--model", files["model.keras"], "--valid", tmp_path, "--out", tmp_path / "o"],
         ["eval", files["goodnet"], tmp_path / "absent.png"],
     ):
         assert_cli_error(*cli(capsys, argv)[::2], "does not exist")
     with pytest.raises(FileNotFoundError):
         load_lab_h5(str(tmp_path / "absent.h5"))
     with pytest.raises(FileNotFoundError):
-        load_image(str(tmp_path))
+        load_image(str(tmp_path / "absent.png"))
+
+
+def test_directories_given_as_files_are_named_as_such(files, tmp_path, capsys):
+    """Issue #13: a directory given as a model, data file or image said "does not exist"."""
+    for argv in (
+        ["repair", "--model", tmp_path, "--valid", files["valid.h5"], "--out", tmp_path / "o"],
+        ["repair", "--model", files["model.keras"], "--valid", tmp_path, "--out", tmp_path / "o"],
+        ["evaluate", "--goodnet", files["goodnet"], "--test", tmp_path],
+        ["eval", files["goodnet"], tmp_path],
+    ):
+        assert_cli_error(*cli(capsys, argv)[::2], f"{re.escape(str(tmp_path))} is a directory; expected a file")
+    for load in (load_lab_h5, load_image, load_keras_model):
+        with pytest.raises(IsADirectoryError, match="is a directory; expected a file"):
+            load(str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -507,7 +521,8 @@ def legacy_lambda(tmp_path_factory) -> Path:
 def test_legacy_lambda_model_is_refused_without_unsafe(legacy_lambda, files, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = cli(capsys, ["repair", "--model", legacy_lambda, "--valid", files["valid.h5"], "--out", out])
-    assert_cli_error(code, err, r"Python code \(Lambda\).*safe_mode")
+    line = assert_cli_error(code, err, r"Python code \(Lambda\).*Pass --unsafe only for a file you trust")
+    assert "safe_mode" not in line
     assert not out.exists()
     with pytest.raises(ValueError, match=r"Python code \(Lambda\)") as info:
         load_keras_model(str(legacy_lambda))
@@ -782,11 +797,12 @@ def test_keyboard_interrupt_inside_goodnet_save(files, tmp_path, monkeypatch):
 
     mine = tmp_path / "goodnet"
     mine.mkdir()
+    write_marker(str(mine), "goodnet")  # an earlier save: --force may replace it
     (mine / "mine.txt").write_text("the user's file")
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         goodnet.save(str(mine), overwrite=True)
-    assert os.listdir(tmp_path) == ["goodnet"] and os.listdir(mine) == ["mine.txt"]
+    assert os.listdir(tmp_path) == ["goodnet"] and sorted(os.listdir(mine)) == [MARKER_FILE, "mine.txt"]
     assert (mine / "mine.txt").read_text() == "the user's file"
 
 
@@ -874,6 +890,7 @@ def test_sigterm_mid_write_keeps_the_previous_output(tmp_path):
     model, valid = _big_run_files(tmp_path, 2000)
     out = tmp_path / "out"
     out.mkdir()
+    write_marker(str(out), "repair")  # a previous run's output: --force may replace it
     (out / "mine.txt").write_text("a previous run's results")
     before = {p.name: _digest(p) for p in (model, valid, out)}
     drops = [str(x) for x in range(1, 41)]  # 40 B'(X) and GoodNet(X) to write: a long write phase
@@ -883,5 +900,5 @@ def test_sigterm_mid_write_keeps_the_previous_output(tmp_path):
     _wait_for(lambda: any(name.startswith("goodnet_") for name in _listdir(temporary)), process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130, log.read_text()[-2000:]
-    assert _leftovers(tmp_path) == [] and os.listdir(out) == ["mine.txt"]
+    assert _leftovers(tmp_path) == [] and sorted(os.listdir(out)) == [MARKER_FILE, "mine.txt"]
     assert {p.name: _digest(p) for p in (model, valid, out)} == before
