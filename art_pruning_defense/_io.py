@@ -156,9 +156,9 @@ def check_output_dir(path: object, overwrite: bool = False, inputs: Sequence[obj
         raise ValueError(
             f"{shown} exists and is not a directory; --force replaces only a directory that art-prune wrote."
         )
-    real = os.path.realpath(absolute)
-    if _inside(os.path.realpath(os.getcwd()), real):
-        where = "is the current directory" if real == os.path.realpath(os.getcwd()) else "contains the current directory"
+    real, cwd = os.path.realpath(absolute), os.path.realpath(os.getcwd())
+    if _inside(cwd, real):
+        where = "is the current directory" if real == cwd else "contains the current directory"
         raise ValueError(f"{shown} {where}; --force never replaces it. Choose a new output directory.")
     for item in inputs:
         if item is None:

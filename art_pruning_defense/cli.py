@@ -413,8 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         check_arguments(args)
-        _quiet_libraries(args.verbose)
-        with _locked_out(args):
+        with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
+            _quiet_libraries(args.verbose)
             return int(args.func(args))
     except (ValueError, TypeError, OSError) as error:
         _print_error(getattr(error, "cli_message", error))
