@@ -1256,7 +1256,8 @@ def write_benchmark(
     :param rows: Rows from :func:`run_benchmark`.
     :param out_dir: Directory to create.
     :param command: The command line that produced the rows (printed above the table).
-    :param overwrite: Replace an existing directory (only once the new one is complete).
+    :param overwrite: Replace an existing directory (only one that art-prune wrote; only once the new one is
+                      complete).
     :param title: Title of the table and of the plot.
     :return: The paths written.
     :raises FileExistsError: If ``out_dir`` exists and ``overwrite`` is false.
@@ -1282,7 +1283,7 @@ def write_benchmark(
             "",
         ]
     )
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, kind="benchmark") as tmp:
         write_json(os.path.join(tmp, RESULTS_JSON), rows)
         write_text(os.path.join(tmp, RESULTS_MD), markdown)
         plot_tradeoff(rows, os.path.join(tmp, RESULTS_PNG), title=title)

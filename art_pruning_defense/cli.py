@@ -1,17 +1,28 @@
 """
-The ``art-prune`` command line. Parsing and printing only: the work is done by the package's modules.
+The ``art-prune`` command line. Parsing, checking and printing only: the work is done by the package's modules.
+
+Everything that can be checked without TensorFlow (argument ranges, input paths, ``--out``) is checked before
+TensorFlow is imported, so that ``--help`` and every argument mistake answer at once (target: under a second), with
+one line ``art-prune: error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import os
 import signal
 import sys
-from typing import Sequence
+import warnings
+from typing import Iterator, NoReturn, Sequence
 
-from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS
+from art_pruning_defense._defaults import RECOMMENDED_FINE_TUNE_EPOCHS
+from art_pruning_defense._io import check_output_dir, output_lock
+
+#: Libraries whose log messages are shown only with --verbose (errors always are).
+NOISY_LOGGERS = ("tensorflow", "absl", "keras", "art", "h5py", "matplotlib", "PIL", "numba", "jax")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -126,8 +137,6 @@ def _benchmark(args: argparse.Namespace) -> int:
     if args.defences:
         options["defences"] = args.defences
     config = BenchmarkConfig(**options)
-    if os.path.exists(args.out) and not args.force:
-        raise FileExistsError(f"{args.out} exists; pass --force to replace it.")
     rows = run_benchmark(config, verbose=not args.quiet)
     command = "art-prune " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
     name = "digits" if args.data == "digits" else os.path.basename(args.data)
@@ -140,6 +149,19 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """
+    argparse, with its errors on one line (``art-prune: error: ...``, exit code 2) and no usage text before them.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """
+        :param message: What is wrong with the arguments.
+        """
+        _print_error(message)
+        sys.exit(2)
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsafe", action="store_true", help="allow model files that run code when loaded (Lambda)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -149,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     """
     :return: The argument parser of ``art-prune``.
     """
-    parser = argparse.ArgumentParser(prog="art-prune", description="Fine-pruning backdoor defence for ART.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    parser = _Parser(prog="art-prune", description="Fine-pruning backdoor defence for ART.")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress messages (and TensorFlow's and other libraries' own)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train a BadNet on scikit-learn's digits, repair it, print a table")
@@ -184,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repair.add_argument("--fine-tune-epochs", type=int, default=0, help="fine-pruning epochs (0: pruning only)")
     repair.add_argument("--out", required=True, help="output directory (created; see --force)")
-    repair.add_argument("--force", action="store_true", help="replace an existing output directory")
+    repair.add_argument(
+        "--force", action="store_true", help="replace an existing output directory that an earlier art-prune run wrote"
+    )
     repair.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_options(repair)
     repair.set_defaults(func=_repair)
@@ -219,16 +245,164 @@ def build_parser() -> argparse.ArgumentParser:
         "activation-clustering spectral-signatures neural-cleanse strip",
     )
     bench.add_argument("--out", required=True, help="output directory")
-    bench.add_argument("--force", action="store_true", help="replace an existing output directory")
+    bench.add_argument(
+        "--force", action="store_true", help="replace an existing output directory that an earlier art-prune run wrote"
+    )
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=_benchmark)
     return parser
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Checks made before anything heavy is imported.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_drops(values: Sequence[float]) -> None:
+    for value in values:
+        if not (math.isfinite(value) and 0.0 < value <= 100.0):
+            raise ValueError(f"--drops: each accuracy drop must be in (0, 100] percentage points, got {value:g}.")
+
+
+def _check_int(value: int | None, option: str, minimum: int, name: str | None = None) -> None:
+    if value is not None and value < minimum:
+        what = "a positive integer" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{option}: {name or option.lstrip('-').replace('-', '_')} must be {what}, got {value}.")
+
+
+def _check_input(path: str | None, option: str, what: str) -> None:
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{option}: {what} {path} is a directory; expected a file.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{option}: {what} {path} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{option}: {what} {path} is not a regular file (a FIFO, socket or device?).")
+
+
+def _check_goodnet_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        state = "does not exist" if not os.path.exists(path) else "is not a directory"
+        raise FileNotFoundError(f"{path} is not a saved GoodNet: it {state}.")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """
+    Check what can be checked without TensorFlow: ranges, input files, the output directory.
+
+    :param args: The parsed arguments.
+    :raises ValueError: If a value is out of range or ``--out`` may not be written.
+    :raises FileNotFoundError: If an input file does not exist.
+    :raises IsADirectoryError: If a directory is given where a file is expected.
+    """
+    command = args.command
+    if command in ("demo", "repair"):
+        _check_drops(args.drops)
+        _check_int(args.fine_tune_epochs, "--fine-tune-epochs", 0)
+    if command == "demo":
+        _check_int(args.epochs, "--epochs", 1)
+    if command in ("repair", "evaluate", "eval"):
+        _check_int(args.batch_size, "--batch-size", 1)
+    if command == "repair":
+        _check_int(args.target, "--target", 0, "poisoned_target")
+        if args.target is not None and args.poisoned_valid is None:
+            raise ValueError("--target needs --poisoned-valid.")
+        if args.strategy == "attack_aware" and args.poisoned_valid is None:
+            raise ValueError("--strategy attack_aware needs triggered validation data: give --poisoned-valid.")
+        _check_input(args.model, "--model", "model file")
+        _check_input(args.valid, "--valid", "lab HDF5 file")
+        _check_input(args.poisoned_valid, "--poisoned-valid", "lab HDF5 file")
+        check_output_dir(args.out, overwrite=args.force, inputs=[args.model, args.valid, args.poisoned_valid])
+    elif command == "evaluate":
+        if args.test is None and args.poisoned_test is None:
+            raise ValueError("Nothing to evaluate: give --test, --poisoned-test, or both.")
+        if args.target is not None and args.poisoned_test is None:
+            raise ValueError("--target needs --poisoned-test.")
+        _check_goodnet_dir(args.goodnet)
+        _check_input(args.test, "--test", "lab HDF5 file")
+        _check_input(args.poisoned_test, "--poisoned-test", "lab HDF5 file")
+    elif command == "eval":
+        _check_goodnet_dir(args.goodnet)
+        _check_input(args.image, "image", "image")
+    elif command == "benchmark":
+        if not (math.isfinite(args.poison_rate) and 0.0 < args.poison_rate < 1.0):
+            raise ValueError(f"--poison-rate must be in (0, 1), got {args.poison_rate:g}.")
+        _check_int(args.n_valid, "--n-valid", 1)
+        _check_int(args.epochs, "--epochs", 1)
+        _check_int(args.target, "--target", 0)
+        data = None if args.data == "digits" else args.data
+        _check_input(data, "--data", "npz data file")
+        check_output_dir(args.out, overwrite=args.force, inputs=[data])
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """
+    Keep TensorFlow's, absl's, ART's and other libraries' messages (C++ logs, "PyTorch not found", deprecation
+    warnings) to errors, unless ``--verbose``. Called before TensorFlow is imported.
+    """
+    if verbose:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("tensorflow", "keras", "art", "absl", "h5py", "matplotlib", "google", "numpy"):
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
+    warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
+    if "tensorflow" not in sys.modules:
+        # TensorFlow's C++ side logs to file descriptor 2 while it is imported, before its log level applies.
+        with _stderr_muted():
+            with contextlib.suppress(ImportError):
+                import tensorflow  # noqa: F401
+    with contextlib.suppress(ImportError):
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+@contextlib.contextmanager
+def _stderr_muted() -> Iterator[None]:
+    """
+    Send file descriptor 2 to the null device for the duration (Python's own ``sys.stderr`` is flushed first).
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to mute
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _print_error(message: object) -> None:
+    text = " ".join(str(message).split())
+    print(f"art-prune: error: {text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _locked_out(args: argparse.Namespace) -> Iterator[None]:
+    """
+    Hold the lock on ``--out`` for the whole run, so that a second run to the same directory fails at once.
+    """
+    out = getattr(args, "out", None)
+    if out is None:
+        yield
+    else:
+        with output_lock(out):
+            yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     :param argv: Arguments (default: ``sys.argv[1:]``).
-    :return: Exit code: 0 on success, 2 on bad input.
+    :return: Exit code: 0 on success, 2 on bad input, 130 when interrupted.
     """
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else None
@@ -238,9 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM ends the run like Ctrl-C, so that temporary artefacts are removed on the way out.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return int(args.func(args))
+        check_arguments(args)
+        with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
+            _quiet_libraries(args.verbose)
+            return int(args.func(args))
     except (ValueError, TypeError, OSError) as error:
-        print(f"art-prune: error: {error}", file=sys.stderr)
+        _print_error(getattr(error, "cli_message", error))
+        return 2
+    except RecursionError:
+        _print_error("an input file nests too deeply to be read; refused.")
         return 2
     except KeyboardInterrupt:
         print("art-prune: interrupted; nothing was left half-written", file=sys.stderr)

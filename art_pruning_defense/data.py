@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from art_pruning_defense._h5 import H5_ERRORS, damaged_h5, open_checked_h5
 from art_pruning_defense._io import atomic_file
 
 logger = logging.getLogger(__name__)
@@ -33,17 +34,13 @@ NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_MODES: tuple[str, ...] = ("RGB", "RGBA", "L")
 #: dtype kinds of numbers (integers, floats); not bool, complex, strings or objects.
 NUMERIC_KINDS = "iuf"
-#: What h5py raises on a damaged or truncated file (its errors map onto these builtin exceptions).
-H5_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError)
 
 
 def _damaged(path: str, error: BaseException) -> ValueError:
     """
     :return: The error for an HDF5 file that h5py cannot read.
     """
-    return ValueError(
-        f"{path} is a damaged or truncated HDF5 file; h5py cannot read it ({type(error).__name__}: {error})."
-    )
+    return damaged_h5(path, error)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -51,13 +48,30 @@ def _damaged(path: str, error: BaseException) -> ValueError:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def check_input_file(path: str, what: str) -> str:
+    """
+    :param path: A path that must name an existing file.
+    :param what: What the file is, for the message (``"image"``, ``"lab HDF5 file"``, ...).
+    :return: ``path``.
+    :raises FileNotFoundError: If nothing exists at ``path``.
+    :raises IsADirectoryError: If ``path`` is a directory.
+    :raises ValueError: If ``path`` is something else than a regular file (a FIFO, a device, ...).
+    """
+    label = what[0].upper() + what[1:]
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{label} {path} is a directory; expected a file.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{label} {path} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{label} {path} is not a regular file (a FIFO, socket or device?); expected a file.")
+    return path
+
+
 def _check_path(path: object, what: str) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"The {what} path must be a str or os.PathLike, got {type(path).__name__}.")
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what[0].upper() + what[1:]} {path} does not exist.")
-    return path
+    return check_input_file(path, what)
 
 
 def _open_lab_h5(path: object) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
@@ -72,12 +86,7 @@ def _open_lab_h5(path: object) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
             f"{path} is not an HDF5 file; expected the lab's format (datasets '{LAB_DATA_KEY}' (N, 3, 55, 47) and "
             f"'{LAB_LABEL_KEY}' (N,))."
         )
-    try:
-        f = h5py.File(path, "r")
-    except (PermissionError, FileNotFoundError, IsADirectoryError):
-        raise
-    except H5_ERRORS as error:
-        raise _damaged(path, error) from error
+    f = open_checked_h5(path)  # refuses links, external storage and virtual datasets before reading anything
     try:
         try:
             found = {key: f.get(key) for key in (LAB_DATA_KEY, LAB_LABEL_KEY)}
@@ -85,6 +94,13 @@ def _open_lab_h5(path: object) -> tuple[h5py.File, h5py.Dataset, h5py.Dataset]:
             names = sorted(str(key) for key in f) if missing else []
         except H5_ERRORS as error:
             raise _damaged(path, error) from error
+        groups = [key for key in missing if isinstance(found[key], h5py.Group)]
+        if groups:
+            raise ValueError(
+                f"{path}: {' and '.join(repr(k) for k in groups)} {'is a group' if len(groups) == 1 else 'are groups'}"
+                f", not a dataset; the lab's format holds datasets '{LAB_DATA_KEY}' (N, 3, H, W) and "
+                f"'{LAB_LABEL_KEY}' (N,)."
+            )
         if missing:
             raise ValueError(
                 f"{path} has no dataset {' or '.join(repr(k) for k in missing)}; the lab's format holds "
@@ -149,6 +165,7 @@ def lab_h5_info(path: str) -> tuple[int, tuple[int, int, int]]:
     :param path: A lab HDF5 file.
     :return: ``(n_samples, sample_shape)``, the sample shape channels last, e.g. ``(11547, (55, 47, 3))``.
     :raises FileNotFoundError: If ``path`` does not exist.
+    :raises IsADirectoryError: If ``path`` is a directory.
     :raises ValueError: If the file is not in the lab's format.
     """
     f, data, _ = _open_lab_h5(path)
@@ -168,6 +185,7 @@ def iter_lab_h5(path: str, batch_size: int = 1024) -> Iterator[tuple[np.ndarray,
     :return: An iterator over ``(x, y)``: ``x`` float32 ``(n, H, W, 3)`` channels last, pixel values as stored
              (0..255, not scaled); ``y`` int64 ``(n,)``.
     :raises FileNotFoundError: If ``path`` does not exist.
+    :raises IsADirectoryError: If ``path`` is a directory.
     :raises ValueError: If the file is not in the lab's format, or ``batch_size`` is not a positive integer.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
@@ -186,6 +204,7 @@ def _iterate(
             stop = min(start + batch_size, n)
             try:
                 raw_x, raw_y = data[start:stop], np.asarray(label[start:stop])
+                beyond = _beyond_float32(raw_x)
                 x = np.ascontiguousarray(np.transpose(raw_x, (0, 2, 3, 1)), dtype=np.float32)
             except MemoryError:
                 size = (stop - start) * int(np.prod(data.shape[1:])) * 4 / 2**30
@@ -195,7 +214,26 @@ def _iterate(
                 ) from None
             except H5_ERRORS as error:
                 raise _damaged(path, error) from error
+            if beyond is not None:
+                raise ValueError(
+                    f"{path}: '{LAB_DATA_KEY}' holds {raw_x[beyond].item()!r} (sample {start + int(beyond[0])}), "
+                    f"outside float32's range (±{np.finfo(np.float32).max:.4g}); pixel values are expected in 0..255."
+                )
             yield x, _labels(raw_y, path)
+
+
+def _beyond_float32(raw: np.ndarray) -> tuple[int, ...] | None:
+    """
+    :param raw: A batch as stored.
+    :return: The index of a finite value that float32 cannot hold (it would turn into an infinity when cast), or
+             ``None``.
+    """
+    if raw.dtype.kind != "f" or raw.dtype.itemsize <= 4:
+        return None
+    beyond = np.isfinite(raw) & (np.abs(raw) > float(np.finfo(np.float32).max))
+    if not np.any(beyond):
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(beyond)), raw.shape))
 
 
 def load_lab_h5(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +243,7 @@ def load_lab_h5(path: str) -> tuple[np.ndarray, np.ndarray]:
     :param path: A lab HDF5 file.
     :return: ``(x, y)``: ``x`` float32 ``(N, H, W, 3)`` channels last, 0..255; ``y`` int64 ``(N,)``.
     :raises FileNotFoundError: If ``path`` does not exist.
+    :raises IsADirectoryError: If ``path`` is a directory.
     :raises ValueError: If the file is not in the lab's format.
     """
     n, _ = lab_h5_info(path)
@@ -270,6 +309,7 @@ def load_image(path: str, expected_shape: Sequence[int] | None = LAB_IMAGE_SHAPE
     :param expected_shape: Required ``(height, width, 3)``; ``None`` to accept any size.
     :return: The image, float32, shape ``(1, H, W, 3)``.
     :raises FileNotFoundError: If ``path`` does not exist.
+    :raises IsADirectoryError: If ``path`` is a directory.
     :raises ValueError: If the file is not an image, its mode is not RGB/RGBA/L, or its size is not the expected one.
     """
     path = _check_path(path, "image")
@@ -342,6 +382,7 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     :param path: The ``.npz`` file.
     :return: The four arrays, by name (other arrays in the file are left out).
     :raises FileNotFoundError: If ``path`` does not exist.
+    :raises IsADirectoryError: If ``path`` is a directory.
     :raises ValueError: If the file is not an npz file, lacks one of the keys, or its x and y lengths differ.
     """
     path = _check_path(path, "npz file")

@@ -32,7 +32,7 @@ import numpy as np
 from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
-from art_pruning_defense import _sweep
+from art_pruning_defense import _defaults, _sweep
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
@@ -82,7 +82,7 @@ DEFAULT_FINE_TUNE_AUGMENT = False
 #: Fine-tuning optimizers.
 OPTIMIZERS = ("sgd", "adam")
 #: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
-RECOMMENDED_FINE_TUNE_EPOCHS = 20
+RECOMMENDED_FINE_TUNE_EPOCHS = _defaults.RECOMMENDED_FINE_TUNE_EPOCHS
 
 
 def _same(a: object, b: object) -> bool:

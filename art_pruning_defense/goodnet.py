@@ -21,6 +21,7 @@ from art.preprocessing.standardisation_mean_std.numpy import StandardisationMean
 
 from art_pruning_defense import __version__, _sweep
 from art_pruning_defense._io import atomic_directory
+from art_pruning_defense._limits import read_json_file
 from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
 from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.keras import (
@@ -512,7 +513,10 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         directory ``path``, atomically.
 
         :param path: Directory to create.
-        :param overwrite: Replace an existing directory.
+        :param overwrite: Replace an existing directory: only one that art-prune wrote (it holds the marker file
+                          ``.art-prune-output``), never a symbolic link or the current directory.
+        :raises FileExistsError: If ``path`` exists and ``overwrite`` is false.
+        :raises ValueError: If ``path`` may not be replaced.
         """
         clip = None if self.clip_values is None else np.asarray(self.clip_values).tolist()
         config = {
@@ -525,7 +529,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             "preprocessing": self._preprocessing_config(),
             "metadata": self.metadata,
         }
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        with atomic_directory(path, overwrite=overwrite, kind="goodnet") as tmp:
             save_model(self._bad, os.path.join(tmp, BAD_MODEL_FILE))
             save_model(self._pruned, os.path.join(tmp, PRUNED_MODEL_FILE))
             with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as handle:
@@ -542,11 +546,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         meta_path = os.path.join(path, METADATA_FILE)
         if not os.path.isfile(meta_path):
             raise FileNotFoundError(f"{path} is not a saved GoodNet: {METADATA_FILE} is missing.")
-        with open(meta_path, encoding="utf-8") as handle:
-            try:
-                config = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{meta_path} is not valid JSON: {error}") from None
+        config = read_json_file(meta_path)  # at most 1 MB, nested at most 32 levels
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{meta_path} does not describe a GoodNet (format {FORMAT!r} expected).")
         if config.get("format_version") != FORMAT_VERSION:

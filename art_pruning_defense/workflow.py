@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from art_pruning_defense import reports
-from art_pruning_defense._io import atomic_directory
+from art_pruning_defense._io import atomic_directory, check_output_dir, output_lock
 from art_pruning_defense.data import load_image, load_lab_h5
 from art_pruning_defense.fine_pruning import FinePruning
 from art_pruning_defense.goodnet import GoodNetClassifier
@@ -81,58 +81,63 @@ def repair(
     :param batch_size: Samples per forward pass.
     :param fine_tune_epochs: Fine-pruning epochs (0: pruning only).
     :param strategy: ``"activation"`` or ``"attack_aware"`` (needs the poisoned validation data).
-    :param force: Replace an existing ``out_dir``.
+    :param force: Replace an existing ``out_dir``: only a directory that art-prune wrote (it holds the marker file
+                  ``.art-prune-output``), never one holding the inputs or the current directory.
     :param safe_mode: Refuse model files that would run code.
     :param verbose: Show progress bars.
     :return: The summary and the files written.
+    :raises FileExistsError: If ``out_dir`` exists and ``force`` is false.
+    :raises BlockingIOError: If another run is writing ``out_dir``.
+    :raises ValueError: If ``out_dir`` may not be replaced, or an input is invalid.
     """
     from art.estimators.classification import KerasClassifier
 
     from art_pruning_defense.keras import load_keras_model, save_model
 
-    if os.path.exists(out_dir) and not force:
-        raise FileExistsError(f"{out_dir} exists; pass --force to replace it.")
-    model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
-    classifier = KerasClassifier(model, clip_values=LAB_CLIP_VALUES)
-    defence = FinePruning(
-        classifier,
-        layer_name=layer_name,
-        accuracy_drops=drops,
-        batch_size=batch_size,
-        fine_tune_epochs=fine_tune_epochs,
-        strategy=strategy,
-        verbose=verbose,
-    )
-    x, y = load_lab_h5(valid_path)
-    poisoned_x = poisoned_target = None
-    if poisoned_valid_path is not None:
-        poisoned_x, poisoned_labels = load_lab_h5(poisoned_valid_path)
-        poisoned_target = _load_targets(poisoned_labels, target)
-    elif target is not None:
+    if target is not None and poisoned_valid_path is None:
         raise ValueError("--target needs --poisoned-valid.")
-    defence.fit(x, y, poisoned_x=poisoned_x, poisoned_target=poisoned_target)
-
-    summary = defence.summary()
-    records = [r.as_dict() for r in defence.sweep_]
-    title = f"Pruning {defence.prune_point.layer_name} ({os.path.basename(model_path)})"
-    with atomic_directory(out_dir, overwrite=force) as tmp:
-        for drop in defence.accuracy_drops:
-            tag = drop_tag(drop)
-            save_model(defence.pruned_model(drop), os.path.join(tmp, f"pruned_{tag}.keras"))
-            defence(classifier, accuracy_drop=drop).save(os.path.join(tmp, f"goodnet_{tag}"))
-        if defence.fine_pruned_model_ is not None:
-            save_model(defence.fine_pruned_model(), os.path.join(tmp, "fine_pruned.keras"))
-            defence(classifier).save(os.path.join(tmp, "goodnet_fine_pruned"))
-        reports.write_csv(os.path.join(tmp, "sweep.csv"), records)
-        reports.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
-        table = reports.markdown_table(summary, reports.SUMMARY_COLUMNS)
-        reports.write_text(os.path.join(tmp, "summary.md"), f"# {title}\n\n{table}\n")
-        reports.write_json(
-            os.path.join(tmp, "summary.json"),
-            {"summary": summary, "fine_tune": defence.fine_tune_, "prune_point": vars(defence.prune_point)},
+    inputs = [model_path, valid_path, poisoned_valid_path]
+    check_output_dir(out_dir, overwrite=force, inputs=inputs)  # before the long work, not after it
+    with output_lock(out_dir):  # one run at a time on out_dir, from now until it is written
+        model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
+        classifier = KerasClassifier(model, clip_values=LAB_CLIP_VALUES)
+        defence = FinePruning(
+            classifier,
+            layer_name=layer_name,
+            accuracy_drops=drops,
+            batch_size=batch_size,
+            fine_tune_epochs=fine_tune_epochs,
+            strategy=strategy,
+            verbose=verbose,
         )
-        files = sorted(os.listdir(tmp))
-    return RepairResult(out_dir=out_dir, summary=summary, files=files, fine_tune=defence.fine_tune_)
+        x, y = load_lab_h5(valid_path)
+        poisoned_x = poisoned_target = None
+        if poisoned_valid_path is not None:
+            poisoned_x, poisoned_labels = load_lab_h5(poisoned_valid_path)
+            poisoned_target = _load_targets(poisoned_labels, target)
+        defence.fit(x, y, poisoned_x=poisoned_x, poisoned_target=poisoned_target)
+
+        summary = defence.summary()
+        records = [r.as_dict() for r in defence.sweep_]
+        title = f"Pruning {defence.prune_point.layer_name} ({os.path.basename(model_path)})"
+        with atomic_directory(out_dir, overwrite=force, kind="repair", inputs=inputs) as tmp:
+            for drop in defence.accuracy_drops:
+                tag = drop_tag(drop)
+                save_model(defence.pruned_model(drop), os.path.join(tmp, f"pruned_{tag}.keras"))
+                defence(classifier, accuracy_drop=drop).save(os.path.join(tmp, f"goodnet_{tag}"))
+            if defence.fine_pruned_model_ is not None:
+                save_model(defence.fine_pruned_model(), os.path.join(tmp, "fine_pruned.keras"))
+                defence(classifier).save(os.path.join(tmp, "goodnet_fine_pruned"))
+            reports.write_csv(os.path.join(tmp, "sweep.csv"), records)
+            reports.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
+            table = reports.markdown_table(summary, reports.SUMMARY_COLUMNS)
+            reports.write_text(os.path.join(tmp, "summary.md"), f"# {title}\n\n{table}\n")
+            reports.write_json(
+                os.path.join(tmp, "summary.json"),
+                {"summary": summary, "fine_tune": defence.fine_tune_, "prune_point": vars(defence.prune_point)},
+            )
+            files = sorted(os.listdir(tmp))
+        return RepairResult(out_dir=out_dir, summary=summary, files=files, fine_tune=defence.fine_tune_)
 
 
 def evaluate(

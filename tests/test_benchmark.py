@@ -99,7 +99,7 @@ def test_write_benchmark_files(smoke_rows, tmp_path):
     out = tmp_path / "bench"
     command = "art-prune benchmark --data digits --epochs 12 --out bench"
     written = bench.write_benchmark(smoke_rows, str(out), command)
-    assert sorted(os.listdir(out)) == ["results.json", "results.md", "results.png"]
+    assert sorted(os.listdir(out)) == [".art-prune-output", "results.json", "results.md", "results.png"]
     assert sorted(map(os.path.basename, written)) == ["results.json", "results.md", "results.png"]
     assert json.loads((out / "results.json").read_text()) == smoke_rows
     markdown = (out / "results.md").read_text()
@@ -276,7 +276,7 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
         "strip",
     ]
     assert main(argv) == 0
-    assert sorted(os.listdir(out)) == ["results.json", "results.md", "results.png"]
+    assert sorted(os.listdir(out)) == [".art-prune-output", "results.json", "results.md", "results.png"]
     rows = {row["defence"]: row for row in json.loads((out / "results.json").read_text())}
     assert {"no defence", "fine-pruning", "attack-aware pruning", "attack-aware fine-pruning", "STRIP"} <= set(rows)
     for row in rows.values():

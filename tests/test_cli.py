@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from art_pruning_defense._io import MARKER_FILE
 from art_pruning_defense.cli import main
 from art_pruning_defense.data import write_lab_h5
 from art_pruning_defense.keras import mnist_cnn
@@ -60,7 +61,7 @@ def test_repair_evaluate_eval_on_the_real_badnet(lab_files, capsys):
     assert main(args + ["--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "| X (points) | channels pruned |" in printed
-    expected = {"sweep.csv", "sweep.png", "summary.md", "summary.json"}
+    expected = {"sweep.csv", "sweep.png", "summary.md", "summary.json", MARKER_FILE}
     for tag in ("x2", "x4", "x10", "x20"):
         expected |= {f"pruned_{tag}.keras", f"goodnet_{tag}"}
     assert set(os.listdir(out)) == expected
@@ -143,3 +144,98 @@ def test_lab_example_prints_the_lab_table(lab_files, tmp_path):
     lines = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| X (points) | channels pruned | B' clean % |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["2.00", "4.00", "10.00", "20.00"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fast, one-line answers: nothing heavy is imported before the arguments are checked.
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: The target is 1 s; the tests allow 2 s for a loaded CI machine.
+FAST_SECONDS = 2.0
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_cli(*argv: str, cwd: str | None = None) -> tuple[int, str, str, float]:
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": REPOSITORY}
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "art_pruning_defense.cli", *argv], capture_output=True, text=True, env=env, cwd=cwd,
+        timeout=120,
+    )
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - start
+
+
+def test_help_is_fast_and_quiet():
+    code, out, err, seconds = _run_cli("--help")
+    assert code == 0 and "art-prune" in out and err == ""
+    assert seconds <= FAST_SECONDS, f"art-prune --help took {seconds:.2f} s"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["repair", "--model", "m.keras"], "the following arguments are required: --valid, --out"),
+        (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--drops", "0"], r"in \(0, 100\]"),
+        (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--batch-size", "0"], "batch_size must"),
+        (["repair", "--model", "absent.keras", "--valid", "v.h5", "--out", "o"], "absent.keras does not exist"),
+        (["demo", "--epochs", "0"], "epochs must be a positive integer"),
+        (["demo", "--drops", "nan"], r"in \(0, 100\]"),
+        (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be >= 0"),
+        (["benchmark", "--out", "o", "--poison-rate", "1"], r"--poison-rate must be in \(0, 1\)"),
+        (["benchmark", "--out", "o", "--n-valid", "0"], "n_valid must be a positive integer"),
+        (["benchmark", "--out", "missing/o"], "parent directory .* does not exist"),
+        (["benchmark", "--out", "o", "--data", "."], r"--data: npz data file \. is a directory"),
+        (["eval", "goodnet", "image.png", "--bogus"], "unrecognized arguments: --bogus"),
+        (["nonsense"], "invalid choice"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_argument_mistakes_are_fast_and_one_line(argv, message, tmp_path):
+    import re
+
+    code, out, err, seconds = _run_cli(*argv, cwd=str(tmp_path))
+    lines = err.splitlines()
+    assert code == 2 and out == "", (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("art-prune: error: "), err
+    assert re.search(message, lines[0]), lines[0]
+    assert seconds <= FAST_SECONDS, f"{argv} took {seconds:.2f} s"
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_command_line_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, art_pruning_defense, art_pruning_defense.cli; print(sorted(m for m in ('tensorflow', 'keras', "
+    code += "'art', 'h5py') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY},
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_package_imports_its_classes_lazily():
+    import art_pruning_defense
+
+    assert art_pruning_defense.__version__ and set(art_pruning_defense.__all__) >= {"FinePruning", "GoodNetClassifier"}
+    assert art_pruning_defense.FinePruning.__name__ == "FinePruning"
+    assert art_pruning_defense.SweepStep.__name__ == "SweepStep"
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        art_pruning_defense.Nope  # noqa: B018
+
+
+def test_a_normal_run_prints_no_library_noise(tmp_path):
+    """A real run (model loaded, TensorFlow imported) that fails on its data: one line, no TensorFlow/ART noise."""
+    keras.utils.set_random_seed(0)
+    mnist_cnn((12, 10, 3), 4).save(tmp_path / "model.keras")
+    (tmp_path / "valid.h5").write_bytes(b"not hdf5")
+    code, _, err, _ = _run_cli(
+        "repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
+        "--out", str(tmp_path / "out"),
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and "not an HDF5 file" in err, err

@@ -67,7 +67,7 @@ def test_save_load_round_trip(tiny_classifier, tiny_data, tmp_path):
     goodnet = defence(tiny_classifier)
     path = tmp_path / "goodnet_x4"
     goodnet.save(str(path))
-    assert sorted(os.listdir(path)) == ["bad_model.keras", "goodnet.json", "pruned_model.keras"]
+    assert sorted(os.listdir(path)) == [".art-prune-output", "bad_model.keras", "goodnet.json", "pruned_model.keras"]
     assert sorted(os.listdir(tmp_path)) == ["goodnet_x4"]  # no temporary left behind
     again = GoodNetClassifier.load(str(path))
     np.testing.assert_array_equal(again.predict(x), goodnet.predict(x))

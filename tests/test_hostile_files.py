@@ -40,8 +40,9 @@ from PIL import Image
 from test_properties import ExampleCounter, _settings, assert_documented
 
 from art_pruning_defense import FinePruning, GoodNetClassifier
+from art_pruning_defense._io import MARKER_FILE, write_marker
 from art_pruning_defense.cli import main
-from art_pruning_defense.data import iter_lab_h5, load_image, load_lab_h5, write_lab_h5
+from art_pruning_defense.data import iter_lab_h5, lab_h5_info, load_image, load_lab_h5, write_lab_h5
 from art_pruning_defense.keras import build_deepid, load_keras_model, mnist_cnn
 
 N_CLASSES = 4
@@ -193,7 +194,7 @@ BROKEN_DATA = [
         lambda p: _write_raw_h5(
             p, data=np.where(np.arange(1200).reshape(4, 3, 10, 10) == 7, 1e300, 1.0), label=np.zeros(4)
         ),
-        "NaN or infinite",
+        r"holds 1e\+300 \(sample 0\), outside float32's range",
     ),
 ]
 
@@ -236,7 +237,7 @@ def test_broken_data_file(files, tmp_path, capsys, name, write, message):
         (["--layer", "nope"], "Unknown layer_name 'nope'"),
         (["--target", "3"], "--target needs --poisoned-valid"),
         (["--poisoned-valid", "{valid}", "--target", "9"], r"poisoned_target must be a class in \[0, 4\)"),
-        (["--poisoned-valid", "{valid}", "--target", "-1"], r"poisoned_target must be a class in \[0, 4\)"),
+        (["--poisoned-valid", "{valid}", "--target", "-1"], "poisoned_target must be >= 0"),
         (["--strategy", "attack_aware"], "needs triggered validation data"),
     ],
 )
@@ -252,14 +253,27 @@ def test_missing_paths(files, tmp_path, capsys):
     for argv in (
         ["repair", "--model", tmp_path / "absent.keras", "--valid", files["valid.h5"], "--out", tmp_path / "o"],
         ["repair", "--model", files["model.keras"], "--valid", tmp_path / "absent.h5", "--out", tmp_path / "o"],
-        ["repair", "--model", files["model.keras"], "--valid", tmp_path, "--out", tmp_path / "o"],
         ["eval", files["goodnet"], tmp_path / "absent.png"],
     ):
         assert_cli_error(*cli(capsys, argv)[::2], "does not exist")
     with pytest.raises(FileNotFoundError):
         load_lab_h5(str(tmp_path / "absent.h5"))
     with pytest.raises(FileNotFoundError):
-        load_image(str(tmp_path))
+        load_image(str(tmp_path / "absent.png"))
+
+
+def test_directories_given_as_files_are_named_as_such(files, tmp_path, capsys):
+    """Issue #13: a directory given as a model, data file or image said "does not exist"."""
+    for argv in (
+        ["repair", "--model", tmp_path, "--valid", files["valid.h5"], "--out", tmp_path / "o"],
+        ["repair", "--model", files["model.keras"], "--valid", tmp_path, "--out", tmp_path / "o"],
+        ["evaluate", "--goodnet", files["goodnet"], "--test", tmp_path],
+        ["eval", files["goodnet"], tmp_path],
+    ):
+        assert_cli_error(*cli(capsys, argv)[::2], f"{re.escape(str(tmp_path))} is a directory; expected a file")
+    for load in (load_lab_h5, load_image, load_keras_model):
+        with pytest.raises(IsADirectoryError, match="is a directory; expected a file"):
+            load(str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -506,7 +520,8 @@ def legacy_lambda(tmp_path_factory) -> Path:
 def test_legacy_lambda_model_is_refused_without_unsafe(legacy_lambda, files, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = cli(capsys, ["repair", "--model", legacy_lambda, "--valid", files["valid.h5"], "--out", out])
-    assert_cli_error(code, err, r"Python code \(Lambda\).*safe_mode")
+    line = assert_cli_error(code, err, r"Python code \(Lambda\).*Pass --unsafe only for a file you trust")
+    assert "safe_mode" not in line
     assert not out.exists()
     with pytest.raises(ValueError, match=r"Python code \(Lambda\)") as info:
         load_keras_model(str(legacy_lambda))
@@ -781,11 +796,12 @@ def test_keyboard_interrupt_inside_goodnet_save(files, tmp_path, monkeypatch):
 
     mine = tmp_path / "goodnet"
     mine.mkdir()
+    write_marker(str(mine), "goodnet")  # an earlier save: --force may replace it
     (mine / "mine.txt").write_text("the user's file")
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         goodnet.save(str(mine), overwrite=True)
-    assert os.listdir(tmp_path) == ["goodnet"] and os.listdir(mine) == ["mine.txt"]
+    assert os.listdir(tmp_path) == ["goodnet"] and sorted(os.listdir(mine)) == [MARKER_FILE, "mine.txt"]
     assert (mine / "mine.txt").read_text() == "the user's file"
 
 
@@ -873,6 +889,7 @@ def test_sigterm_mid_write_keeps_the_previous_output(tmp_path):
     model, valid = _big_run_files(tmp_path, 2000)
     out = tmp_path / "out"
     out.mkdir()
+    write_marker(str(out), "repair")  # a previous run's output: --force may replace it
     (out / "mine.txt").write_text("a previous run's results")
     before = {p.name: _digest(p) for p in (model, valid, out)}
     drops = [str(x) for x in range(1, 41)]  # 40 B'(X) and GoodNet(X) to write: a long write phase
@@ -882,5 +899,211 @@ def test_sigterm_mid_write_keeps_the_previous_output(tmp_path):
     _wait_for(lambda: any(name.startswith("goodnet_") for name in _listdir(temporary)), process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130, log.read_text()[-2000:]
-    assert _leftovers(tmp_path) == [] and os.listdir(out) == ["mine.txt"]
+    assert _leftovers(tmp_path) == [] and sorted(os.listdir(out)) == [MARKER_FILE, "mine.txt"]
     assert {p.name: _digest(p) for p in (model, valid, out)} == before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# HDF5 files that read other files (issue #13): external storage, external and soft links, virtual datasets.
+# ---------------------------------------------------------------------------------------------------------------------
+
+SECRET = b"root:x:0:0:root:/root:/bin/bash\n" * 200
+
+
+def _hostile_h5(kind: str, path: Path, member: str = "data", value: np.ndarray | None = None) -> Path:
+    """A lab h5 (or, with ``member``/``value``, any h5) whose ``member`` reads something outside the file."""
+    value = _images(4) if value is None else value
+    with h5py.File(path, "a") as f:
+        if member == "data" and "label" not in f:
+            f.create_dataset("label", data=np.zeros(4))
+        if member in f:
+            del f[member]
+        if kind == "external storage":
+            secret = path.parent / "secret.txt"
+            secret.write_bytes(SECRET)
+            f.create_dataset(member, shape=value.shape, dtype=value.dtype, external=[(str(secret), 0, value.nbytes)])
+        elif kind == "external link":
+            other = path.parent / "other.h5"
+            with h5py.File(other, "w") as g:
+                g.create_dataset("x", data=value)
+            f[member] = h5py.ExternalLink(str(other), "/x")
+        elif kind == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=value.shape, dtype=value.dtype)
+            layout[...] = h5py.VirtualSource(str(path.parent / "missing.h5"), "x", shape=value.shape)
+            f.create_virtual_dataset(member, layout, fillvalue=0)
+        elif kind == "soft link":
+            f.create_dataset("hidden", data=value)
+            f[member] = h5py.SoftLink("/hidden")
+        else:
+            raise AssertionError(kind)
+    return path
+
+
+HOSTILE_H5 = [
+    ("external storage", r"dataset 'data' stores its data in external file\(s\) \(.*secret\.txt\)"),
+    ("external link", r"'data' is an external link"),
+    ("virtual dataset", r"dataset 'data' is a virtual dataset"),
+    ("soft link", r"'data' is a soft link"),
+]
+
+
+@pytest.mark.parametrize("kind, message", HOSTILE_H5, ids=[case[0] for case in HOSTILE_H5])
+def test_lab_h5_reading_other_files_is_refused(files, tmp_path, capsys, kind, message):
+    path = _hostile_h5(kind, tmp_path / "valid.h5")
+    for load in (load_lab_h5, lambda p: iter_lab_h5(p, batch_size=2), lab_h5_info):
+        with pytest.raises(ValueError, match=message) as info:
+            load(str(path))
+        assert_documented(info.value, ValueError)
+        assert "has no dataset" not in str(info.value)
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, ["repair", "--model", files["model.keras"], "--valid", path, "--out", out, "--quiet"])
+    assert_cli_error(code, err, message)
+    assert_cli_error(*cli(capsys, ["evaluate", "--goodnet", files["goodnet"], "--test", path])[::2], message)
+    assert not out.exists()
+
+
+def test_external_storage_on_a_fifo_does_not_hang(tmp_path):
+    """External storage pointing at a FIFO that nobody writes: refused before anything is read, not a hang."""
+    path = _hostile_h5("external storage", tmp_path / "valid.h5")
+    (tmp_path / "secret.txt").unlink()
+    os.mkfifo(tmp_path / "secret.txt")
+    script = "import sys\nfrom art_pruning_defense.data import load_lab_h5\nload_lab_h5(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 1 and "stores its data in external file(s)" in done.stderr, done.stderr[-2000:]
+
+
+def test_soft_link_to_a_group_and_a_real_absence_are_told_apart(tmp_path):
+    path = _write_raw_h5(tmp_path / "grouped.h5", label=np.zeros(4))
+    with h5py.File(path, "a") as f:
+        f.create_group("data")
+    with pytest.raises(ValueError, match="'data' is a group, not a dataset"):
+        load_lab_h5(str(path))
+    with pytest.raises(ValueError, match="has no dataset 'data'"):
+        load_lab_h5(str(_write_raw_h5(tmp_path / "none.h5", label=np.zeros(4))))
+
+
+@pytest.mark.parametrize("kind, message", HOSTILE_H5, ids=[case[0] for case in HOSTILE_H5])
+def test_legacy_weights_reading_other_files_are_refused(files, tmp_path, capsys, kind, message):
+    path = tmp_path / "weights.h5"
+    shutil.copy(files["deepid_weights.h5"], path)
+    with h5py.File(path, "r") as f:
+        bias = np.asarray(f["output/output/bias:0"])
+    _hostile_h5(kind, path, member="output/output/bias:0", value=bias)
+    message = message.replace("'data'", "'output/output/bias:0'")
+    with pytest.raises(ValueError, match=message) as info:
+        load_keras_model(str(path), arch="deepid")
+    assert_documented(info.value, ValueError)
+    out = tmp_path / "out"
+    code, _, err = cli(
+        capsys, ["repair", "--model", path, "--arch", "deepid", "--valid", files["valid.h5"], "--out", out, "--quiet"]
+    )
+    assert_cli_error(code, err, message)
+
+
+@pytest.mark.parametrize("kind, message", HOSTILE_H5, ids=[case[0] for case in HOSTILE_H5])
+def test_legacy_models_reading_other_files_are_refused_before_keras_reads_them(files, tmp_path, capsys, kind, message):
+    """A file with a ``model_config`` goes to ``keras.models.load_model``: it is checked before."""
+    path = tmp_path / "model.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"layers": []}})
+        f.create_group("model_weights")
+    _hostile_h5(kind, path, member="model_weights/extra", value=np.zeros(4, np.float32))
+    message = message.replace("'data'", "'model_weights/extra'")
+    with pytest.raises(ValueError, match=message) as info:
+        load_keras_model(str(path))
+    assert_documented(info.value, ValueError)
+    code, _, err = cli(capsys, ["repair", "--model", path, "--valid", files["valid.h5"], "--out", tmp_path / "o"])
+    assert_cli_error(code, err, message)
+
+
+def test_keras_file_whose_weights_read_other_files_is_refused(files, tmp_path):
+    members = _keras_members(files)
+    weights = tmp_path / "model.weights.h5"
+    weights.write_bytes(members["model.weights.h5"])
+    with h5py.File(weights, "a") as f:
+        f["leak"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")
+    path = _zip(tmp_path / "linked.keras", {**members, "model.weights.h5": weights.read_bytes()})
+    with pytest.raises(ValueError, match=r"model\.weights\.h5: 'leak' is an external link") as info:
+        load_keras_model(str(path))
+    assert_documented(info.value, ValueError)
+    with pytest.raises(ValueError, match="'leak' is an external link"):
+        GoodNetClassifier.load(str(_goodnet_with(files, tmp_path, "bad_model.keras", path.read_bytes())))
+
+
+def _goodnet_with(files: dict[str, Path], tmp_path: Path, member: str, content: bytes) -> Path:
+    goodnet = _goodnet_copy(files, tmp_path)
+    (goodnet / member).write_bytes(content)
+    return goodnet
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bounded reads (issue #13): huge declared layers, deep JSON, zip bombs.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _huge_dense_keras(files: dict[str, Path], tmp_path: Path) -> Path:
+    members = _keras_members(files)
+    config = json.loads(members["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["units"] = 10**7
+    return _zip(tmp_path / "huge.keras", {**members, "config.json": json.dumps(config).encode()})
+
+
+def test_keras_file_declaring_a_huge_layer_is_refused_before_building(files, tmp_path, capsys):
+    path = _huge_dense_keras(files, tmp_path)
+    assert path.stat().st_size < 40_000
+    with pytest.raises(ValueError, match=r"declares layers with [\d,]+ weights") as info:
+        load_keras_model(str(path))
+    assert_documented(info.value, ValueError)
+    code, _, err = cli(capsys, ["repair", "--model", path, "--valid", files["valid.h5"], "--out", tmp_path / "o"])
+    assert_cli_error(code, err, "declares layers with")
+    goodnet = _goodnet_with(files, tmp_path, "pruned_model.keras", path.read_bytes())
+    assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "declares layers with")
+
+
+def test_zip_bomb_is_refused_before_inflating(files, tmp_path, capsys):
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in _keras_members(files).items():
+            archive.writestr(name, content)
+        with archive.open("assets/padding.bin", "w") as handle:
+            chunk = bytes(2**20)
+            for _ in range(100):  # 100 MiB of zeros in about 100 KB
+                handle.write(chunk)
+    assert path.stat().st_size < 2**20
+    with pytest.raises(ValueError, match="would unpack to") as info:
+        load_keras_model(str(path))
+    assert_documented(info.value, ValueError)
+    assert_cli_error(
+        *cli(capsys, ["repair", "--model", path, "--valid", files["valid.h5"], "--out", tmp_path / "o"])[::2],
+        "a zip bomb",
+    )
+
+
+def test_deeply_nested_json_is_refused(files, tmp_path, capsys):
+    goodnet = _goodnet_copy(files, tmp_path)
+    (goodnet / "goodnet.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="nests 200000 levels deep") as info:
+        GoodNetClassifier.load(str(goodnet))
+    assert_documented(info.value, ValueError)
+    assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "nests 200000 levels deep")
+    (goodnet / "goodnet.json").write_text(json.dumps({"format": "x", "padding": "x" * 2**20}))
+    assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "more than the 1,048,576 accepted")
+    members = _keras_members(files)
+    nested = _zip(tmp_path / "nested.keras", {**members, "config.json": b"[" * 100_000 + b"]" * 100_000})
+    with pytest.raises(ValueError, match="nests 100000 levels deep") as info:
+        load_keras_model(str(nested))
+    assert_documented(info.value, ValueError)
+
+
+def test_keras_lambda_refusal_names_unsafe_on_the_command_line(files, tmp_path, capsys):
+    code, _, err = cli(
+        capsys, ["repair", "--model", files["lambda.keras"], "--valid", files["valid.h5"], "--out", tmp_path / "o"]
+    )
+    line = assert_cli_error(code, err, r"Python code \(Lambda\).*--unsafe")
+    assert "safe_mode" not in line
+    with pytest.raises(ValueError, match=r"Python code \(Lambda\).*safe_mode=False"):
+        load_keras_model(str(files["lambda.keras"]))

@@ -13,7 +13,6 @@ The inputs are RGB images of 55×47 pixels, channels last, with pixel values in 
 """
 from __future__ import annotations
 
-import json
 import logging
 import numbers
 import os
@@ -26,6 +25,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import h5py  # noqa: E402
 import keras  # noqa: E402
+
+from art_pruning_defense._h5 import open_checked_h5, unpacked_bound  # noqa: E402
+from art_pruning_defense._limits import (  # noqa: E402
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    check_keras_archive,
+    check_model_config,
+    loads_bounded,
+)
+from art_pruning_defense.data import check_input_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +60,6 @@ DEEPID_LAYER_NAMES: tuple[str, ...] = (
     "activation_1",
     "output",
 )
-#: Layer classes whose configuration holds Python code; refused in legacy files unless ``safe_mode=False``.
-CODE_LAYERS: frozenset[str] = frozenset({"Lambda"})
 
 
 def build_deepid(
@@ -171,12 +178,12 @@ def _load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True
     path = os.fspath(path)
     if arch is not None and arch not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {arch!r}; known architectures: {', '.join(sorted(ARCHITECTURES))}.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file {path} does not exist.")
+    check_input_file(path, "model file")
     lower = path.lower()
     if lower.endswith(".keras"):
         if arch is not None:
             logger.info("%s holds a whole model; arch=%r is ignored.", path, arch)
+        check_keras_archive(path, safe_mode=safe_mode)
         return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     if not lower.endswith((".h5", ".hdf5")):
         raise ValueError(
@@ -184,6 +191,7 @@ def _load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True
             f"(with --arch), got a file ending in {os.path.splitext(path)[1] or '(no extension)'!r}."
         )
     with _open_h5(path) as f:
+        stored = f.id.get_filesize()
         config = f.attrs.get("model_config")
         if config is None:
             weights_only = _is_keras3_weights(f) or "layer_names" in f.attrs
@@ -204,16 +212,15 @@ def _load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True
         return ARCHITECTURES[arch](path, n_classes)
     if arch is not None:
         logger.info("%s holds a whole model; arch=%r is ignored.", path, arch)
-    try:
-        parsed = json.loads(config)
-    except (TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} has a 'model_config' attribute that is not valid JSON: {error}.") from error
-    code_layers = sorted(set(_code_layers(parsed)))
-    if code_layers and safe_mode:
+    if not isinstance(config, str):
+        raise ValueError(f"{path} has a 'model_config' attribute that is not JSON text ({type(config).__name__}).")
+    if len(config) > MAX_CONFIG_BYTES:
         raise ValueError(
-            f"{path} holds layer(s) with Python code ({', '.join(code_layers)}), which could run anything when "
-            f"loaded; refused with safe_mode=True. Pass safe_mode=False only for a file you trust."
+            f"{path} has a 'model_config' attribute of {len(config):,} characters, more than the {MAX_CONFIG_BYTES:,} "
+            f"accepted; refused."
         )
+    parsed = loads_bounded(config, f"{path}: its 'model_config' attribute", MAX_CONFIG_DEPTH)
+    check_model_config(parsed, path, safe_mode, stored)
     return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
 
 
@@ -232,16 +239,17 @@ def _open_h5(path: str) -> h5py.File:
     """
     :return: The HDF5 file, open for reading.
     :raises FileNotFoundError: If ``path`` does not exist.
-    :raises ValueError: If it is not an HDF5 file.
+    :raises IsADirectoryError: If ``path`` is a directory.
+    :raises ValueError: If it is not an HDF5 file, or holds links, external storage or virtual datasets.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path (str), got {type(path).__name__}.")
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Weights file {path} does not exist.")
+    check_input_file(path, "weights file")
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path} is not an HDF5 file; expected Keras weights saved as .h5.")
-    return h5py.File(path, "r")
+    # Refuses links, external storage and virtual datasets, and datasets declaring far more than the file holds.
+    return open_checked_h5(path, max_bytes=unpacked_bound(path))
 
 
 def _is_keras3_weights(f: h5py.File) -> bool:
@@ -387,20 +395,6 @@ def _n_classes_in_file(f: h5py.File, path: str) -> int:
     if not names:
         raise ValueError(f"{path} has no weights for layer 'output'; it is not a DeepID weights file.")
     return int(group["output"][names[-1]].shape[-1])
-
-
-def _code_layers(config: Any) -> Iterator[str]:
-    """
-    :return: The class names of layers that hold Python code, anywhere in a (nested) model configuration.
-    """
-    if isinstance(config, dict):
-        if config.get("class_name") in CODE_LAYERS:
-            yield str(config["class_name"])
-        for value in config.values():
-            yield from _code_layers(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _code_layers(value)
 
 
 #: Loaders of weights-only files by architecture name: ``loader(path, n_classes)``.

@@ -30,6 +30,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from art_pruning_defense._io import atomic_file  # noqa: E402
+from art_pruning_defense._limits import check_keras_archive  # noqa: E402
+from art_pruning_defense.data import check_input_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -642,14 +644,19 @@ def save_model(model: keras.Model, path: str) -> None:
 def model_file_errors(path: str) -> Iterator[None]:
     """
     Turn what a damaged or hostile model file makes Keras, zipfile or h5py raise into one ``ValueError`` naming the
-    file (``ValueError``, ``TypeError`` of our own and ``FileNotFoundError`` pass through unchanged).
+    file (``ValueError``, ``TypeError`` of our own, ``FileNotFoundError`` and ``IsADirectoryError`` pass through
+    unchanged; running out of memory while building becomes a ``ValueError`` too).
 
     :param path: The model file being read.
     """
     try:
         yield
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise
+    except (MemoryError, tf.errors.ResourceExhaustedError) as error:
+        raise ValueError(
+            f"{path} declares a model too large to build in memory ({type(error).__name__}); refused."
+        ) from None
     except (
         zipfile.BadZipFile,
         KeyError,
@@ -682,12 +689,15 @@ def load_model(path: str, safe_mode: bool = True) -> keras.Model:
     :param path: A ``.keras`` file.
     :param safe_mode: Refuse to deserialise code (Lambda layers and the like).
     :return: The model, uncompiled.
-    :raises ValueError: If the file is not a valid ``.keras`` model.
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises IsADirectoryError: If ``path`` is a directory.
+    :raises ValueError: If the file is not a valid ``.keras`` model, holds code (with ``safe_mode``), or declares
+                        more than it may unpack to.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Model file {path} does not exist.")
+    check_input_file(path, "model file")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a valid .keras model file (not a zip archive).")
+    check_keras_archive(path, safe_mode=safe_mode)  # sizes, nesting, code and weights, before Keras reads it
     with model_file_errors(path):
         model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     if not isinstance(model, keras.Model):
