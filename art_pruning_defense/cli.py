@@ -18,7 +18,7 @@ import sys
 import warnings
 from typing import Iterator, NoReturn, Sequence
 
-from art_pruning_defense._defaults import RECOMMENDED_FINE_TUNE_EPOCHS
+from art_pruning_defense._defaults import ARCH_NAMES, RECOMMENDED_FINE_TUNE_EPOCHS
 from art_pruning_defense._io import check_output_dir, output_lock
 
 #: Libraries whose log messages are shown only with --verbose (errors always are).
@@ -133,6 +133,10 @@ def _benchmark(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "n_valid": args.n_valid,
         "epochs": args.epochs,
+        "arch": args.arch,
+        "model": args.model,
+        "augment": args.augment,
+        "flip": not args.no_flip,
     }
     if args.defences:
         options["defences"] = args.defences
@@ -237,7 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--target", type=int, default=0)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--n-valid", type=int, help="defender's clean split (default 300 for digits, else 5000)")
-    bench.add_argument("--epochs", type=int, help="training epochs (default 30 for digits, else 3)")
+    bench.add_argument(
+        "--arch",
+        choices=ARCH_NAMES,
+        default=ARCH_NAMES[0],
+        help="the BadNet's architecture (default small-cnn, the CNN of ART's poisoning examples)",
+    )
+    bench.add_argument("--model", help="instead of --arch: a .keras model whose architecture is trained from scratch")
+    bench.add_argument(
+        "--epochs", type=int, help="training epochs (default: 30 on digits, else the architecture's: 3 or 25)"
+    )
+    bench.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train on random crops (4-pixel padding) and flips (default: on for colour images)",
+    )
+    bench.add_argument("--no-flip", action="store_true", help="no horizontal flips when augmenting")
     bench.add_argument(
         "--defences",
         nargs="+",
@@ -333,7 +353,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_int(args.target, "--target", 0)
         data = None if args.data == "digits" else args.data
         _check_input(data, "--data", "npz data file")
-        check_output_dir(args.out, overwrite=args.force, inputs=[data])
+        if args.model is not None:
+            if args.arch != ARCH_NAMES[0]:
+                raise ValueError("Give --arch or --model, not both.")
+            if not args.model.endswith(".keras"):
+                raise ValueError(f"--model must be a .keras file, got {args.model}.")
+        _check_input(args.model, "--model", "model file")
+        check_output_dir(args.out, overwrite=args.force, inputs=[data, args.model])
 
 
 def _quiet_libraries(verbose: bool) -> None:

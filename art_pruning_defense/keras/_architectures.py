@@ -23,6 +23,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from art_pruning_defense._defaults import ARCH_NAMES
+
 logger = logging.getLogger(__name__)
 
 #: He et al.'s weight decay for the CIFAR ResNets (also used for VGG-BN).
@@ -181,6 +183,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet20": Architecture(resnet20, Recipe("sgd", 0.1, 25, 128)),
     "vgg11-bn": Architecture(vgg11_bn, Recipe("sgd", 0.05, 25, 128)),
 }
+
+
+assert tuple(ARCHITECTURES) == ARCH_NAMES, "keep _defaults.ARCH_NAMES in step with ARCHITECTURES"
 
 
 def architecture_names() -> tuple[str, ...]:
