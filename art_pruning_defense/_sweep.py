@@ -402,34 +402,49 @@ def attack_success_rate(predicted: np.ndarray, target: np.ndarray | int) -> floa
     return float(percent(np.count_nonzero(predicted == np.asarray(target)), len(predicted)))
 
 
-def goodnet_labels(bad_labels: np.ndarray, pruned_labels: np.ndarray, n_classes: int) -> np.ndarray:
+def goodnet_labels(
+    bad_labels: np.ndarray, pruned_labels: np.ndarray, n_classes: int, flagged: np.ndarray | None = None
+) -> np.ndarray:
     """
     :param bad_labels: Labels predicted by B.
     :param pruned_labels: Labels predicted by B'.
     :param n_classes: N, the number of classes of B.
-    :return: The shared label where B and B' agree, N ("poisoned input") where they differ.
+    :param flagged: The inputs to flag (a calibrated GoodNet's ``score > threshold``); default: those on which B and
+           B' differ.
+    :return: B's label where an input is not flagged, N ("poisoned input") where it is (by default: the shared
+             label where B and B' agree, N where they differ).
     """
     bad_labels = np.asarray(bad_labels)
-    return np.where(bad_labels == np.asarray(pruned_labels), bad_labels, n_classes)
+    keep = bad_labels == np.asarray(pruned_labels) if flagged is None else ~np.asarray(flagged, dtype=bool)
+    return np.where(keep, bad_labels, n_classes)
 
 
 def goodnet_scores(
-    bad_scores: np.ndarray, pruned_labels: np.ndarray, bad_labels: np.ndarray | None = None, abstain: bool = False
+    bad_scores: np.ndarray,
+    pruned_labels: np.ndarray,
+    bad_labels: np.ndarray | None = None,
+    abstain: bool = False,
+    flagged: np.ndarray | None = None,
 ) -> np.ndarray:
     """
     :param bad_scores: B's scores, shape ``(n, N)``.
     :param pruned_labels: Labels predicted by B', shape ``(n,)``.
     :param bad_labels: Labels predicted by B (default: the argmax of ``bad_scores``).
     :param abstain: Abstain where B and B' differ instead of answering class N.
-    :return: Scores of shape ``(n, N + 1)``: B's scores with 0 in column N where B and B' agree, a one-hot row at
-             N where they differ. With ``abstain``, of shape ``(n, N)``: B's scores where they agree, an all-zero
-             row where they differ.
+    :param flagged: The inputs to flag, shape ``(n,)`` (a calibrated GoodNet's ``score > threshold``); default:
+           those on which B and B' differ.
+    :return: Scores of shape ``(n, N + 1)``: B's scores with 0 in column N where an input is not flagged, a one-hot
+             row at N where it is. With ``abstain``, of shape ``(n, N)``: B's scores where not flagged, an all-zero
+             row where flagged.
     """
     n, n_classes = bad_scores.shape
     scores = np.zeros((n, n_classes if abstain else n_classes + 1), dtype=bad_scores.dtype)
     if bad_labels is None:
         bad_labels = np.argmax(bad_scores, axis=1)
-    agree = np.asarray(bad_labels) == np.asarray(pruned_labels)
+    if flagged is None:
+        agree = np.asarray(bad_labels) == np.asarray(pruned_labels)
+    else:
+        agree = ~np.asarray(flagged, dtype=bool)
     scores[agree, :n_classes] = bad_scores[agree]
     if not abstain:
         scores[~agree, n_classes] = 1
@@ -444,6 +459,8 @@ def compare_labels(
     target: np.ndarray | None = None,
     poisoned_bad: np.ndarray | None = None,
     poisoned_pruned: np.ndarray | None = None,
+    flagged: np.ndarray | None = None,
+    poisoned_flagged: np.ndarray | None = None,
 ) -> dict[str, dict[str, float | None]]:
     """
     Metrics of B, B' and GoodNet from their predicted labels.
@@ -455,14 +472,18 @@ def compare_labels(
     :param target: Attack target per poisoned input (or ``None`` without poisoned data).
     :param poisoned_bad: B's labels on the poisoned inputs.
     :param poisoned_pruned: B''s labels on the poisoned inputs.
+    :param flagged: The clean inputs a calibrated GoodNet flags (default: those on which B and B' differ).
+    :param poisoned_flagged: The poisoned inputs a calibrated GoodNet flags (default: as ``flagged``).
     :return: ``{"B": row, "B'": row, "GoodNet": row}``; each row holds ``clean_accuracy``, ``attack_success_rate``,
              ``clean_flagged`` and ``poisoned_flagged`` (percent of inputs answered with class N; GoodNet only).
     """
     rows: dict[str, dict[str, float | None]] = {}
     clean = labels is not None
     poisoned = target is not None
-    goodnet_clean = goodnet_labels(bad, pruned, n_classes) if clean else None
-    goodnet_poisoned = goodnet_labels(poisoned_bad, poisoned_pruned, n_classes) if poisoned else None
+    goodnet_clean = goodnet_labels(bad, pruned, n_classes, flagged) if clean else None
+    goodnet_poisoned = (
+        goodnet_labels(poisoned_bad, poisoned_pruned, n_classes, poisoned_flagged) if poisoned else None
+    )
     for name, clean_labels, poisoned_labels in (
         ("B", bad, poisoned_bad),
         ("B'", pruned, poisoned_pruned),

@@ -2,7 +2,9 @@
 This module implements the GoodNet of the pruning defence: an ART classifier with N + 1 classes that runs a possibly
 backdoored network B and its pruned copy B' side by side. Where they agree it answers their class; where they
 differ it answers class N, meaning "poisoned input" (or, with ``abstain=True``, abstains: an all-zero row of N scores,
-ART's convention for classifiers that may abstain).
+ART's convention for classifiers that may abstain). A continuous score (:meth:`GoodNetClassifier.score`) and a
+threshold calibrated to a chosen false-positive rate on clean data (:meth:`GoodNetClassifier.calibrate`) replace
+the label rule where wanted.
 
 | Paper link: https://arxiv.org/abs/1805.12185
 """
@@ -19,7 +21,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
 
-from art_pruning_defense import __version__, _sweep
+from art_pruning_defense import __version__, _metrics, _sweep
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._limits import read_json_file
 from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
@@ -172,6 +174,10 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
     B's probabilities where they agree, an all-zero row where they differ (ART's abstain convention, that of
     ``AbstainPredictorMixin``), so that tooling expecting N columns works.
 
+    :meth:`score` gives a continuous score per input, ``[ŷ_B' ≠ ŷ_B] + (1 − p_B'(ŷ_B))`` in [0, 2], and
+    :meth:`calibrate` chooses a threshold on clean data for a chosen false-positive rate; once calibrated
+    (``threshold_`` set), an input is flagged where ``score > threshold_`` instead of where the labels differ.
+
     B may output probabilities (a softmax as its last activation) or logits: a GoodNet over a logits model applies a
     softmax to B's output for its scores. The GoodNet has no gradients (:meth:`loss_gradient`).
     """
@@ -242,6 +248,9 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         self.abstain = abstain
         self.nb_classes = n_classes if abstain else n_classes + 1
         self.metadata = dict(metadata or {})
+        #: The calibrated threshold (``None``: the label rule) and the false-positive rate it was chosen for.
+        self.threshold_: float | None = None
+        self.false_positive_rate_: float | None = None
         self._check_params()
         self._bad_predict = BatchPredictor(bad)
         self._pruned_predict = BatchPredictor(pruned)
@@ -322,6 +331,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         _check_standardisation(kwargs.get("preprocessing"))
         _check_clip_values(kwargs.get("clip_values"))
         art_params = {k: v for k, v in kwargs.items() if k in BaseEstimator.estimator_params and k != "model"}
+        before = self._scoring_fingerprint()
         if art_params:
             snapshot = dict(vars(self))
             operations = list(self.preprocessing_operations)  # ART updates this list in place
@@ -335,6 +345,29 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         self.abstain = abstain
         self.nb_classes = nb_classes
         self.metadata = dict(metadata)
+        if self.threshold_ is not None and self._scoring_fingerprint() != before:
+            logger.warning(
+                "The GoodNet's preprocessing changed, so its scores did: the calibrated threshold %.6g (at a "
+                "false-positive rate of %g) was dropped and the label rule applies again; call calibrate() anew.",
+                self.threshold_,
+                self.false_positive_rate_,
+            )
+            self.threshold_ = None
+            self.false_positive_rate_ = None
+
+    def _scoring_fingerprint(self) -> list:
+        """
+        :return: What the scores depend on besides B and B': the preprocessing steps (mean and std by value, other
+                 steps by identity).
+        """
+        steps: list = []
+        for operation in self.preprocessing_operations:
+            if isinstance(operation, StandardisationMeanStd):
+                mean, std = np.asarray(operation.mean), np.asarray(operation.std)
+                steps.append(("standardisation", mean.shape, mean.tobytes(), std.shape, std.tobytes()))
+            else:
+                steps.append(("operation", id(operation)))
+        return steps
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -386,11 +419,13 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             )
         return prepared
 
-    def _outputs(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _outputs(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """
+        One batched pass of B and one of B'.
+
         :param x: Inputs, preprocessed.
         :param batch_size: Samples per forward pass.
-        :return: ``(B's probabilities, B's labels, B''s labels)``.
+        :return: ``(B's probabilities, B's labels, B''s labels, scores)``, the scores as in :meth:`score`.
         :raises ValueError: If B's or B''s output is NaN or infinite for some input: no class is made up for it.
         """
         bad = self._bad_predict(x, batch_size)
@@ -403,22 +438,98 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
                 "network's float32 computation. Check the preprocessing (mean, std) and the scale of the inputs; "
                 "no class is given for such inputs."
             )
-        scores = _softmax(bad) if self._logits else bad
-        return scores, np.argmax(bad, axis=1), np.argmax(pruned, axis=1)
+        probabilities = _softmax(bad) if self._logits else bad
+        bad_labels, pruned_labels = np.argmax(bad, axis=1), np.argmax(pruned, axis=1)
+        pruned_probabilities = np.asarray(pruned, dtype=np.float64)
+        if self._logits:
+            pruned_probabilities = _softmax(pruned_probabilities)
+        scores = _metrics.disagreement_scores(probabilities, pruned_probabilities, bad_labels, pruned_labels)
+        return probabilities, bad_labels, pruned_labels, scores
+
+    def _flagged(self, scores: np.ndarray) -> np.ndarray | None:
+        """
+        :param scores: Scores of the inputs (:meth:`score`).
+        :return: ``score > threshold_`` once calibrated; ``None`` (the label rule) before.
+        """
+        if self.threshold_ is None:
+            return None
+        return scores > _checked_threshold(self.threshold_, "threshold_")
+
+    def score(self, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """
+        A continuous detection score per input, higher = more likely triggered, from one batched pass of B and one
+        of B':
+
+        ``s(x) = [ŷ_B'(x) ≠ ŷ_B(x)] + (1 − p_B'(ŷ_B(x) | x))``
+
+        the probability mass B' takes away from B's answer ``ŷ_B``, plus 1 where the labels differ (``p_B'`` is B''s
+        softmax output, or the softmax of its logits). Where B and B' agree the score lies in [0, 1 − 1/N]; where
+        they differ, in [1.5, 2] (B' then keeps at most half its mass on B's label). So every input the label rule
+        flags scores above every input it does not, ``score > 1`` is exactly the label rule, and a threshold chosen
+        by :meth:`calibrate` trades false alarms for detections continuously within each group. Without the
+        indicator, ``1 − p_B'(ŷ_B)`` alone would not separate the two groups for N > 2 (an agreeing input on which
+        B' is unsure can score higher than a disagreeing one).
+
+        :param x: Inputs.
+        :param batch_size: Samples per forward pass.
+        :return: Scores of shape ``(n,)``, float64, in [0, 2].
+        :raises ValueError: If the inputs have the wrong shape, or the networks' output (hence the score) is NaN or
+                infinite for some inputs (naming how many).
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        return self._outputs(self._prepare(x), batch_size)[3]
+
+    def calibrate(self, x_clean: np.ndarray, false_positive_rate: float = 0.01, batch_size: int = 128) -> float:
+        """
+        Choose the threshold on the defender's clean validation data so that at most ``false_positive_rate`` of
+        them score above it, and from then on flag (class N, or abstain) the inputs with ``score > threshold_``.
+        The threshold is the ``(k + 1)``-th largest clean score, ``k = floor(false_positive_rate * n)``; ties at it
+        are not flagged. On fresh clean data the share flagged is about ``false_positive_rate``, more if the
+        calibration data also fine-tuned B' (B' is then more confident on them than on unseen inputs). The
+        threshold and the rate are stored as ``threshold_`` and ``false_positive_rate_`` and saved with the
+        GoodNet; set both to ``None`` to return to the label rule.
+
+        :param x_clean: Clean inputs (the defender's validation data), at least ``ceil(1 / false_positive_rate)``.
+        :param false_positive_rate: The share of clean inputs that may be flagged, in (0, 1).
+        :param batch_size: Samples per forward pass.
+        :return: The threshold (float64).
+        :raises TypeError: If ``false_positive_rate`` is not a number or ``x_clean`` not a numeric array.
+        :raises ValueError: If the rate is outside (0, 1), ``x_clean`` has the wrong per-sample shape or too few
+                samples, or some scores are NaN; all but the last before any forward pass.
+        """
+        false_positive_rate = _metrics.check_false_positive_rate(false_positive_rate)
+        x_clean = check_inputs(x_clean, self._input_shape, "x_clean")
+        _metrics.check_calibration_size(len(x_clean), false_positive_rate, "x_clean")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        scores = self._outputs(self._prepare(x_clean, "x_clean"), batch_size)[3]
+        threshold = _metrics.calibrate_threshold(scores, false_positive_rate)
+        self.threshold_ = threshold
+        self.false_positive_rate_ = false_positive_rate
+        logger.info(
+            "Calibrated the GoodNet at a false-positive rate of %g: threshold %.6g flags %d of %d clean inputs.",
+            false_positive_rate,
+            threshold,
+            int(np.count_nonzero(scores > threshold)),
+            len(scores),
+        )
+        return threshold
 
     def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
         """
         :param x: Inputs.
         :param batch_size: Samples per forward pass.
         :return: Scores of shape ``(n, N + 1)``, ``argmax == N`` meaning "poisoned input"; with ``abstain``, of
-                 shape ``(n, N)``, an all-zero row meaning "poisoned input". Postprocessing defences, if any, are
+                 shape ``(n, N)``, an all-zero row meaning "poisoned input". An input is flagged where B and B'
+                 differ, or, once calibrated, where ``score > threshold_``. Postprocessing defences, if any, are
                  applied to them.
         :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        scores, bad_labels, pruned_labels = self._outputs(self._prepare(x), batch_size)
-        scores = _sweep.goodnet_scores(scores, pruned_labels, bad_labels=bad_labels, abstain=self.abstain)
-        return self._apply_postprocessing(scores, fit=False)
+        probabilities, bad_labels, pruned_labels, scores = self._outputs(self._prepare(x), batch_size)
+        outputs = _sweep.goodnet_scores(
+            probabilities, pruned_labels, bad_labels=bad_labels, abstain=self.abstain, flagged=self._flagged(scores)
+        )
+        return self._apply_postprocessing(outputs, fit=False)
 
     def predict_labels(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """
@@ -428,8 +539,32 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        _, bad_labels, pruned_labels = self._outputs(self._prepare(x), batch_size)
+        _, bad_labels, pruned_labels, _ = self._outputs(self._prepare(x), batch_size)
         return bad_labels, pruned_labels
+
+    def labels_and_scores(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """
+        :meth:`predict_labels` and :meth:`score` from the same single pass of each network.
+
+        :param x: Inputs.
+        :param batch_size: Samples per forward pass.
+        :return: ``(labels of B, labels of B', scores)``.
+        :raises ValueError: If the networks' output is NaN or infinite for some input.
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        _, bad_labels, pruned_labels, scores = self._outputs(self._prepare(x), batch_size)
+        return bad_labels, pruned_labels, scores
+
+    def predict_classes(self, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """
+        :param x: Inputs.
+        :param batch_size: Samples per forward pass.
+        :return: One class per input in [0, N], N meaning "poisoned input" (also with ``abstain``, whose scores
+                 would read an abstained row as class 0).
+        """
+        batch_size = check_positive_int(batch_size, "batch_size")
+        _, bad_labels, pruned_labels, scores = self._outputs(self._prepare(x), batch_size)
+        return _sweep.goodnet_labels(bad_labels, pruned_labels, self._n_classes, self._flagged(scores))
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
         """
@@ -463,25 +598,32 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :param poisoned_x: Inputs carrying the trigger (optional).
         :param poisoned_target: The attack target: one int, or one label per poisoned input (with ``poisoned_x``).
         :param batch_size: Samples per forward pass.
-        :return: ``{"B": row, "B'": row, "GoodNet": row}`` (see :func:`art_pruning_defense._sweep.compare_labels`).
+        :return: ``{"B": row, "B'": row, "GoodNet": row}`` (see :func:`art_pruning_defense._sweep.compare_labels`);
+                 once calibrated, the GoodNet's flags are ``score > threshold_``.
         """
         n = self.n_classes
         if (x is None) != (y is None) or (poisoned_x is None) != (poisoned_target is None):
             raise ValueError("Give x with y, and poisoned_x with poisoned_target.")
         if x is None and poisoned_x is None:
             raise ValueError("Nothing to evaluate: give clean data (x, y), poisoned data, or both.")
-        labels = bad = pruned = target = poisoned_bad = poisoned_pruned = None
+        labels = bad = pruned = target = poisoned_bad = poisoned_pruned = flagged = poisoned_flagged = None
         if x is not None:
             x = check_inputs(x, self._input_shape, "x")
             labels = check_labels(y, len(x), n, "y")
         if poisoned_x is not None:
             poisoned_x = check_inputs(poisoned_x, self._input_shape, "poisoned_x")
             target = check_target(poisoned_target, len(poisoned_x), n, "poisoned_target")
+        batch_size = check_positive_int(batch_size, "batch_size")
         if x is not None:
-            bad, pruned = self.predict_labels(x, batch_size)
+            _, bad, pruned, scores = self._outputs(self._prepare(x), batch_size)
+            flagged = self._flagged(scores)
         if poisoned_x is not None:
-            poisoned_bad, poisoned_pruned = self.predict_labels(poisoned_x, batch_size)
-        return _sweep.compare_labels(n, labels, bad, pruned, target, poisoned_bad, poisoned_pruned)
+            prepared = self._prepare(poisoned_x, "poisoned_x")
+            _, poisoned_bad, poisoned_pruned, scores = self._outputs(prepared, batch_size)
+            poisoned_flagged = self._flagged(scores)
+        return _sweep.compare_labels(
+            n, labels, bad, pruned, target, poisoned_bad, poisoned_pruned, flagged, poisoned_flagged
+        )
 
     def fit(self, x: np.ndarray, y: np.ndarray, **kwargs) -> None:
         """
@@ -528,6 +670,8 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             "clip_values": clip,
             "preprocessing": self._preprocessing_config(),
             "metadata": self.metadata,
+            "threshold": self.threshold_,
+            "false_positive_rate": self.false_positive_rate_,
         }
         with atomic_directory(path, overwrite=overwrite, kind="goodnet") as tmp:
             save_model(self._bad, os.path.join(tmp, BAD_MODEL_FILE))
@@ -554,6 +698,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
                 f"{meta_path} has format version {config.get('format_version')}; this package reads {FORMAT_VERSION}."
             )
         preprocessing, clip = _checked_config(config, meta_path)
+        threshold, false_positive_rate = _checked_calibration(config, meta_path)
         goodnet = cls(
             bad_model=load_model(os.path.join(path, BAD_MODEL_FILE), safe_mode=safe_mode),
             pruned_model=load_model(os.path.join(path, PRUNED_MODEL_FILE), safe_mode=safe_mode),
@@ -567,6 +712,8 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
                 f"{path}: the models have {goodnet.n_classes} classes, so nb_classes must be {goodnet.nb_classes} "
                 f"(abstain={goodnet.abstain}), but the metadata says {config.get('nb_classes')}."
             )
+        goodnet.threshold_ = threshold
+        goodnet.false_positive_rate_ = false_positive_rate
         return goodnet
 
 
@@ -608,6 +755,45 @@ def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.
             raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max in float32, got {clip!r}.")
         clip = tuple(clip)
     return preprocessing, clip
+
+
+def _checked_threshold(value: object, what: str) -> float:
+    """
+    :param value: A calibrated threshold.
+    :param what: Where it comes from, for the message.
+    :return: It as a float64.
+    :raises ValueError: If it is not a finite number within the score's range [0, 2].
+    """
+    low, high = _metrics.SCORE_RANGE
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a number in [{low:g}, {high:g}] (or None), got {value!r}.")
+    threshold = float(value)
+    if not (np.isfinite(threshold) and low <= threshold <= high):
+        raise ValueError(f"{what} must be a number in [{low:g}, {high:g}] (the score's range), got {threshold!r}.")
+    return threshold
+
+
+def _checked_calibration(config: dict, meta_path: str) -> tuple[float | None, float | None]:
+    """
+    :return: ``(threshold, false_positive_rate)`` of a saved GoodNet, float64, or ``(None, None)`` if uncalibrated.
+    :raises ValueError: If only one is set, or either is not a number in its range.
+    """
+    threshold, rate = config.get("threshold"), config.get("false_positive_rate")
+    if (threshold is None) != (rate is None):
+        raise ValueError(
+            f"{meta_path}: threshold and false_positive_rate must both be set (a calibrated GoodNet) or both be "
+            f"null, got threshold={threshold!r}, false_positive_rate={rate!r}."
+        )
+    if threshold is None:
+        return None, None
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+        raise ValueError(f"{meta_path}: false_positive_rate must be a number in (0, 1), got {rate!r}.")
+    try:
+        checked_rate = _metrics.check_false_positive_rate(rate)
+        checked_threshold = _checked_threshold(threshold, "threshold")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{meta_path}: {error}") from None
+    return checked_threshold, checked_rate
 
 
 def _all_numbers(values: list) -> bool:

@@ -606,6 +606,8 @@ CONFIG_VALUES = {
     ),
     "nb_classes": st.one_of(st.just(N_CLASSES + 1), st.integers(-1, 9), st.text(max_size=2), st.none()),
     "format_version": st.one_of(st.just(1), st.integers(0, 3), st.text(max_size=1)),
+    "threshold": st.one_of(st.none(), st.floats(), st.integers(-3, 3), st.booleans(), st.text(max_size=2)),
+    "false_positive_rate": st.one_of(st.none(), st.floats(), st.integers(-1, 2), st.booleans(), st.text(max_size=2)),
 }
 
 
