@@ -6,7 +6,8 @@ sample is flagged as poisoned where the original network B and its (fine-)pruned
 
 1. Fit :class:`~art_pruning_defense.FinePruning` on the defender's clean validation data.
 2. Predict every training sample with B and with B' (fine-pruned where ``fine_tune_epochs > 0``, else B'(X)).
-3. Report a sample as clean (1) where both agree, as poisoned (0) where they differ.
+3. Report a sample as clean (1) where both agree, as poisoned (0) where they differ, and a continuous score per
+   sample (the GoodNet's :meth:`~art_pruning_defense.GoodNetClassifier.score`).
 """
 
 from __future__ import annotations
@@ -122,7 +123,11 @@ class FinePruningDetector(PoisonFilteringDefence):
         :param kwargs: Parameters to change first (any of ``defence_params``).
         :return: ``(report, is_clean_lst)``: ``is_clean_lst[i]`` is 1 if ``x_train[i]`` looks clean, 0 if it is
                  flagged. The report holds ``n_flagged``, ``flagged_by_class`` (by training label), ``method``,
-                 ``pruned_channels`` and the fitted ``FinePruning`` summary.
+                 ``pruned_channels``, the fitted ``FinePruning`` summary (``fine_tune``) and ``scores``: the
+                 GoodNet's continuous score per training sample (float64 array of shape ``(n,)``, in [0, 2], higher =
+                 more likely poisoned; see :meth:`GoodNetClassifier.score`), from the same single pass of B and B'
+                 as the flags. Flagged samples score above 1.5 and the others below 1, so ``scores > 1`` equals
+                 ``is_clean_lst == 0``; ranking by the score (e.g. for AUROC) orders the samples within each group.
         """
         self.set_params(**kwargs)
         defence = self._defence()
@@ -130,7 +135,7 @@ class FinePruningDetector(PoisonFilteringDefence):
         goodnet = (
             defence(self.classifier) if self.fine_tune_epochs > 0 else defence(self.classifier, self.accuracy_drop)
         )
-        bad, pruned = goodnet.predict_labels(self.x_train, self.batch_size)
+        bad, pruned, scores = goodnet.labels_and_scores(self.x_train, self.batch_size)  # one pass of B and of B'
         is_clean = (bad == pruned).astype(int)
         labels = check_labels(self.y_train, len(self.x_train), self.classifier.nb_classes, "y_train")
         flagged = labels[is_clean == 0]
@@ -142,6 +147,7 @@ class FinePruningDetector(PoisonFilteringDefence):
             "method": goodnet.metadata["method"],
             "pruned_channels": goodnet.metadata["pruned_channels"],
             "fine_tune": defence.fine_tune_,
+            "scores": scores,
         }
         self.defence_ = defence
         logger.info("Flagged %d of %d training samples.", report["n_flagged"], len(is_clean))

@@ -62,3 +62,38 @@ def test_detector_checks_its_data(digits_badnet):
         FinePruningDetector(classifier, data.x_train, data.y_train, data.x_valid, data.y_valid[:-1])
     with pytest.raises(ValueError, match="x_train has shape"):
         FinePruningDetector(classifier, data.x_train[:, :8], data.y_train, data.x_valid, data.y_valid)
+
+
+def test_report_holds_a_score_per_training_sample_from_one_pass(detection):
+    from art_pruning_defense import _metrics
+
+    data, detector, report, is_clean = detection
+    scores = report["scores"]
+    assert isinstance(scores, np.ndarray) and scores.shape == (len(data.x_train),) and scores.dtype == np.float64
+    flagged = np.asarray(is_clean) == 0
+    np.testing.assert_array_equal(scores > 1.0, flagged)  # every flagged sample above every other one
+    assert scores[flagged].min() >= 1.5 and scores[~flagged].max() <= 1.0
+    goodnet = detector.defence_(detector.classifier)  # the same fine-pruned B'
+    np.testing.assert_allclose(scores, goodnet.score(data.x_train), atol=1e-6)
+    continuous = _metrics.detection_metrics(scores, data.is_poison_train)["auroc"]
+    binary = _metrics.detection_metrics(flagged.astype(float), data.is_poison_train)["auroc"]
+    assert continuous >= binary - 1e-9
+
+
+def test_detect_poison_runs_b_and_b_prime_once_over_the_training_data(digits_badnet, monkeypatch):
+    from art_pruning_defense import GoodNetClassifier
+
+    data, classifier = digits_badnet
+    calls = []
+    original = GoodNetClassifier._outputs
+
+    def counted(self, x, batch_size):
+        calls.append(len(x))
+        return original(self, x, batch_size)
+
+    monkeypatch.setattr(GoodNetClassifier, "_outputs", counted)
+    detector = FinePruningDetector(
+        classifier, data.x_train, data.y_train, data.x_valid, data.y_valid, fine_tune_epochs=0, verbose=False
+    )
+    report, _ = detector.detect_poison()
+    assert calls == [len(data.x_train)] and len(report["scores"]) == len(data.x_train)
