@@ -60,6 +60,7 @@ def _repair(args: argparse.Namespace) -> int:
         force=args.force,
         safe_mode=not args.unsafe,
         verbose=not args.quiet,
+        false_positive_rate=args.fpr,
     )
     print(markdown_table(result.summary, SUMMARY_COLUMNS))
     if result.fine_tune is not None:
@@ -68,6 +69,13 @@ def _repair(args: argparse.Namespace) -> int:
         print(
             f"fine-pruned: {ft['channels_pruned']} channels pruned, {ft['epochs']} epochs; on the validation data "
             f"(also its training data) clean accuracy {ft['clean_accuracy']:.2f}%, attack success rate {asr}"
+        )
+    if result.calibration is not None:
+        calibration = result.calibration
+        thresholds = ", ".join(f"{name} {value:.6g}" for name, value in calibration["thresholds"].items())
+        print(
+            f"calibrated at a false-positive rate of {calibration['false_positive_rate']:g} on the "
+            f"{calibration['n_valid']} clean validation samples (flagged: score > threshold): {thresholds}"
         )
     print(f"wrote {result.out_dir}: {', '.join(result.files)}")
     return 0
@@ -90,6 +98,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
+        goodnet = rows["GoodNet"]
+        if goodnet.get("threshold") is not None:
+            print(
+                f"GoodNet flags score > threshold {goodnet['threshold']:.6g} (calibrated at a false-positive rate of "
+                f"{goodnet['false_positive_rate']:g})"
+            )
+        else:
+            print("GoodNet flags the inputs on which B and B' disagree (not calibrated)")
         table = [{"model": name, **row} for name, row in rows.items()]
         print(
             markdown_table(
@@ -211,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="attack_aware needs --poisoned-valid (the defender holds triggered samples)",
     )
     repair.add_argument("--fine-tune-epochs", type=int, default=0, help="fine-pruning epochs (0: pruning only)")
+    repair.add_argument(
+        "--fpr",
+        type=float,
+        help="calibrate every GoodNet written on --valid so that at most this share of clean inputs is flagged, "
+        "in (0, 1), e.g. 0.01 (default: flag where B and B' disagree)",
+    )
     repair.add_argument("--out", required=True, help="output directory (created; see --force)")
     repair.add_argument(
         "--force", action="store_true", help="replace an existing output directory that an earlier art-prune run wrote"
@@ -326,6 +348,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_int(args.batch_size, "--batch-size", 1)
     if command == "repair":
         _check_int(args.target, "--target", 0, "poisoned_target")
+        if args.fpr is not None and not (math.isfinite(args.fpr) and 0.0 < args.fpr < 1.0):
+            raise ValueError(f"--fpr must be in (0, 1) (a share of clean inputs, 0.01 for 1 %), got {args.fpr:g}.")
         if args.target is not None and args.poisoned_valid is None:
             raise ValueError("--target needs --poisoned-valid.")
         if args.strategy == "attack_aware" and args.poisoned_valid is None:

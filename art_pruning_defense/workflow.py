@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from art_pruning_defense import reports
+from art_pruning_defense import _metrics, reports
 from art_pruning_defense._io import atomic_directory, check_output_dir, output_lock
-from art_pruning_defense.data import load_image, load_lab_h5
+from art_pruning_defense.data import lab_h5_info, load_image, load_lab_h5
 from art_pruning_defense.fine_pruning import FinePruning
 from art_pruning_defense.goodnet import GoodNetClassifier
 
@@ -42,6 +42,9 @@ class RepairResult:
     summary: list[dict]
     files: list[str] = field(default_factory=list)
     fine_tune: dict | None = None
+    #: With a false-positive rate: ``{"false_positive_rate": rate, "n_valid": n, "thresholds": {name: threshold}}``,
+    #: each GoodNet written calibrated on the n clean validation samples; else ``None``.
+    calibration: dict | None = None
 
 
 def _load_targets(labels: np.ndarray, target: int | None) -> np.ndarray | int:
@@ -63,12 +66,15 @@ def repair(
     force: bool = False,
     safe_mode: bool = True,
     verbose: bool = True,
+    false_positive_rate: float | None = None,
 ) -> RepairResult:
     """
     Run the pruning sweep on lab-format validation data and write, into ``out_dir``: B'(X) as
     ``pruned_x{X}.keras`` and GoodNet(X) as ``goodnet_x{X}/`` for every X, ``sweep.csv``, ``sweep.png``,
     ``summary.md`` and ``summary.json`` (and ``fine_pruned.keras`` with ``goodnet_fine_pruned/`` when fine-tuning).
-    Everything is written into a temporary directory that replaces ``out_dir`` only when complete.
+    Everything is written into a temporary directory that replaces ``out_dir`` only when complete. With
+    ``false_positive_rate``, every GoodNet written is calibrated on the clean validation data
+    (:meth:`GoodNetClassifier.calibrate`): it flags ``score > threshold`` instead of where B and B' disagree.
 
     :param model_path: The BadNet: a ``.keras`` file, a full Keras 2 ``.h5`` model, or a weights file with ``arch``.
     :param valid_path: Clean validation data (lab HDF5: ``data`` (N, 3, H, W), ``label`` (N,)).
@@ -85,7 +91,11 @@ def repair(
                   ``.art-prune-output``), never one holding the inputs or the current directory.
     :param safe_mode: Refuse model files that would run code.
     :param verbose: Show progress bars.
-    :return: The summary and the files written.
+    :param false_positive_rate: Calibrate each GoodNet so that at most this share of the clean validation data is
+           flagged (in (0, 1); ``None``: the label rule). The validation data must hold at least
+           ``ceil(1 / false_positive_rate)`` samples. When they also fine-tune B', expect a somewhat higher share on
+           unseen clean data.
+    :return: The summary, the files written and the calibration.
     :raises FileExistsError: If ``out_dir`` exists and ``force`` is false.
     :raises BlockingIOError: If another run is writing ``out_dir``.
     :raises ValueError: If ``out_dir`` may not be replaced, or an input is invalid.
@@ -96,8 +106,12 @@ def repair(
 
     if target is not None and poisoned_valid_path is None:
         raise ValueError("--target needs --poisoned-valid.")
+    if false_positive_rate is not None:
+        false_positive_rate = _metrics.check_false_positive_rate(false_positive_rate, "--fpr")
     inputs = [model_path, valid_path, poisoned_valid_path]
     check_output_dir(out_dir, overwrite=force, inputs=inputs)  # before the long work, not after it
+    if false_positive_rate is not None:
+        _metrics.check_calibration_size(lab_h5_info(valid_path)[0], false_positive_rate, f"--valid {valid_path}")
     with output_lock(out_dir):  # one run at a time on out_dir, from now until it is written
         model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
         classifier = KerasClassifier(model, clip_values=LAB_CLIP_VALUES)
@@ -120,24 +134,40 @@ def repair(
         summary = defence.summary()
         records = [r.as_dict() for r in defence.sweep_]
         title = f"Pruning {defence.prune_point.layer_name} ({os.path.basename(model_path)})"
+        calibration = None
+        if false_positive_rate is not None:
+            calibration = {"false_positive_rate": false_positive_rate, "n_valid": len(x), "thresholds": {}}
+
+        def write_goodnet(goodnet: GoodNetClassifier, name: str) -> None:
+            if calibration is not None:
+                calibration["thresholds"][name] = goodnet.calibrate(x, false_positive_rate, batch_size=batch_size)
+            goodnet.save(os.path.join(tmp, name))
+
         with atomic_directory(out_dir, overwrite=force, kind="repair", inputs=inputs) as tmp:
             for drop in defence.accuracy_drops:
                 tag = drop_tag(drop)
                 save_model(defence.pruned_model(drop), os.path.join(tmp, f"pruned_{tag}.keras"))
-                defence(classifier, accuracy_drop=drop).save(os.path.join(tmp, f"goodnet_{tag}"))
+                write_goodnet(defence(classifier, accuracy_drop=drop), f"goodnet_{tag}")
             if defence.fine_pruned_model_ is not None:
                 save_model(defence.fine_pruned_model(), os.path.join(tmp, "fine_pruned.keras"))
-                defence(classifier).save(os.path.join(tmp, "goodnet_fine_pruned"))
+                write_goodnet(defence(classifier), "goodnet_fine_pruned")
             reports.write_csv(os.path.join(tmp, "sweep.csv"), records)
             reports.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
             table = reports.markdown_table(summary, reports.SUMMARY_COLUMNS)
             reports.write_text(os.path.join(tmp, "summary.md"), f"# {title}\n\n{table}\n")
             reports.write_json(
                 os.path.join(tmp, "summary.json"),
-                {"summary": summary, "fine_tune": defence.fine_tune_, "prune_point": vars(defence.prune_point)},
+                {
+                    "summary": summary,
+                    "fine_tune": defence.fine_tune_,
+                    "prune_point": vars(defence.prune_point),
+                    "calibration": calibration,
+                },
             )
             files = sorted(os.listdir(tmp))
-        return RepairResult(out_dir=out_dir, summary=summary, files=files, fine_tune=defence.fine_tune_)
+        return RepairResult(
+            out_dir=out_dir, summary=summary, files=files, fine_tune=defence.fine_tune_, calibration=calibration
+        )
 
 
 def evaluate(
@@ -155,7 +185,8 @@ def evaluate(
     :param target: The attack's target; by default the labels stored in the poisoned file.
     :param batch_size: Samples per forward pass.
     :param safe_mode: Refuse model files that would run code.
-    :return: Metrics for B, B' and GoodNet.
+    :return: Metrics for B, B' and GoodNet; the GoodNet's row also holds ``threshold`` and ``false_positive_rate``
+             (``None`` for the label rule), and its flags follow the threshold where one is set.
     """
     if test_path is None and poisoned_test_path is None:
         raise ValueError("Nothing to evaluate: give --test, --poisoned-test, or both.")
@@ -168,7 +199,10 @@ def evaluate(
     if poisoned_test_path is not None:
         poisoned_x, labels = load_lab_h5(poisoned_test_path)
         poisoned_target = _load_targets(labels, target)
-    return goodnet.evaluate(x, y, poisoned_x, poisoned_target, batch_size=batch_size)
+    rows = goodnet.evaluate(x, y, poisoned_x, poisoned_target, batch_size=batch_size)
+    rows["GoodNet"]["threshold"] = goodnet.threshold_
+    rows["GoodNet"]["false_positive_rate"] = goodnet.false_positive_rate_
+    return rows
 
 
 def classify_image(goodnet_dir: str, image_path: str, safe_mode: bool = True) -> int:
@@ -182,4 +216,4 @@ def classify_image(goodnet_dir: str, image_path: str, safe_mode: bool = True) ->
     """
     goodnet = GoodNetClassifier.load(goodnet_dir, safe_mode=safe_mode)
     image = load_image(image_path, expected_shape=goodnet.input_shape)
-    return int(np.argmax(goodnet.predict(image), axis=1)[0])
+    return int(goodnet.predict_classes(image)[0])

@@ -112,6 +112,51 @@ def test_repair_with_a_keras_file_and_fine_tuning(tmp_path, capsys):
     assert 0 <= int(capsys.readouterr().out) <= 4
 
 
+def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
+    from art_pruning_defense import GoodNetClassifier
+    from art_pruning_defense.data import load_lab_h5
+
+    keras.utils.set_random_seed(0)
+    mnist_cnn((12, 10, 3), 4).save(tmp_path / "model.keras")
+    rng = np.random.default_rng(0)
+    write_lab_h5(str(tmp_path / "valid.h5"), rng.uniform(0, 255, (60, 12, 10, 3)), rng.integers(0, 4, 60))
+    out = tmp_path / "out"
+    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
+                 "--drops", "5", "10", "--fine-tune-epochs", "1", "--fpr", "0.05", "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "calibrated at a false-positive rate of 0.05 on the 60 clean validation samples" in printed
+    x, _ = load_lab_h5(str(tmp_path / "valid.h5"))
+    written = json.loads((out / "summary.json").read_text())["calibration"]
+    names = ["goodnet_x5", "goodnet_x10", "goodnet_fine_pruned"]
+    assert written["false_positive_rate"] == 0.05 and sorted(written["thresholds"]) == sorted(names)
+    for name in names:
+        meta = json.loads((out / name / "goodnet.json").read_text())
+        assert meta["false_positive_rate"] == 0.05 and meta["threshold"] == written["thresholds"][name]
+        goodnet = GoodNetClassifier.load(str(out / name))
+        assert goodnet.threshold_ == meta["threshold"]
+        assert np.count_nonzero(goodnet.score(x) > goodnet.threshold_) <= 3  # at most 5 % of the 60
+
+    image = rng.integers(0, 256, (12, 10, 3)).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "face.png")
+    for name in names:
+        assert main(["eval", str(out / name), str(tmp_path / "face.png")]) == 0
+        assert 0 <= int(capsys.readouterr().out) <= 4
+    assert main(["evaluate", "--goodnet", str(out / "goodnet_x5"), "--test", str(tmp_path / "valid.h5")]) == 0
+    assert f"GoodNet flags score > threshold {written['thresholds']['goodnet_x5']:.6g}" in capsys.readouterr().out
+    assert main(["evaluate", "--goodnet", str(out / "goodnet_x5"), "--test", str(tmp_path / "valid.h5"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["GoodNet"]
+    assert row["threshold"] == written["thresholds"]["goodnet_x5"] and row["false_positive_rate"] == 0.05
+    assert row["clean_flagged"] <= 5.0
+
+    # Too few validation samples for the rate: refused before the model is loaded, nothing written.
+    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
+                 "--fpr", "0.01", "--out", str(tmp_path / "out2"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "holds 60 samples" in err and "= 100" in err
+    assert not (tmp_path / "out2").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -182,6 +227,10 @@ def test_help_is_fast_and_quiet():
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--drops", "0"], r"in \(0, 100\]"),
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--batch-size", "0"], "batch_size must"),
         (["repair", "--model", "absent.keras", "--valid", "v.h5", "--out", "o"], "absent.keras does not exist"),
+        (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "0"], r"--fpr must be in \(0, 1\)"),
+        (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "1.5"], r"got 1.5"),
+        (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "nan"], r"--fpr must be in"),
+        (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "x"], "invalid float value"),
         (["demo", "--epochs", "0"], "epochs must be a positive integer"),
         (["demo", "--drops", "nan"], r"in \(0, 100\]"),
         (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be >= 0"),
