@@ -126,8 +126,8 @@ class FinePruningDetector(PoisonFilteringDefence):
                  ``pruned_channels``, the fitted ``FinePruning`` summary (``fine_tune``) and ``scores``: the
                  GoodNet's continuous score per training sample (float64 array of shape ``(n,)``, in [0, 2], higher =
                  more likely poisoned; see :meth:`GoodNetClassifier.score`), from the same single pass of B and B'
-                 as the flags. Flagged samples score above 1.5 and the others below 1, so ``scores > 1`` equals
-                 ``is_clean_lst == 0``; ranking by the score (e.g. for AUROC) orders the samples within each group.
+                 as the flags. Flagged samples score at least 1.5, the others at most 1 − 1/N, so ``scores > 1``
+                 equals ``is_clean_lst == 0``; ranking by the score (e.g. for AUROC) also orders each group.
         """
         self.set_params(**kwargs)
         defence = self._defence()
