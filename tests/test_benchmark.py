@@ -285,3 +285,11 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
     assert rows["attack-aware fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
     assert "art-prune benchmark --data digits" in (out / "results.md").read_text()
     assert "| no defence |" in capsys.readouterr().out
+
+
+def test_defence_registry_matches_the_command_line_names():
+    """The CLI checks --defences against _defaults.DEFENCE_NAMES without importing TensorFlow: keep both equal."""
+    from art_pruning_defense._defaults import DEFENCE_NAMES
+
+    assert bench.defence_names() == DEFENCE_NAMES
+    assert set(bench.__all__) >= {"BenchmarkConfig", "run_benchmark", "write_benchmark", "DEFENCES", "train_badnet"}
