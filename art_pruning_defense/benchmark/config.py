@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from art_pruning_defense._defaults import ARCH_NAMES, DEFENCE_NAMES, RECOMMENDED_FINE_TUNE_EPOCHS, TRIGGER_NAMES
+from art_pruning_defense.benchmark.attacks import ATTACKS, make_attack
 from art_pruning_defense._validation import check_drops, check_positive_int
 
 #: ``BenchmarkConfig.data`` value of the embedded data set (scikit-learn's digits, upsampled to 16×16).
@@ -57,6 +59,15 @@ SPECTRAL_EPS_MULTIPLIER = 1.5
 
 
 
+def _defence_names() -> tuple[str, ...]:
+    """
+    :return: The registered defences: the live registry where it is loaded (it imports TensorFlow; tests add to it),
+             else :data:`art_pruning_defense._defaults.DEFENCE_NAMES`, which a test keeps equal to it.
+    """
+    registry = sys.modules.get("art_pruning_defense.benchmark.defences")
+    return tuple(getattr(registry, "DEFENCES", DEFENCE_NAMES))
+
+
 @dataclass
 class BenchmarkConfig:
     """
@@ -65,9 +76,14 @@ class BenchmarkConfig:
 
     :param data: ``"digits"`` (scikit-learn's digits, embedded) or the path of an ``.npz`` file with ``x_train``,
            ``y_train``, ``x_test``, ``y_test`` (see :func:`load_npz_images`).
-    :param poison_rate: Share of the training set (after the validation split) replaced by triggered images
-           relabelled with the target, in (0, 1).
-    :param trigger: ``"pattern"`` (ART's ``add_pattern_bd``) or ``"pixel"`` (``add_single_bd``).
+    :param attack: The attack, one of :data:`~art_pruning_defense.benchmark.attacks.ATTACKS` (``badnets``,
+           ``blended``, ``sig``, ``wanet``, ``clean-label``).
+    :param poison_rate: Share of the training set (after the validation split) poisoned, in (0, 1); for the
+           clean-label attacks (``sig``, ``clean-label``) the share of the target class's training images.
+    :param trigger: The ``badnets`` trigger: ``"pattern"`` (ART's ``add_pattern_bd``), ``"pixel"``
+           (``add_single_bd``) or ``"patch"`` (a square; see ``attack_options``).
+    :param attack_options: Options of the attacks, by attack name (e.g. ``{"blended": {"alpha": 0.2}}``); see each
+           attack's ``options``.
     :param target: The attack's target class.
     :param seed: Seed of the split, the poisoning, every training run and every defence (each defence starts from
            this seed, so that a subset of defences gives the same figures as a full run).
@@ -104,8 +120,10 @@ class BenchmarkConfig:
     """
 
     data: str = DIGITS
+    attack: str = "badnets"
     poison_rate: float = 0.1
     trigger: str = "pattern"
+    attack_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     target: int = 0
     seed: int = 0
     n_valid: int | None = None
@@ -150,6 +168,9 @@ class BenchmarkConfig:
             raise ValueError(f"poison_rate must be in (0, 1), got {self.poison_rate}.")
         if self.trigger not in TRIGGER_NAMES:
             raise ValueError(f"trigger must be one of {', '.join(map(repr, TRIGGER_NAMES))}, got {self.trigger!r}.")
+        if not isinstance(self.attack, str) or self.attack not in ATTACKS:
+            raise ValueError(f"Unknown attack {self.attack!r}; expected one of: {', '.join(ATTACKS)}.")
+        self.attack_options = check_attack_options(self.attack_options)
         for name in ("target", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
@@ -192,12 +213,11 @@ class BenchmarkConfig:
             setattr(self, name, check_positive_int(getattr(self, name), name))
         if isinstance(self.defences, str) or not all(isinstance(d, str) for d in self.defences):
             raise TypeError("defences must be a list of defence names.")
-        from art_pruning_defense.benchmark.defences import DEFENCES  # the live registry (it imports TensorFlow)
-
-        unknown = [d for d in self.defences if d not in DEFENCES]
+        registry = _defence_names()
+        unknown = [d for d in self.defences if d not in registry]
         if unknown:
             raise ValueError(
-                f"Unknown defence(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(DEFENCES)}."
+                f"Unknown defence(s) {', '.join(map(repr, unknown))}; expected some of: {', '.join(registry)}."
             )
         if not self.defences or len(set(self.defences)) != len(self.defences):
             raise ValueError(f"defences must be distinct and not empty, got {list(self.defences)}.")
@@ -229,6 +249,21 @@ class BenchmarkConfig:
             batch_size=self.batch_size or (DEFAULT_BATCH_SIZE_DIGITS if digits else recipe.batch_size),
         )
 
+    def make_attack(self):
+        """
+        :return: The cell's attack (:class:`~art_pruning_defense.benchmark.attacks.Attack`) with its options.
+        """
+        return make_attack(self.attack, self.target, float(self.poison_rate), self.seed, **self.attack_params())
+
+    def attack_params(self) -> dict[str, Any]:
+        """
+        :return: The options of the cell's attack (``trigger`` included for ``badnets``).
+        """
+        params = dict(self.attack_options.get(self.attack, {}))
+        if self.attack == "badnets":
+            params["trigger"] = self.trigger
+        return params
+
     def as_dict(self) -> dict:
         """
         :return: The configuration as plain JSON-serialisable values.
@@ -236,6 +271,200 @@ class BenchmarkConfig:
         values = asdict(self)
         values["defences"] = list(self.defences)
         values["accuracy_drops"] = list(self.accuracy_drops)
+        values["attack_options"] = {name: dict(options) for name, options in self.attack_options.items()}
         return values
 
 
+def check_attack_options(options: object) -> dict[str, dict[str, Any]]:
+    """
+    :param options: Attack name → that attack's options.
+    :return: A plain copy.
+    :raises TypeError: If it is not a mapping of mappings.
+    :raises ValueError: If an attack or an option is unknown or out of range (each attack checks its own).
+    """
+    if not isinstance(options, Mapping):
+        raise TypeError(f"attack_options must map attack names to options, got {type(options).__name__}.")
+    checked = {}
+    for name, values in options.items():
+        if name not in ATTACKS:
+            raise ValueError(f"attack_options: unknown attack {name!r}; expected some of: {', '.join(ATTACKS)}.")
+        if not isinstance(values, Mapping):
+            raise TypeError(f"attack_options[{name!r}] must map option names to values, got {type(values).__name__}.")
+        if name == "badnets" and "trigger" in values:
+            raise ValueError("attack_options: give the badnets trigger as trigger (--trigger), not as an option.")
+        make_attack(name, **values)  # the attack checks its options
+        checked[name] = dict(values)
+    return checked
+
+
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The grid.
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: The grid's axes: grid key → the :class:`BenchmarkConfig` field each value goes to.
+GRID_AXES = {"archs": "arch", "attacks": "attack", "poison_rates": "poison_rate", "seeds": "seed"}
+#: Settings shared by every cell of a grid: the fields of :class:`BenchmarkConfig` other than the axes.
+GRID_SETTINGS = tuple(
+    name for name in BenchmarkConfig.__dataclass_fields__ if name not in GRID_AXES.values() and name != "model"
+)
+#: Keys a grid file (TOML) may hold.
+GRID_KEYS = tuple(GRID_AXES) + ("model",) + GRID_SETTINGS
+#: Default axes: one cell, as ``art-prune benchmark`` ran before grids.
+DEFAULT_AXES = {"archs": (DEFAULT_ARCH,), "attacks": ("badnets",), "poison_rates": (0.1,), "seeds": (0,)}
+
+
+@dataclass
+class GridConfig:
+    """
+    A grid of cells: every combination of architecture, attack, poison rate and seed, on one data set, with the same
+    settings (defences, epochs, ...). One cell is one :class:`BenchmarkConfig`.
+
+    :param archs: Architectures (names of :data:`art_pruning_defense.keras.ARCHITECTURES`).
+    :param attacks: Attacks (names of :data:`~art_pruning_defense.benchmark.attacks.ATTACKS`).
+    :param poison_rates: Poison rates, each in (0, 1).
+    :param seeds: Seeds (the figures are averaged over them).
+    :param model: Instead of ``archs``: a ``.keras`` model whose architecture is trained from scratch.
+    :param settings: The other fields of :class:`BenchmarkConfig` (``data``, ``defences``, ``epochs``, ...).
+    """
+
+    archs: Sequence[str] = DEFAULT_AXES["archs"]
+    attacks: Sequence[str] = DEFAULT_AXES["attacks"]
+    poison_rates: Sequence[float] = DEFAULT_AXES["poison_rates"]
+    seeds: Sequence[int] = DEFAULT_AXES["seeds"]
+    model: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._check_params()
+
+    def _check_params(self) -> None:
+        for key, kinds, what in (
+            ("archs", str, "architecture names"),
+            ("attacks", str, "attack names"),
+            ("poison_rates", numbers.Real, "numbers in (0, 1)"),
+            ("seeds", numbers.Integral, "integers >= 0"),
+        ):
+            values = getattr(self, key)
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+                raise TypeError(f"{key} must be a list of {what}, got {type(values).__name__} ({values!r}).")
+            if not values or any(isinstance(v, bool) or not isinstance(v, kinds) for v in values):
+                raise TypeError(f"{key} must be a non-empty list of {what}, got {list(values)!r}.")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} must be distinct, got {list(values)!r}.")
+            setattr(self, key, tuple(values))
+        if self.model is not None and tuple(self.archs) != DEFAULT_AXES["archs"]:
+            raise ValueError(f"Give archs ({', '.join(self.archs)}) or model ({self.model}), not both.")
+        if not isinstance(self.settings, Mapping):
+            raise TypeError(f"settings must be a mapping, got {type(self.settings).__name__}.")
+        unknown = sorted(set(self.settings) - set(GRID_SETTINGS))
+        if unknown:
+            raise ValueError(f"Unknown setting(s) {', '.join(unknown)}; expected some of: {', '.join(GRID_SETTINGS)}.")
+        self.settings = dict(self.settings)
+        self.cells()  # every cell's configuration is checked now, before any work
+
+    def cells(self) -> list[BenchmarkConfig]:
+        """
+        :return: One configuration per cell, in the order they run (architecture, attack, poison rate, then seed).
+        """
+        cells = []
+        for arch in self.archs if self.model is None else (DEFAULT_ARCH,):
+            for attack in self.attacks:
+                for rate in self.poison_rates:
+                    for seed in self.seeds:
+                        axes = {"arch": arch, "attack": attack, "poison_rate": float(rate), "seed": int(seed)}
+                        cells.append(BenchmarkConfig(model=self.model, **axes, **self.settings))
+        return cells
+
+    def settings_dict(self) -> dict[str, Any]:
+        """
+        :return: What every cell shares (the settings, with their defaults filled in, and the model), as plain
+                 JSON values: a grid may be resumed into an output only where these are equal.
+        """
+        values = BenchmarkConfig(**self.settings).as_dict()
+        shared = {key: values[key] for key in GRID_SETTINGS}
+        shared["model"] = self.model
+        return json_ready(shared)
+
+    def as_dict(self) -> dict[str, Any]:
+        """
+        :return: The axes and the shared settings, as plain JSON values.
+        """
+        axes = {key: list(getattr(self, key)) for key in GRID_AXES}
+        return {"axes": axes, "settings": self.settings_dict()}
+
+
+def json_ready(value: Any) -> Any:
+    """
+    :return: ``value`` with tuples turned into lists (recursively), as JSON gives it back.
+    """
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
+
+
+#: Largest grid file read (bytes).
+MAX_GRID_FILE_BYTES = 1 << 20
+
+
+def load_grid_file(path: str) -> dict[str, Any]:
+    """
+    Read a grid file (TOML) holding any of :data:`GRID_KEYS`, e.g.::
+
+        data = "digits"
+        archs = ["small-cnn"]
+        attacks = ["badnets", "blended"]
+        poison_rates = [0.1, 0.01]
+        seeds = [0, 1, 2]
+        defences = ["none", "fine-pruning"]
+        epochs = 30
+        [attack_options.blended]
+        alpha = 0.2
+
+    :param path: The file.
+    :return: Its keys and values (checked by :class:`GridConfig` when the grid is made).
+    :raises FileNotFoundError: If it does not exist.
+    :raises ValueError: If it is not TOML, too large, or holds unknown keys.
+    """
+    import tomllib
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Grid file {path} does not exist or is not a regular file.")
+    if os.path.getsize(path) > MAX_GRID_FILE_BYTES:
+        raise ValueError(f"Grid file {path} is larger than {MAX_GRID_FILE_BYTES} bytes; refused.")
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"Grid file {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(values) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Grid file {path}: unknown key(s) {', '.join(unknown)}; expected some of: {', '.join(GRID_KEYS)}."
+        )
+    return values
+
+
+def make_grid(values: Mapping[str, Any], source: str | None = None) -> GridConfig:
+    """
+    :param values: Grid keys (:data:`GRID_KEYS`) and their values, from a grid file and/or the command line.
+    :param source: Where they come from, put before an error message (e.g. the grid file's path).
+    :return: The grid, every cell checked.
+    :raises ValueError: If a key is unknown or a value out of range.
+    :raises TypeError: If a value has the wrong type.
+    """
+    unknown = sorted(set(values) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown grid key(s) {', '.join(unknown)}; expected some of: {', '.join(GRID_KEYS)}.")
+    axes = {key: values[key] for key in GRID_AXES if key in values}
+    settings = {key: values[key] for key in GRID_SETTINGS if key in values}
+    try:
+        return GridConfig(model=values.get("model"), settings=settings, **axes)
+    except (TypeError, ValueError, FileNotFoundError) as error:
+        if source is None:
+            raise
+        raise type(error)(f"{source}: {error}") from None

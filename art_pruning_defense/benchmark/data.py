@@ -10,11 +10,14 @@ import os
 
 import numpy as np
 
-from art_pruning_defense.badnet import BadNetData, digits_badnet_data, make_badnet_data
+from art_pruning_defense.badnet import BadNetData, load_digits_images
 from art_pruning_defense.benchmark.config import BenchmarkConfig
 from art_pruning_defense.data import load_npz
 
 logger = logging.getLogger(__name__)
+
+#: Training images of the digits split (the other 397 are the test set).
+DIGITS_N_TRAIN = 1400
 
 
 def _images(x: np.ndarray, name: str, path: str) -> np.ndarray:
@@ -95,27 +98,66 @@ def load_npz_images(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return x_train, y_train, x_test, y_test
 
 
-def load_benchmark_data(config: BenchmarkConfig) -> BadNetData:
+def clean_split(config: BenchmarkConfig) -> tuple[np.ndarray, ...]:
     """
     :param config: The configuration (its defaults resolved or not).
-    :return: The poisoned training set, the defender's clean validation split and the clean and triggered test sets.
+    :return: ``(x_train, y_train, x_valid, y_valid, x_test, y_test)``, all clean: the defender's validation split is
+             ``n_valid`` images drawn from the training images with the seed; on digits, the 1,797 images are first
+             split into 1,400 for training and 397 for testing, with the seed.
     """
     config = config.resolved()
     if config.is_digits:
-        return digits_badnet_data(
-            poison_rate=config.poison_rate, target=config.target, trigger=config.trigger, seed=config.seed
-        )
-    x_train, y_train, x_test, y_test = load_npz_images(config.data)
-    return make_badnet_data(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        n_valid=config.n_valid,
-        poison_rate=config.poison_rate,
-        target=config.target,
-        trigger=config.trigger,
-        seed=config.seed,
+        x, y = load_digits_images()
+        order = np.random.default_rng(config.seed).permutation(len(x))
+        train, test = order[:DIGITS_N_TRAIN], order[DIGITS_N_TRAIN:]
+        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+    else:
+        x_train, y_train, x_test, y_test = load_npz_images(config.data)
+    if not 0 < config.n_valid < len(x_train):
+        raise ValueError(f"n_valid must be in (0, {len(x_train)}), got {config.n_valid}.")
+    if config.target > max(int(y_train.max()), int(y_test.max())):
+        raise ValueError(f"target must be one of the data's classes, got {config.target}.")
+    order = np.random.default_rng(config.seed).permutation(len(x_train))
+    valid, train = order[: config.n_valid], order[config.n_valid :]
+    return (
+        x_train[train].astype(np.float32),
+        y_train[train].astype(np.int64),
+        x_train[valid].astype(np.float32),
+        y_train[valid].astype(np.int64),
+        x_test.astype(np.float32),
+        y_test.astype(np.int64),
     )
 
 
+def load_benchmark_data(config: BenchmarkConfig) -> BadNetData:
+    """
+    :param config: The configuration (its defaults resolved or not).
+    :return: The training set poisoned by the cell's attack, the defender's clean validation split (and its
+             triggered copy, without the target class) and the clean and triggered test sets.
+    """
+    config = config.resolved()
+    x_train, y_train, x_valid, y_valid, x_test, y_test = clean_split(config)
+    attack = config.make_attack()
+    poisoned = attack.poison(x_train, y_train)
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    logger.info(
+        "%s: poisoned %d of %d training images (target %d%s).",
+        attack.name,
+        int(np.count_nonzero(poisoned.is_poison)),
+        len(x_train),
+        config.target,
+        ", clean-label" if attack.clean_label else "",
+    )
+    return BadNetData(
+        x_train=poisoned.x,
+        y_train=poisoned.y,
+        is_poison_train=poisoned.is_poison,
+        x_valid=x_valid,
+        y_valid=y_valid,
+        x_valid_poisoned=attack.triggered_test_set(x_valid, y_valid),
+        x_test=x_test,
+        y_test=y_test,
+        x_test_poisoned=attack.triggered_test_set(x_test, y_test),
+        target=config.target,
+        n_classes=n_classes,
+    )

@@ -1,6 +1,7 @@
 """
-ART's ``SpectralSignatureDefense`` (``expected_pp_poison`` = the real poisoning rate) flags training samples;
-the flagged samples are removed and a fresh CNN is trained on the rest, with the same seed and epochs as B.
+ART's ``SpectralSignatureDefense`` (``expected_pp_poison`` = the share of the training set actually poisoned) flags
+training samples; the flagged samples are removed and a fresh CNN is trained on the rest, with the same seed and
+epochs as B.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from art_pruning_defense.benchmark.defences._common import _filter_and_retrain, 
 
 @register(
     "spectral-signatures",
-    "ART's SpectralSignatureDefense (expected_pp_poison = the real rate), flagged samples removed, CNN retrained",
+    "ART's SpectralSignatureDefense (expected_pp_poison = the share poisoned), flagged samples removed, CNN retrained",
     lambda config: ["spectral signatures"],
 )
 def _spectral_signatures(run: _Run) -> list[dict]:
@@ -26,7 +27,7 @@ def _spectral_signatures(run: _Run) -> list[dict]:
             run.classifier,
             run.data.x_train,
             y_onehot,
-            expected_pp_poison=float(run.config.poison_rate),
+            expected_pp_poison=float(np.mean(run.data.is_poison_train)),
             batch_size=run.config.predict_batch_size,
             eps_multiplier=SPECTRAL_EPS_MULTIPLIER,
         )
