@@ -5,16 +5,19 @@ The comparative benchmark: BadNets made by an attack, the pruning defence and AR
 
 The modules, in the order of the flow:
 
-1. :mod:`~art_pruning_defense.benchmark.config`: what to run (one cell: data, architecture, attack, poison rate,
-   seed, defences).
-2. :mod:`~art_pruning_defense.benchmark.data`: the images (scikit-learn's digits, or an ``.npz`` file), the
+1. :mod:`~art_pruning_defense.benchmark.config`: what to run: one cell (data, architecture, attack, poison rate,
+   seed, defences) and a grid of cells (lists of architectures, attacks, poison rates, seeds; a TOML grid file).
+2. :mod:`~art_pruning_defense.benchmark.attacks`: one module per attack, a registry by name.
+3. :mod:`~art_pruning_defense.benchmark.data`: the images (scikit-learn's digits, or an ``.npz`` file), the
    defender's clean validation split, the poisoned training set and the triggered test set.
-3. :mod:`~art_pruning_defense.benchmark.training`: the BadNet B, trained from the seed with its architecture's recipe.
-4. :mod:`~art_pruning_defense.benchmark.defences`: one module per defence, a registry by name; every selected defence
+4. :mod:`~art_pruning_defense.benchmark.training`: the BadNet B, trained from the seed with its architecture's recipe.
+5. :mod:`~art_pruning_defense.benchmark.defences`: one module per defence, a registry by name; every selected defence
    runs on the same B (each from the same seed); clean accuracy and attack success rate on the test data, detection
    rates on the poisoned training set for training-set filters, shares flagged for test-time filters.
-5. :mod:`~art_pruning_defense.benchmark.runner`: one cell.
-6. :mod:`~art_pruning_defense.benchmark.report`: ``results.json``, ``results.md``, plots.
+6. :mod:`~art_pruning_defense.benchmark.runner`: one cell, and the grid's executors (local, Ray).
+7. :mod:`~art_pruning_defense.benchmark.store`: the grid's output directory (``grid.json``, ``cells/<key>.json``,
+   resuming).
+8. :mod:`~art_pruning_defense.benchmark.report`: ``results.json``, ``results.md``, plots (mean ± std over seeds).
 
 The package imports its modules lazily: ``art_pruning_defense.benchmark.config`` does not load TensorFlow, so that the
 command line checks a configuration at once.
@@ -28,7 +31,17 @@ from typing import Any
 #: Name → the module that defines it (imported on first use).
 _EXPORTS = {
     "BenchmarkConfig": "config",
+    "GridConfig": "config",
+    "GRID_KEYS": "config",
+    "make_grid": "config",
+    "load_grid_file": "config",
     "DIGITS": "config",
+    "ATTACKS": "attacks",
+    "Attack": "attacks",
+    "attack_names": "attacks",
+    "make_attack": "attacks",
+    "cell_key": "store",
+    "check_grid_output": "store",
     "load_npz_images": "data",
     "load_benchmark_data": "data",
     "train_badnet": "training",
@@ -44,6 +57,9 @@ _EXPORTS = {
     "_NeuralCleanse": "defences.neural_cleanse",
     "_sequential_copy": "defences.neural_cleanse",
     "run_benchmark": "runner",
+    "run_cell": "runner",
+    "run_grid": "runner",
+    "GridResult": "runner",
     "BENCHMARK_COLUMNS": "report",
     "LEGEND": "report",
     "RESULTS_JSON": "report",
@@ -51,6 +67,7 @@ _EXPORTS = {
     "RESULTS_PNG": "report",
     "markdown_rows": "report",
     "write_benchmark": "report",
+    "write_grid_report": "report",
 }
 
 __all__ = [name for name in _EXPORTS if not name.startswith("_")]
