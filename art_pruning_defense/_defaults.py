@@ -8,3 +8,22 @@ RECOMMENDED_FINE_TUNE_EPOCHS = 20
 
 #: The benchmark's built-in architectures (builders in :mod:`art_pruning_defense.keras._architectures`).
 ARCH_NAMES = ("small-cnn", "resnet20", "vgg11-bn")
+
+#: The benchmark's defences, in the order a full run measures them (the registry is
+#: :data:`art_pruning_defense.benchmark.defences.DEFENCES`; a test keeps the two equal).
+DEFENCE_NAMES = (
+    "none",
+    "pruning",
+    "fine-pruning",
+    "attack-aware",
+    "activation-clustering",
+    "spectral-signatures",
+    "neural-cleanse",
+    "strip",
+)
+
+#: The triggers of the ``badnets`` attack: ART's ``add_pattern_bd`` and ``add_single_bd``, and a square patch.
+TRIGGER_NAMES = ("pattern", "pixel", "patch")
+
+#: The benchmark's attacks (the registry is :data:`art_pruning_defense.benchmark.attacks.ATTACKS`).
+ATTACK_NAMES = ("badnets", "blended", "sig", "wanet", "clean-label")

@@ -18,7 +18,13 @@ import sys
 import warnings
 from typing import Iterator, NoReturn, Sequence
 
-from art_pruning_defense._defaults import ARCH_NAMES, RECOMMENDED_FINE_TUNE_EPOCHS
+from art_pruning_defense._defaults import (
+    ARCH_NAMES,
+    ATTACK_NAMES,
+    DEFENCE_NAMES,
+    RECOMMENDED_FINE_TUNE_EPOCHS,
+    TRIGGER_NAMES,
+)
 from art_pruning_defense._io import check_output_dir, output_lock
 
 #: Libraries whose log messages are shown only with --verbose (errors always are).
@@ -132,40 +138,30 @@ def _eval_image(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     import shlex
 
-    from art_pruning_defense.benchmark import (
-        BENCHMARK_COLUMNS,
-        BenchmarkConfig,
-        markdown_rows,
-        run_benchmark,
-        write_benchmark,
-    )
-    from art_pruning_defense.reports import markdown_table
+    from art_pruning_defense.benchmark import run_grid
 
-    options = {
-        "data": args.data,
-        "poison_rate": args.poison_rate,
-        "trigger": args.trigger,
-        "target": args.target,
-        "seed": args.seed,
-        "n_valid": args.n_valid,
-        "epochs": args.epochs,
-        "arch": args.arch,
-        "model": args.model,
-        "augment": args.augment,
-        "flip": not args.no_flip,
-    }
-    if args.defences:
-        options["defences"] = args.defences
-    config = BenchmarkConfig(**options)
-    rows = run_benchmark(config, verbose=not args.quiet)
     command = "art-prune " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
-    name = "digits" if args.data == "digits" else os.path.basename(args.data)
-    title = f"BadNet on {name}: {args.poison_rate:g} poisoned, {args.trigger} trigger, target {args.target}"
-    write_benchmark(rows, args.out, command, overwrite=args.force, title=title)
-    print(title)
-    print(f"command: {command}")
-    print(markdown_table(markdown_rows(rows), BENCHMARK_COLUMNS))
-    print(f"wrote {args.out}: results.json, results.md, results.png")
+    result = run_grid(
+        args.grid_config,
+        args.out,
+        command,
+        executor=args.executor,
+        overwrite=args.force,
+        ray_address=args.ray_address,
+        cpus_per_cell=args.cpus_per_cell if args.cpus_per_cell is not None else 1,
+        verbose=not args.quiet,
+    )
+    with open(os.path.join(args.out, "results.md"), encoding="utf-8") as handle:
+        print(handle.read().rstrip())
+    print(
+        f"cells: {len(result.ran)} run now, {len(result.skipped)} finished earlier, {len(result.failed)} unfinished; "
+        f"wrote {args.out}: cells/, {', '.join(os.path.basename(f) for f in result.files)}"
+    )
+    if result.failed:
+        for key, error in result.failed.items():
+            print(f"art-prune: cell {key} did not finish: {error}", file=sys.stderr)
+        print("art-prune: rerun the same command to run the unfinished cells.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -256,20 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(classify)
     classify.set_defaults(func=_eval_image)
 
-    bench = commands.add_parser("benchmark", help="one BadNet, fine-pruning against ART's own defences, one table")
-    bench.add_argument("--data", default="digits", help="'digits' (bundled) or an npz with x_train, y_train, ...")
-    bench.add_argument("--poison-rate", type=float, default=0.1)
-    bench.add_argument("--trigger", choices=["pattern", "pixel"], default="pattern")
-    bench.add_argument("--target", type=int, default=0)
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--n-valid", type=int, help="defender's clean split (default 300 for digits, else 5000)")
-    bench.add_argument(
-        "--arch",
-        choices=ARCH_NAMES,
-        default=ARCH_NAMES[0],
-        help="the BadNet's architecture (default small-cnn, the CNN of ART's poisoning examples)",
+    bench = commands.add_parser(
+        "benchmark",
+        help="a grid of BadNets (attacks × archs × poison rates × seeds); fine-pruning against ART's defences",
     )
-    bench.add_argument("--model", help="instead of --arch: a .keras model whose architecture is trained from scratch")
+    bench.add_argument("--grid", help="a TOML grid file with any of the keys below (options given here win)")
+    bench.add_argument("--data", help="'digits' (bundled; default) or an npz with x_train, y_train, x_test, y_test")
+    bench.add_argument("--attacks", nargs="+", choices=ATTACK_NAMES, help="attacks (default: badnets)")
+    bench.add_argument(
+        "--archs", "--arch", nargs="+", choices=ARCH_NAMES, help="the BadNet's architectures (default: small-cnn)"
+    )
+    bench.add_argument("--model", help="instead of --archs: a .keras model whose architecture is trained from scratch")
+    bench.add_argument(
+        "--poison-rates",
+        "--poison-rate",
+        nargs="+",
+        type=float,
+        help="shares poisoned, in (0, 1) (of the target class for sig and clean-label; default 0.1)",
+    )
+    bench.add_argument("--seeds", "--seed", nargs="+", type=int, help="seeds (default: 0); figures are mean ± std")
+    bench.add_argument("--trigger", choices=TRIGGER_NAMES, help="the badnets trigger (default: pattern)")
+    bench.add_argument("--target", type=int, help="the attack's target class (default 0)")
+    bench.add_argument("--n-valid", type=int, help="defender's clean split (default 300 for digits, else 5000)")
     bench.add_argument(
         "--epochs", type=int, help="training epochs (default: 30 on digits, else the architecture's: 3 or 25)"
     )
@@ -279,14 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train on random crops (4-pixel padding) and flips (default: on for colour images)",
     )
-    bench.add_argument("--no-flip", action="store_true", help="no horizontal flips when augmenting")
+    bench.add_argument("--no-flip", action="store_true", default=None, help="no horizontal flips when augmenting")
+    bench.add_argument("--defences", nargs="+", choices=DEFENCE_NAMES, help="a subset of the defences (default: all)")
     bench.add_argument(
-        "--defences",
-        nargs="+",
-        help="a subset of: none pruning fine-pruning attack-aware "
-        "activation-clustering spectral-signatures neural-cleanse strip",
+        "--executor", choices=["local", "ray"], default="local", help="run cells here, one by one, or as Ray tasks"
     )
-    bench.add_argument("--out", required=True, help="output directory")
+    bench.add_argument("--ray-address", help="with --executor ray: join this Ray cluster (default: start a local one)")
+    bench.add_argument("--cpus-per-cell", type=float, help="with --executor ray: CPUs reserved per cell (default 1)")
+    bench.add_argument(
+        "--out", required=True, help="output directory: created, or resumed where it holds this grid's cells"
+    )
     bench.add_argument(
         "--force", action="store_true", help="replace an existing output directory that an earlier art-prune run wrote"
     )
@@ -370,20 +376,73 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_goodnet_dir(args.goodnet)
         _check_input(args.image, "image", "image")
     elif command == "benchmark":
-        if not (math.isfinite(args.poison_rate) and 0.0 < args.poison_rate < 1.0):
-            raise ValueError(f"--poison-rate must be in (0, 1), got {args.poison_rate:g}.")
-        _check_int(args.n_valid, "--n-valid", 1)
-        _check_int(args.epochs, "--epochs", 1)
-        _check_int(args.target, "--target", 0)
-        data = None if args.data == "digits" else args.data
-        _check_input(data, "--data", "npz data file")
-        if args.model is not None:
-            if args.arch != ARCH_NAMES[0]:
-                raise ValueError("Give --arch or --model, not both.")
-            if not args.model.endswith(".keras"):
-                raise ValueError(f"--model must be a .keras file, got {args.model}.")
-        _check_input(args.model, "--model", "model file")
-        check_output_dir(args.out, overwrite=args.force, inputs=[data, args.model])
+        _check_benchmark(args)
+
+
+#: ``art-prune benchmark`` options → grid keys (see :data:`art_pruning_defense.benchmark.config.GRID_KEYS`).
+BENCHMARK_OPTIONS = {
+    "data": "data",
+    "archs": "archs",
+    "model": "model",
+    "attacks": "attacks",
+    "poison_rates": "poison_rates",
+    "seeds": "seeds",
+    "trigger": "trigger",
+    "target": "target",
+    "n_valid": "n_valid",
+    "epochs": "epochs",
+    "augment": "augment",
+    "defences": "defences",
+}
+
+
+def _check_benchmark(args: argparse.Namespace) -> None:
+    """
+    Make the grid (from ``--grid`` and the options, which win) and check it and ``--out``, without TensorFlow; the
+    grid is kept in ``args.grid_config``.
+    """
+    import importlib.util
+
+    from art_pruning_defense.benchmark.config import load_grid_file, make_grid
+    from art_pruning_defense.benchmark.store import check_grid_output
+
+    for rate in args.poison_rates or ():
+        if not (math.isfinite(rate) and 0.0 < rate < 1.0):
+            raise ValueError(f"--poison-rates: each poison rate must be in (0, 1), got {rate:g}.")
+    for seed in args.seeds or ():
+        _check_int(seed, "--seeds", 0, "seed")
+    _check_int(args.n_valid, "--n-valid", 1)
+    _check_int(args.epochs, "--epochs", 1)
+    _check_int(args.target, "--target", 0)
+    if args.cpus_per_cell is not None and not (math.isfinite(args.cpus_per_cell) and args.cpus_per_cell > 0):
+        raise ValueError(f"--cpus-per-cell must be a positive number, got {args.cpus_per_cell:g}.")
+    if args.executor != "ray" and (args.ray_address is not None or args.cpus_per_cell is not None):
+        raise ValueError("--ray-address and --cpus-per-cell apply to --executor ray only.")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError(
+            "--executor ray needs Ray, which is not installed: pip install 'art-pruning-defense[distributed]'."
+        )
+    _check_input(args.grid, "--grid", "grid file")
+    values = load_grid_file(args.grid) if args.grid is not None else {}
+    for option, key in BENCHMARK_OPTIONS.items():
+        if getattr(args, option) is not None:
+            values[key] = getattr(args, option)
+    if args.no_flip:
+        values["flip"] = False
+    if args.model is not None and args.archs is not None:
+        raise ValueError("Give --archs or --model, not both.")
+    if args.model is not None:
+        values.pop("archs", None)
+    data = values.get("data", "digits")
+    data = None if data == "digits" or not isinstance(data, str) else data
+    _check_input(data, "--data", "npz data file")
+    model = values.get("model")
+    if isinstance(model, str):
+        if not model.endswith(".keras"):
+            raise ValueError(f"--model must be a .keras file, got {model}.")
+        _check_input(model, "--model", "model file")
+    args.grid_config = make_grid(values, source=args.grid)
+    check_grid_output(args.out, args.grid_config, overwrite=args.force, inputs=[data, model, args.grid])
 
 
 def _quiet_libraries(verbose: bool) -> None:

@@ -276,12 +276,30 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
         "strip",
     ]
     assert main(argv) == 0
-    assert sorted(os.listdir(out)) == [".art-prune-output", "results.json", "results.md", "results.png"]
-    rows = {row["defence"]: row for row in json.loads((out / "results.json").read_text())}
+    assert sorted(os.listdir(out)) == [
+        ".art-prune-output", "cells", "grid.json", "results.json", "results.md", "results_badnets.png"
+    ]
+    (cell,) = json.loads((out / "results.json").read_text())["cells"]
+    assert cell["key"] == "digits__small-cnn__badnets__0.1__seed0"
+    rows = {row["defence"]: row for row in cell["rows"]}
     assert {"no defence", "fine-pruning", "attack-aware pruning", "attack-aware fine-pruning", "STRIP"} <= set(rows)
     for row in rows.values():
         assert row.get("error") is None, row
     assert rows["no defence"]["attack_success_rate"] > 50
     assert rows["attack-aware fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
-    assert "art-prune benchmark --data digits" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "art-prune benchmark --data digits" in markdown
+    assert "## badnets on digits, small-cnn, poison rate 0.1 (seeds 0)" in markdown
+    no_defence = rows["no defence"]
+    # One seed: the figures themselves, no "±".
+    line = f"| no defence | {no_defence['clean_accuracy']:.2f} | {no_defence['attack_success_rate']:.2f} |"
+    assert line in markdown and "±" not in markdown
     assert "| no defence |" in capsys.readouterr().out
+
+
+def test_defence_registry_matches_the_command_line_names():
+    """The CLI checks --defences against _defaults.DEFENCE_NAMES without importing TensorFlow: keep both equal."""
+    from art_pruning_defense._defaults import DEFENCE_NAMES
+
+    assert bench.defence_names() == DEFENCE_NAMES
+    assert set(bench.__all__) >= {"BenchmarkConfig", "run_benchmark", "write_benchmark", "DEFENCES", "train_badnet"}

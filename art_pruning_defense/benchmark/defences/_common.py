@@ -1,0 +1,296 @@
+"""
+What the defences share: the state of one run (:class:`_Run`: configuration, data, the BadNet B and B's labels),
+result rows, the metrics, and the handling of ART's output and failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+from art.estimators.classification import KerasClassifier
+from art.estimators.poison_mitigation.neural_cleanse.neural_cleanse import NeuralCleanseMixin
+from art.utils import to_categorical
+
+from art_pruning_defense import _sweep
+from art_pruning_defense.badnet import BadNetData
+from art_pruning_defense.benchmark.config import BenchmarkConfig
+from art_pruning_defense.benchmark.training import train_badnet
+from art_pruning_defense.goodnet import GoodNetClassifier
+from art_pruning_defense.keras import BatchPredictor
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
+
+#: Label given to an abstention (an all-zero score row) of an ART abstaining predictor.
+ABSTAIN = -1
+
+#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say.
+ROW_KEYS = (
+    "defence",
+    "clean_accuracy",
+    "attack_success_rate",
+    "poison_detection_tpr",
+    "poison_detection_fpr",
+    "poisoned_flagged",
+    "clean_flagged",
+    "seconds",
+    "note",
+    "error",
+)
+
+
+
+
+@dataclass
+class _Run:
+    """
+    The state shared by the defences: configuration, data, the BadNet B and B's labels on the evaluation sets.
+    """
+
+    config: BenchmarkConfig
+    data: BadNetData
+    classifier: KerasClassifier
+    verbose: bool
+    _labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def model(self) -> "keras.Model":
+        """
+        :return: B's Keras model.
+        """
+        return self.classifier.model
+
+    def bad_labels(self, name: str) -> np.ndarray:
+        """
+        :param name: ``"test"``, ``"test_poisoned"`` or ``"train"``.
+        :return: B's labels on that set (computed once).
+        """
+        if name not in self._labels:
+            x = {"test": self.data.x_test, "test_poisoned": self.data.x_test_poisoned, "train": self.data.x_train}
+            self._labels[name] = self.labels_of(self.model, x[name])[0]
+        return self._labels[name]
+
+    def labels_of(self, model: "keras.Model", *xs: np.ndarray) -> tuple[np.ndarray, ...]:
+        """
+        :return: The labels a Keras model predicts for each of ``xs``.
+        """
+        predict = BatchPredictor(model, labels_only=True)
+        return tuple(predict(x, self.config.predict_batch_size) for x in xs)
+
+    def evaluate(self, goodnet: GoodNetClassifier) -> dict[str, dict[str, float | None]]:
+        """
+        :return: ``goodnet.evaluate`` on the clean and triggered test data: rows for B, B' and GoodNet.
+        """
+        data = self.data
+        return goodnet.evaluate(
+            data.x_test, data.y_test, data.x_test_poisoned, data.target, batch_size=self.config.predict_batch_size
+        )
+
+    def detection_rates(self, pruned: "keras.Model") -> tuple[float | None, float | None]:
+        """
+        The rule of :class:`~art_pruning_defense.FinePruningDetector`: a training sample is flagged where B and B'
+        disagree.
+
+        :param pruned: B'.
+        :return: ``(TPR, FPR)`` on the training set, percent.
+        """
+        flagged = self.bad_labels("train") != self.labels_of(pruned, self.data.x_train)[0]
+        return _detection_rates(flagged, self.data.is_poison_train)
+
+    def train_cnn(self, x: np.ndarray, y: np.ndarray) -> KerasClassifier:
+        """
+        Train a fresh CNN the way B was trained (same architecture, seed, epochs and batch size).
+
+        :return: It, wrapped as an ART ``KerasClassifier`` (inputs in [0, 1]).
+        """
+        return train_badnet(x, y, self.data.n_classes, self.config)
+
+
+def _row(
+    defence: str,
+    seconds: float,
+    clean_accuracy: float | None = None,
+    attack_success_rate: float | None = None,
+    poison_detection_tpr: float | None = None,
+    poison_detection_fpr: float | None = None,
+    poisoned_flagged: float | None = None,
+    clean_flagged: float | None = None,
+    note: str | None = None,
+    error: str | None = None,
+) -> dict:
+    """
+    :return: A result row with every key of :data:`ROW_KEYS`, numbers as plain floats (JSON-ready).
+    """
+    values = {
+        "defence": defence,
+        "clean_accuracy": clean_accuracy,
+        "attack_success_rate": attack_success_rate,
+        "poison_detection_tpr": poison_detection_tpr,
+        "poison_detection_fpr": poison_detection_fpr,
+        "poisoned_flagged": poisoned_flagged,
+        "clean_flagged": clean_flagged,
+        "seconds": round(float(seconds), 2),
+        "note": note,
+        "error": error,
+    }
+    for key in ROW_KEYS[1:8]:
+        if values[key] is not None:
+            values[key] = float(values[key])
+    return values
+
+
+def _detection_rates(flagged: np.ndarray, is_poison: np.ndarray) -> tuple[float | None, float | None]:
+    """
+    :param flagged: Whether each training sample was flagged.
+    :param is_poison: Whether each training sample is poison.
+    :return: ``(TPR, FPR)``: percent of poisoned samples flagged, percent of clean samples flagged (``None`` where
+             there are none).
+    """
+    flagged = np.asarray(flagged, dtype=bool)
+    n_poison = int(np.count_nonzero(is_poison))
+    n_clean = len(is_poison) - n_poison
+    tpr = float(_sweep.percent(np.count_nonzero(flagged & is_poison), n_poison)) if n_poison else None
+    fpr = float(_sweep.percent(np.count_nonzero(flagged & ~is_poison), n_clean)) if n_clean else None
+    return tpr, fpr
+
+
+def _abstaining_labels(scores: np.ndarray) -> np.ndarray:
+    """
+    :param scores: Scores of an ART abstaining predictor, ``(n, N)``.
+    :return: The argmax label per input, :data:`ABSTAIN` where the row is all zeros.
+    """
+    scores = np.asarray(scores)
+    labels = np.argmax(scores, axis=1).astype(np.int64)
+    labels[~np.any(scores != 0, axis=1)] = ABSTAIN
+    return labels
+
+
+def _without_flags(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """
+    :return: Clean accuracy and attack success rate of a :meth:`GoodNetClassifier.evaluate` row.
+    """
+    return {key: metrics[key] for key in ("clean_accuracy", "attack_success_rate")}
+
+
+def _test_metrics(run: _Run, clean: np.ndarray, poisoned: np.ndarray, flags: bool = False) -> dict:
+    """
+    :param clean: Labels predicted on the clean test set (:data:`ABSTAIN` or N for "flagged" where ``flags``).
+    :param poisoned: Labels predicted on the triggered test set.
+    :param flags: Also report the shares flagged (labels :data:`ABSTAIN` or N).
+    :return: ``clean_accuracy``, ``attack_success_rate`` and, with ``flags``, ``clean_flagged`` and
+             ``poisoned_flagged``.
+    """
+    data = run.data
+    metrics = {
+        "clean_accuracy": _sweep.accuracy(clean, data.y_test),
+        "attack_success_rate": _sweep.attack_success_rate(poisoned, data.target),
+    }
+    if flags:
+
+        def flagged(labels: np.ndarray) -> float:
+            return float(
+                _sweep.percent(np.count_nonzero((labels == ABSTAIN) | (labels == data.n_classes)), len(labels))
+            )
+
+        metrics["clean_flagged"] = flagged(clean)
+        metrics["poisoned_flagged"] = flagged(poisoned)
+    return metrics
+
+
+@contextlib.contextmanager
+def _art_output(verbose: bool) -> Iterator[None]:
+    """
+    Swallow what ART prints on stdout (``KerasNeuralCleanse`` prints a tensor per optimisation step) and, unless
+    ``verbose``, hide its progress bars (on stderr; handlers of the ``logging`` module keep their own stream).
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        if verbose:
+            yield
+        else:
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+
+
+class _DropUnfilteredWarning(logging.Filter):
+    """
+    ART's Neural Cleanse warns at every ``predict`` that its filtering is not active; after the "unlearning" and
+    "pruning" mitigations that is expected.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Filtering mitigation not activated" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_unfiltered_warning() -> Iterator[None]:
+    """
+    Drop :class:`_DropUnfilteredWarning`'s message from ART's Neural Cleanse logger while in the block.
+    """
+    art_logger = logging.getLogger(NeuralCleanseMixin.__module__)
+    log_filter = _DropUnfilteredWarning()
+    art_logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        art_logger.removeFilter(log_filter)
+
+
+def _guarded(name: str, start: float, function: Callable[[], dict]) -> dict:
+    """
+    :param name: The row's name.
+    :param start: ``time.perf_counter()`` when the work of this row began (shared work included).
+    :param function: Measures the row.
+    :return: The row, or an error row (figures ``None``, ``error`` holding the message) if ``function`` raised.
+    """
+    try:
+        return function()
+    except Exception as error:  # an ART defence may fail in many ways; record it, do not end the benchmark
+        logger.warning("%s failed: %s: %s", name, type(error).__name__, error, exc_info=True)
+        return _row(name, time.perf_counter() - start, error=f"{type(error).__name__}: {error}")
+
+
+
+
+def _filter_and_retrain(run: _Run, name: str, detect: Callable[[np.ndarray], list[int]]) -> list[dict]:
+    """
+    Flag training samples, remove them, retrain a fresh CNN on the rest, and measure it.
+
+    :param name: The row's name.
+    :param detect: Takes the one-hot training labels, returns ART's ``is_clean_lst``.
+    """
+    data = run.data
+    start = time.perf_counter()
+    with _art_output(run.verbose):
+        is_clean = np.asarray(detect(to_categorical(data.y_train, data.n_classes)))
+    if is_clean.shape != (len(data.x_train),):
+        raise ValueError(f"The detector returned {is_clean.shape} flags for {len(data.x_train)} training samples.")
+    flagged = is_clean == 0
+    tpr, fpr = _detection_rates(flagged, data.is_poison_train)
+    keep = ~flagged
+    if not np.any(keep):
+        raise ValueError("Every training sample was flagged; nothing is left to retrain on.")
+    logger.info(
+        "%s flagged %d of %d training samples (TPR %s%%, FPR %s%%); retraining on the rest.",
+        name,
+        np.count_nonzero(flagged),
+        len(flagged),
+        "n/a" if tpr is None else f"{tpr:.1f}",
+        "n/a" if fpr is None else f"{fpr:.1f}",
+    )
+    retrained = run.train_cnn(data.x_train[keep], data.y_train[keep])
+    metrics = _test_metrics(run, *run.labels_of(retrained.model, data.x_test, data.x_test_poisoned))
+    note = f"{np.count_nonzero(flagged)} of {len(flagged)} training samples removed, CNN retrained on the rest"
+    return [
+        _row(
+            name, time.perf_counter() - start, poison_detection_tpr=tpr, poison_detection_fpr=fpr, note=note, **metrics
+        )
+    ]
+

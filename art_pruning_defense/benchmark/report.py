@@ -1,0 +1,297 @@
+"""
+The benchmark's report: markdown tables, JSON and plots of result rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Sequence
+
+from art_pruning_defense._io import atomic_directory, atomic_file
+from art_pruning_defense.reports import markdown_table, plot_tradeoff, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``results.md``: (key, header).
+BENCHMARK_COLUMNS = (
+    ("defence", "defence"),
+    ("clean_accuracy", "clean accuracy %"),
+    ("attack_success_rate", "attack success %"),
+    ("poison_detection_tpr", "poison detection TPR %"),
+    ("poison_detection_fpr", "poison detection FPR %"),
+    ("poisoned_flagged", "triggered test flagged %"),
+    ("clean_flagged", "clean test flagged %"),
+    ("seconds", "seconds"),
+    ("notes", "notes"),
+)
+
+#: Printed under the table of ``results.md``.
+LEGEND = (
+    "Percentages are of the test set (clean accuracy; attack success on triggered images of the other classes; "
+    "test inputs flagged or abstained on) or of the training set (poison detection TPR: poisoned samples flagged; "
+    "FPR: clean samples flagged); – where a figure does not apply. Seconds: wall time of the defence alone, from the "
+    "trained BadNet to its figures (work shared by the rows of one defence counted in each)."
+)
+
+#: File names written by :func:`write_benchmark`.
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+RESULTS_PNG = "results.png"
+#: Title of the grid's ``results.md``.
+GRID_TITLE = "Backdoor defences"
+
+
+def markdown_rows(rows: Sequence[dict]) -> list[dict]:
+    """
+    :return: The rows for the markdown table: ``notes`` holds the error (if any) or the note, with ``|`` escaped.
+    """
+    shown = []
+    for row in rows:
+        text = f"error: {row['error']}" if row.get("error") else row.get("note") or ""
+        text = " ".join(str(text).split()).replace("|", "\\|")
+        shown.append({**row, "notes": text or None})
+    return shown
+
+
+def write_benchmark(
+    rows: Sequence[dict], out_dir: str, command: str, overwrite: bool = False, title: str = "Backdoor defences"
+) -> list[str]:
+    """
+    Write ``results.json`` (the rows), ``results.md`` (the command line that produced them, then the table) and
+    ``results.png`` (clean accuracy against attack success rate, one point per defence) into ``out_dir``,
+    atomically: the directory appears complete or not at all.
+
+    :param rows: Rows from :func:`run_benchmark`.
+    :param out_dir: Directory to create.
+    :param command: The command line that produced the rows (printed above the table).
+    :param overwrite: Replace an existing directory (only one that art-prune wrote; only once the new one is
+                      complete).
+    :param title: Title of the table and of the plot.
+    :return: The paths written.
+    :raises FileExistsError: If ``out_dir`` exists and ``overwrite`` is false.
+    """
+    rows = list(rows)
+    if not rows or not all(isinstance(row, dict) and "defence" in row for row in rows):
+        raise ValueError("rows must be a non-empty list of result rows (dicts with a 'defence' key).")
+    if not isinstance(command, str) or not command.strip():
+        raise ValueError("command must be the (non-empty) command line that produced the rows.")
+    markdown = "\n".join(
+        [
+            f"# {title}",
+            "",
+            "Produced by:",
+            "",
+            "```",
+            command.strip(),
+            "```",
+            "",
+            markdown_table(markdown_rows(rows), BENCHMARK_COLUMNS),
+            "",
+            LEGEND,
+            "",
+        ]
+    )
+    with atomic_directory(out_dir, overwrite=overwrite, kind="benchmark") as tmp:
+        write_json(os.path.join(tmp, RESULTS_JSON), rows)
+        write_text(os.path.join(tmp, RESULTS_MD), markdown)
+        plot_tradeoff(rows, os.path.join(tmp, RESULTS_PNG), title=title)
+    written = [os.path.join(os.path.abspath(out_dir), name) for name in (RESULTS_JSON, RESULTS_MD, RESULTS_PNG)]
+    logger.info("Wrote %s.", ", ".join(written))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The grid's report: mean ± std over seeds.
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: The figures of a row that are averaged over seeds.
+METRICS = (
+    "clean_accuracy",
+    "attack_success_rate",
+    "poison_detection_tpr",
+    "poison_detection_fpr",
+    "poisoned_flagged",
+    "clean_flagged",
+    "seconds",
+)
+#: The axes that make a group (one table): every cell of a group differs from the others by its seed only.
+GROUP_AXES = ("data", "arch", "model", "attack", "poison_rate")
+#: The plot of each attack: ``results_<attack>.png``.
+PLOT_NAME = "results_{attack}.png"
+
+
+def _group_key(record: dict) -> tuple:
+    config = record["config"]
+    return tuple(config[axis] for axis in GROUP_AXES)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, None
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)  # the sample standard deviation
+    return mean, math.sqrt(variance)
+
+
+def aggregate(records: Sequence[dict]) -> list[dict]:
+    """
+    :param records: Cell records (see :func:`~art_pruning_defense.benchmark.runner.run_cell`).
+    :return: One group per (data, architecture, attack, poison rate), in the records' order: its axes, ``seeds``, and
+             ``rows``: per defence row, ``<figure>_mean`` and ``<figure>_std`` (the sample standard deviation over
+             the seeds with a figure; ``None`` for a single seed) for each of :data:`METRICS`, ``n`` (seeds with
+             figures), ``errors`` (``seed: error`` of the seeds where the row failed) and ``notes`` (per seed).
+    """
+    groups: dict[tuple, dict] = {}
+    for record in records:
+        key = _group_key(record)
+        config = record["config"]
+        group = groups.setdefault(
+            key, {**{axis: config[axis] for axis in GROUP_AXES}, "attack_options": record.get("attack"), "cells": []}
+        )
+        group["cells"].append(record)
+    result = []
+    for group in groups.values():
+        cells = group.pop("cells")
+        names: list[str] = []
+        for record in cells:
+            names += [row["defence"] for row in record["rows"] if row["defence"] not in names]
+        rows = []
+        for name in names:
+            per_seed = [
+                (record["config"]["seed"], row)
+                for record in cells
+                for row in record["rows"]
+                if row["defence"] == name
+            ]
+            row: dict[str, Any] = {"defence": name}
+            for metric in METRICS:
+                values = [r[metric] for _, r in per_seed if r.get(metric) is not None and not r.get("error")]
+                row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
+            row["n"] = sum(1 for _, r in per_seed if not r.get("error"))
+            row["errors"] = [f"seed {seed}: {r['error']}" for seed, r in per_seed if r.get("error")]
+            row["notes"] = [f"seed {seed}: {r['note']}" for seed, r in per_seed if r.get("note")]
+            rows.append(row)
+        result.append({**group, "seeds": [record["config"]["seed"] for record in cells], "rows": rows})
+    return result
+
+
+def _mean_std_text(mean: float | None, std: float | None) -> str | None:
+    if mean is None:
+        return None
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _group_title(group: dict) -> str:
+    data = os.path.basename(group["data"])
+    arch = group["arch"] if group["model"] is None else os.path.basename(group["model"])
+    seeds = ", ".join(map(str, group["seeds"]))
+    return f"{group['attack']} on {data}, {arch}, poison rate {group['poison_rate']:g} (seeds {seeds})"
+
+
+def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str] = ()) -> str:
+    """
+    :return: ``results.md``: the command, then one table per group (defences × figures, mean ± std over seeds).
+    """
+    lines = [f"# {GRID_TITLE}", "", "Produced by:", "", "```", command.strip(), "```", ""]
+    for group in groups:
+        lines += [f"## {_group_title(group)}", ""]
+        options = (group.get("attack_options") or {}).get("options")
+        if options:
+            lines += ["Attack options: " + ", ".join(f"{k}={v}" for k, v in options.items()) + ".", ""]
+        shown = []
+        for row in group["rows"]:
+            cells: dict[str, Any] = {"defence": row["defence"]}
+            for metric in METRICS:
+                cells[metric] = _mean_std_text(row[f"{metric}_mean"], row[f"{metric}_std"])
+            single = len(group["seeds"]) == 1
+            text = "; ".join(row["errors"]) if row["errors"] else ("; ".join(row["notes"]) if single else "")
+            if single:
+                text = text.removeprefix(f"seed {group['seeds'][0]}: ")
+            cells["notes"] = " ".join(text.split()).replace("|", "\\|") or None
+            shown.append(cells)
+        lines += [markdown_table(shown, BENCHMARK_COLUMNS), ""]
+    several = any(len(group["seeds"]) > 1 for group in groups)
+    spread = " With several seeds: mean ± sample standard deviation over the seeds." if several else ""
+    lines += [LEGEND + spread, ""]
+    if unfinished:
+        lines += ["## Unfinished cells", "", "A rerun with the same --out runs them:", ""]
+        lines += [f"- {key}" for key in unfinished] + [""]
+    return "\n".join(lines)
+
+
+def plot_grid(groups: Sequence[dict], attack: str, path: str) -> None:
+    """
+    Clean accuracy against attack success rate for one attack, one point per defence (and group), with error bars
+    of one standard deviation over the seeds; written as a PNG, atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [g for g in groups if g["attack"] == attack]
+    figure, axis = plt.subplots(figsize=(8, 6), dpi=120)
+    markers = "osD^v<>phX*"
+    colours = plt.get_cmap("tab20")
+    index = 0
+    lows = []
+    for group in chosen:
+        suffix = "" if len(chosen) == 1 else f" ({_group_title(group).split(' on ', 1)[1].split(' (seeds')[0]})"
+        for row in group["rows"]:
+            x, y = row["attack_success_rate_mean"], row["clean_accuracy_mean"]
+            if x is None or y is None:
+                continue
+            axis.errorbar(
+                x,
+                y,
+                xerr=row["attack_success_rate_std"] or 0.0,
+                yerr=row["clean_accuracy_std"] or 0.0,
+                fmt=markers[index % len(markers)],
+                color=colours(index % 20),
+                capsize=3,
+                label=row["defence"] + suffix,
+            )
+            lows.append(y - (row["clean_accuracy_std"] or 0.0))
+            index += 1
+    axis.set_xlabel("attack success rate (%) — lower is better")
+    axis.set_ylabel("clean accuracy (%) — higher is better")
+    axis.set_xlim(-3, 103)
+    if lows:
+        axis.set_ylim(max(0.0, min(lows) - 3), 100.5)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="lower left", ncol=2)
+    axis.set_title(f"{attack}: mean ± std over seeds")
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+
+
+def write_grid_report(out: str, records: Sequence[dict], command: str, unfinished: Sequence[str] = ()) -> list[str]:
+    """
+    Write (each file atomically) ``results.json`` (the groups' means and standard deviations, every cell's per-seed
+    rows, the unfinished cells), ``results.md`` and one ``results_<attack>.png`` per attack into ``out``.
+
+    :param out: The grid's output directory.
+    :param records: The finished cells' records.
+    :param command: The command line.
+    :param unfinished: Keys of the grid's cells that have not finished.
+    :return: The paths written.
+    """
+    groups = aggregate(records)
+    written = [os.path.join(out, RESULTS_JSON), os.path.join(out, RESULTS_MD)]
+    cells = [
+        {key: record[key] for key in ("key", "config", "attack", "data", "versions", "seconds", "rows")}
+        for record in records
+    ]
+    write_json(written[0], {"command": command, "groups": groups, "cells": cells, "unfinished": list(unfinished)})
+    write_text(written[1], grid_markdown(groups, command, unfinished))
+    for attack in dict.fromkeys(group["attack"] for group in groups):
+        path = os.path.join(out, PLOT_NAME.format(attack=attack))
+        plot_grid(groups, attack, path)
+        written.append(path)
+    return [os.path.abspath(path) for path in written]

@@ -1,0 +1,364 @@
+"""
+Running the benchmark: one cell is one BadNet (data, architecture, attack, poison rate, seed) and every selected
+defence on it (:func:`run_benchmark`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
+from art_pruning_defense.benchmark.data import load_benchmark_data
+from art_pruning_defense.benchmark.defences import DEFENCES
+from art_pruning_defense.benchmark.defences._common import _row, _Run
+from art_pruning_defense.benchmark.training import train_badnet
+from art_pruning_defense.keras import seed_everything
+
+logger = logging.getLogger(__name__)
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    verbose: bool = True,
+    stage: Callable[[str], None] | None = None,
+    summary: dict | None = None,
+) -> list[dict]:
+    """
+    Poison the data, train the BadNet and measure every selected defence on it.
+
+    A defence that raises does not end the benchmark: its rows keep ``None`` figures and an ``error`` message.
+
+    :param config: What to run.
+    :param verbose: Show a progress bar over the defences (and ART's own bars).
+    :param stage: Called with the name of each stage as it starts (``"data"``, ``"training"``, a defence's name).
+    :param summary: Filled with the data's sizes (training, poisoned, validation, test, triggered test).
+    :return: One row per measured model, in registry order, with the keys of :data:`ROW_KEYS`: ``defence``;
+             ``clean_accuracy`` and ``attack_success_rate`` on the test data (percent); ``poison_detection_tpr`` and
+             ``poison_detection_fpr`` (percent of poisoned, resp. clean, training samples flagged; ``None`` for
+             defences that do not filter the training set); ``poisoned_flagged`` and ``clean_flagged`` (percent of
+             triggered, resp. clean, test inputs flagged or abstained on; ``None`` for defences that never flag);
+             ``seconds`` (wall time of this defence alone, from the trained BadNet to its figures; work shared
+             between rows of one defence is counted in each); ``note``; ``error``.
+    """
+    if not isinstance(config, BenchmarkConfig):
+        raise TypeError(f"config must be a BenchmarkConfig, got {type(config).__name__}.")
+    if not isinstance(verbose, bool):
+        raise TypeError(f"verbose must be a bool, got {type(verbose).__name__}.")
+    config = config.resolved()
+    stage = stage or (lambda name: None)
+    started = time.perf_counter()
+    stage("data")
+    data = load_benchmark_data(config)
+    sizes = {
+        "train": len(data.x_train),
+        "poisoned": int(np.count_nonzero(data.is_poison_train)),
+        "valid": len(data.x_valid),
+        "test": len(data.x_test),
+        "test_triggered": len(data.x_test_poisoned),
+    }
+    if summary is not None:
+        summary.update(sizes)
+    logger.info(
+        "Data: %d training images (%d poisoned by %s, target %d), %d clean validation, %d test.",
+        sizes["train"],
+        sizes["poisoned"],
+        config.attack,
+        data.target,
+        sizes["valid"],
+        sizes["test"],
+    )
+    stage("training")
+    begin = time.perf_counter()
+    classifier = train_badnet(data.x_train, data.y_train, data.n_classes, config)
+    logger.info("Trained the BadNet (%d epochs) in %.1f s.", config.epochs, time.perf_counter() - begin)
+    run = _Run(config=config, data=data, classifier=classifier, verbose=verbose)
+    begin = time.perf_counter()
+    for name in ("test", "test_poisoned", "train"):
+        run.bad_labels(name)  # shared by the defences: counted in none of their rows
+    logger.info("Predicted B's labels on the test and training sets in %.1f s.", time.perf_counter() - begin)
+
+    rows: list[dict] = []
+    selected = [DEFENCES[name] for name in DEFENCES if name in config.defences]
+    progress = tqdm(selected, desc="Benchmark", unit="defence", disable=not verbose)
+    with progress:
+        for defence in progress:
+            progress.set_postfix_str(defence.name)
+            stage(defence.name)
+            logger.info("Running %s: %s.", defence.name, defence.description)
+            seed_everything(config.seed)
+            begin = time.perf_counter()
+            try:
+                new_rows = defence.run(run)
+            except Exception as error:  # record the failure of one defence, go on with the others
+                logger.warning("%s failed: %s: %s", defence.name, type(error).__name__, error, exc_info=True)
+                seconds = time.perf_counter() - begin
+                message = f"{type(error).__name__}: {error}"
+                new_rows = [_row(name, seconds, error=message) for name in defence.row_names(config)]
+            for row in new_rows:
+                logger.info(
+                    "%s: clean accuracy %s, attack success rate %s%s.",
+                    row["defence"],
+                    _percent_text(row["clean_accuracy"]),
+                    _percent_text(row["attack_success_rate"]),
+                    f" (error: {row['error']})" if row["error"] else "",
+                )
+            rows.extend(new_rows)
+    logger.info("Benchmark finished in %.1f s.", time.perf_counter() - started)
+    return rows
+
+
+def _percent_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One cell, and the grid.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    """
+    :return: The versions of this package, ART, TensorFlow, Keras and numpy.
+    """
+    import art
+    import keras
+    import tensorflow as tf
+
+    from art_pruning_defense import __version__
+
+    return {
+        "art_pruning_defense": __version__,
+        "adversarial-robustness-toolbox": art.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _deterministic() -> None:
+    """
+    Make TensorFlow's ops deterministic (a cell's figures then depend on its seed only, whichever process runs it).
+    """
+    import tensorflow as tf
+
+    os.environ["TF_DETERMINISTIC_OPS"] = "1"
+    tf.config.experimental.enable_op_determinism()
+
+
+def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[str], None] | None = None) -> dict:
+    """
+    Run one cell: one BadNet and every selected defence on it, deterministically from the cell's seed.
+
+    :param config: The cell.
+    :param verbose: Show the defences' progress bar (and ART's).
+    :param stage: Called with each stage's name as it starts.
+    :return: The cell's record: ``key``, ``config`` (as given), ``resolved`` (defaults filled in), ``attack`` (its
+             options), ``versions``, ``data`` (sizes), ``rows`` (see :func:`run_benchmark`) and ``seconds``.
+    """
+    from art_pruning_defense.benchmark.store import cell_key
+
+    _deterministic()
+    start = time.perf_counter()
+    summary: dict[str, Any] = {}
+    rows = run_benchmark(config, verbose=verbose, stage=stage, summary=summary)
+    return {
+        "key": cell_key(config),
+        "config": json_ready(config.as_dict()),
+        "resolved": json_ready(config.resolved().as_dict()),
+        "attack": {"name": config.attack, "options": config.make_attack().params()},
+        "versions": versions(),
+        "data": summary,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _cell_task(config: BenchmarkConfig) -> dict:
+    """
+    A cell run by a Ray worker: quiet, no progress bars.
+    """
+    for name in ("tensorflow", "absl", "keras", "art"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return run_cell(config, verbose=False)
+
+
+@dataclass
+class GridResult:
+    """
+    What :func:`run_grid` did.
+
+    :param records: The records of the grid's finished cells (run now or earlier), in grid order.
+    :param ran: Keys of the cells run now.
+    :param skipped: Keys of the cells finished by an earlier run.
+    :param failed: Key → error, for the cells that did not finish (a rerun redoes them).
+    :param files: The report's files.
+    """
+
+    records: list[dict]
+    ran: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    files: list[str] = field(default_factory=list)
+
+
+#: The executors: local (sequential, in this process) and Ray.
+EXECUTORS = ("local", "ray")
+
+
+def run_grid(
+    grid: GridConfig,
+    out: str,
+    command: str,
+    executor: str = "local",
+    overwrite: bool = False,
+    ray_address: str | None = None,
+    cpus_per_cell: float = 1,
+    verbose: bool = True,
+) -> GridResult:
+    """
+    Run every unfinished cell of the grid; write each cell's record as it finishes (``OUT/cells/<key>.json``) and
+    the report after each cell.
+
+    :param grid: The grid.
+    :param out: The output directory: created, resumed (same configuration: finished cells are skipped) or, with
+           ``overwrite``, replaced; one of another configuration is refused before any work.
+    :param command: The command line (printed in the report).
+    :param executor: ``"local"`` (sequential, in this process) or ``"ray"`` (cells as Ray tasks).
+    :param overwrite: Replace an existing output (``--force``).
+    :param ray_address: The Ray cluster to join (default: a running instance if this process started one, else a
+           new local instance).
+    :param cpus_per_cell: CPUs Ray reserves for each cell.
+    :param verbose: A progress bar over the cells.
+    :return: What was run, skipped and failed, and the files written.
+    """
+    from art_pruning_defense._io import output_lock
+    from art_pruning_defense.benchmark import report, store
+
+    if not isinstance(grid, GridConfig):
+        raise TypeError(f"grid must be a GridConfig, got {type(grid).__name__}.")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
+    if isinstance(cpus_per_cell, bool) or not isinstance(cpus_per_cell, (int, float)) or not cpus_per_cell > 0:
+        raise ValueError(f"cpus_per_cell must be a positive number, got {cpus_per_cell!r}.")
+    if executor == "ray":
+        ray = import_ray()
+    cells = grid.cells()
+    inputs = [cells[0].data if not cells[0].is_digits else None, grid.model]
+    with output_lock(out):
+        mode = store.prepare_output(out, grid, overwrite=overwrite, inputs=inputs)
+        records: dict[str, dict] = {}
+        pending = []
+        for config in cells:
+            record = store.read_cell(out, config)
+            if record is None:
+                pending.append(config)
+            else:
+                records[record["key"]] = record
+        skipped = list(records)
+        logger.info(
+            "%s: %d cells, %d finished earlier (%s), %d to run.", out, len(cells), len(skipped), mode, len(pending)
+        )
+        result = GridResult(records=[], ran=[], skipped=skipped, failed={})
+
+        def refresh() -> None:
+            keys = [store.cell_key(c) for c in cells]
+            result.records = [records[k] for k in keys if k in records]
+            unfinished = [k for k in keys if k not in records]
+            result.files = report.write_grid_report(out, result.records, command, unfinished=unfinished)
+
+        def finished(config: BenchmarkConfig, record: dict | None, error: str | None) -> None:
+            key = store.cell_key(config)
+            if record is None:
+                result.failed[key] = error or "unknown error"
+                logger.warning("Cell %s did not finish: %s", key, error)
+            else:
+                store.write_cell(out, record)
+                records[key] = record
+                result.ran.append(key)
+            refresh()
+
+        progress = tqdm(total=len(cells), initial=len(skipped), desc="Grid", unit="cell", disable=not verbose)
+        with progress:
+            if not pending:
+                refresh()
+            elif executor == "local":
+                _run_local(pending, progress, finished)
+            else:
+                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell)
+    return result
+
+
+def _run_local(pending: list[BenchmarkConfig], progress: tqdm, finished: Callable) -> None:
+    from art_pruning_defense.benchmark.store import cell_key
+
+    for config in pending:
+        key = cell_key(config)
+
+        def stage(name: str, key: str = key) -> None:
+            progress.set_postfix_str(f"{key}: {name}")
+
+        try:
+            record = run_cell(config, verbose=False, stage=stage)
+        except Exception as error:  # a cell that fails is reported, and the grid goes on
+            logger.warning("Cell %s failed: %s: %s", key, type(error).__name__, error, exc_info=True)
+            finished(config, None, f"{type(error).__name__}: {error}")
+        else:
+            finished(config, record, None)
+        progress.update(1)
+
+
+def import_ray() -> Any:
+    """
+    :return: The ``ray`` module.
+    :raises ImportError: If Ray is not installed (with the extra to install).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "--executor ray needs Ray: pip install 'art-pruning-defense[distributed]' (or pip install ray)."
+        ) from None
+    return ray
+
+
+def _run_ray(
+    ray: Any,
+    pending: list[BenchmarkConfig],
+    progress: tqdm,
+    finished: Callable,
+    address: str | None,
+    cpus_per_cell: float,
+) -> None:
+    from art_pruning_defense.benchmark.store import cell_key
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        env = {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(_cell_task)
+        running = {task.remote(config): config for config in pending}
+        progress.set_postfix_str(f"{len(running)} cells queued on Ray")
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                config = running.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception as error:  # the task raised, or its worker died: the cell stays unfinished
+                    first_line = (str(error).splitlines() or [""])[0]
+                    finished(config, None, f"{type(error).__name__}: {first_line}")
+                else:
+                    finished(config, record, None)
+                progress.update(1)
+                progress.set_postfix_str(f"{cell_key(config)} done; {len(running)} left")
+    finally:
+        if started_here:
+            ray.shutdown()
