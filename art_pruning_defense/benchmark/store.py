@@ -17,8 +17,9 @@ import os
 import re
 from typing import Any, Sequence
 
-from art_pruning_defense._io import atomic_directory, atomic_file, check_output_dir, has_marker
+from art_pruning_defense._io import atomic_directory, check_output_dir, has_marker
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
+from art_pruning_defense.reports import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -101,24 +102,13 @@ def prepare_output(path: str, grid: GridConfig, overwrite: bool = False, inputs:
     """
     mode = check_grid_output(path, grid, overwrite=overwrite, inputs=inputs)
     if mode == "resume":
-        write_json_atomic(os.path.join(path, GRID_JSON), grid.as_dict())
+        write_json(os.path.join(path, GRID_JSON), grid.as_dict())
         os.makedirs(os.path.join(path, CELLS_DIR), exist_ok=True)
         return mode
     with atomic_directory(path, overwrite=mode == "replace", kind=GRID_KIND, inputs=inputs) as tmp:
         os.mkdir(os.path.join(tmp, CELLS_DIR))
-        write_json_atomic(os.path.join(tmp, GRID_JSON), grid.as_dict())
+        write_json(os.path.join(tmp, GRID_JSON), grid.as_dict())
     return mode
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """
-    :param path: Destination (written to a temporary file, then renamed).
-    :param data: JSON-serialisable data.
-    """
-    with atomic_file(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
 
 
 def cell_path(out: str, key: str) -> str:
@@ -155,5 +145,5 @@ def write_cell(out: str, record: dict) -> str:
     :return: The file written (atomically).
     """
     path = cell_path(out, record["key"])
-    write_json_atomic(path, record)
+    write_json(path, record)
     return path

@@ -33,8 +33,12 @@ WEIGHT_DECAY = 1e-4
 VGG11_LAYERS: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
+def _l2(weight_decay: float) -> keras.regularizers.Regularizer | None:
+    return keras.regularizers.L2(weight_decay) if weight_decay else None
+
+
 def _conv_bn(x, filters: int, strides: int, name: str, weight_decay: float, relu: bool = True):
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    regularizer = _l2(weight_decay)
     x = keras.layers.Conv2D(
         filters,
         3,
@@ -77,19 +81,14 @@ def resnet20(input_shape: tuple[int, int, int], n_classes: int, weight_decay: fl
                     strides=strides,
                     use_bias=False,
                     kernel_initializer="he_normal",
-                    kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
+                    kernel_regularizer=_l2(weight_decay),
                     name=f"{name}_shortcut_conv",
                 )(shortcut)
                 shortcut = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
             x = keras.layers.Add(name=f"{name}_add")([shortcut, y])
             x = keras.layers.Activation("relu", name=f"{name}_out")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(
-        n_classes,
-        activation="softmax",
-        kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
-        name="output",
-    )(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=_l2(weight_decay), name="output")(x)
     return keras.Model(inputs, outputs, name="resnet20")
 
 
@@ -116,12 +115,7 @@ def vgg11_bn(input_shape: tuple[int, int, int], n_classes: int, weight_decay: fl
             conv += 1
             x = _conv_bn(x, int(item), 1, f"block{conv}", weight_decay)
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(
-        n_classes,
-        activation="softmax",
-        kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
-        name="output",
-    )(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=_l2(weight_decay), name="output")(x)
     return keras.Model(inputs, outputs, name="vgg11_bn")
 
 

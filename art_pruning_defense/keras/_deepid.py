@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
