@@ -33,7 +33,8 @@ def test_the_api_reference_builds_without_warnings(tmp_path):
     done = _sphinx(REPOSITORY / "docs", tmp_path / "html")
     warnings = [line for line in done.stderr.splitlines() if re.search(r"WARNING|ERROR", line) and "docs" in line]
     assert done.returncode == 0 and not warnings, done.stderr[-4000:]
-    pages = {name: (tmp_path / "html" / f"{name}.html").read_text(encoding="utf-8") for name in ("api", "keras", "data")}
+    html = tmp_path / "html"
+    pages = {name: (html / f"{name}.html").read_text(encoding="utf-8") for name in ("api", "keras", "data")}
     for name in ("FinePruning.fit", "GoodNetClassifier.save", "FinePruningDetector.detect_poison", "SweepStep"):
         assert f'id="art_pruning_defense.{name}"' in pages["api"], name
     for name in ("masked_copy", "build_deepid", "find_prune_point", "fine_tune"):

@@ -50,7 +50,8 @@ def test_labels_from_a_csv_and_a_glob(tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("filename,label\nface1.png,12\nface2.png,5\n")
     assert read_labels_csv(str(csv)) == {"face1.png": 12, "face2.png": 5}
-    assert main(["make-h5", str(tmp_path / "img"), str(tmp_path / "o.h5"), "--labels", str(csv), "--glob", "face*"]) == 0
+    argv = ["make-h5", str(tmp_path / "img"), str(tmp_path / "o.h5"), "--labels", str(csv), "--glob", "face*"]
+    assert main(argv) == 0
     np.testing.assert_array_equal(load_lab_h5(str(tmp_path / "o.h5"))[1], [12, 5])
     # Without the glob, other.png has no label: refused, and nothing is written.
     with pytest.raises(ValueError, match="no label for 1 of the 3 images, e.g. other.png"):
