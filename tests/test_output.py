@@ -52,3 +52,28 @@ def test_every_command_ends_with_one_closing_line(tmp_path, capsys):
     assert "| B (BadNet) |" in captured.out and not NOISE.search(captured.out + captured.err)
     err = captured.err.splitlines()
     assert len(err) == 1 and CLOSING.fullmatch(err[0]) and err[0].endswith("s (nothing written)"), err
+
+
+def test_sweep_plot_labels_each_step_once(tmp_path, monkeypatch):
+    """Several X stopping at the same step share one label (they used to overprint)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    from art_pruning_defense.reports import plot_sweep
+
+    labels: list[str] = []
+    original = Axes.annotate
+
+    def recording(self, text, *args, **kwargs):
+        labels.append(text)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "annotate", recording)
+    records = [
+        {"fraction_pruned": i / 10, "clean_accuracy": 100 - i, "attack_success_rate": 100 - 5 * i} for i in range(11)
+    ]
+    plot_sweep(records, {2.0: 5, 4.0: 5, 10.0: 7}, str(tmp_path / "sweep.png"))
+    assert labels == ["X=2, 4", "X=10"]
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
