@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import time
 import warnings
 from typing import Iterator, NoReturn, Sequence
 
@@ -29,6 +30,15 @@ from art_pruning_defense._io import check_output_dir, output_lock
 
 #: Libraries whose log messages are shown only with --verbose (errors always are).
 NOISY_LOGGERS = ("tensorflow", "absl", "keras", "art", "h5py", "matplotlib", "PIL", "numba", "jax")
+
+
+def _make_h5(args: argparse.Namespace) -> int:
+    from art_pruning_defense.data import images_to_lab_h5
+
+    n, shape = images_to_lab_h5(args.image_dir, args.out, labels_csv=args.labels, pattern=args.glob)
+    source = f"labels from {args.labels}" if args.labels else "labels from the file names"
+    args.written = f"{args.out} ({n} images of {shape[0]}×{shape[1]}×{shape[2]}, {source})"
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -83,7 +93,7 @@ def _repair(args: argparse.Namespace) -> int:
             f"calibrated at a false-positive rate of {calibration['false_positive_rate']:g} on the "
             f"{calibration['n_valid']} clean validation samples (flagged: score > threshold): {thresholds}"
         )
-    print(f"wrote {result.out_dir}: {', '.join(result.files)}")
+    args.written = f"{result.out_dir} ({', '.join(result.files)})"
     return 0
 
 
@@ -154,9 +164,9 @@ def _benchmark(args: argparse.Namespace) -> int:
     with open(os.path.join(args.out, "results.md"), encoding="utf-8") as handle:
         print(handle.read().rstrip())
     print(
-        f"cells: {len(result.ran)} run now, {len(result.skipped)} finished earlier, {len(result.failed)} unfinished; "
-        f"wrote {args.out}: cells/, {', '.join(os.path.basename(f) for f in result.files)}"
+        f"cells: {len(result.ran)} run now, {len(result.skipped)} finished earlier, {len(result.failed)} unfinished"
     )
+    args.written = f"{args.out} (cells/, {', '.join(os.path.basename(f) for f in result.files)})"
     if result.failed:
         for key, error in result.failed.items():
             print(f"art-prune: cell {key} did not finish: {error}", file=sys.stderr)
@@ -192,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log progress messages (and TensorFlow's and other libraries' own)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    make_h5 = commands.add_parser(
+        "make-h5",
+        help="turn a directory of images into a lab-format HDF5 file (labels from 'label=N' in the names or a CSV)",
+        description="Write the images of IMAGE_DIR (RGB, pixel values 0..255, all of one size, not resized) into OUT "
+        "in the lab's HDF5 layout (data (N, 3, H, W), label (N,)). Labels come from 'label=N' in the file names "
+        "(e.g. face_label=43.png), or from --labels. No TensorFlow needed.",
+    )
+    make_h5.add_argument("image_dir", help="directory of images (PNG, JPEG, BMP, TIFF)")
+    make_h5.add_argument("out", metavar="OUT.h5", help="the HDF5 file to write (.h5 or .hdf5)")
+    make_h5.add_argument("--labels", metavar="CSV", help="labels as rows 'filename,label' (default: from the names)")
+    make_h5.add_argument(
+        "--glob", metavar="PATTERN", help="only the files matching this shell pattern, e.g. 'cl_*' (quote it)"
+    )
+    make_h5.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    make_h5.set_defaults(func=_make_h5, needs_tensorflow=False)
 
     demo = commands.add_parser("demo", help="train a BadNet on scikit-learn's digits, repair it, print a table")
     demo.add_argument("--drops", type=float, nargs="+", default=[2.0, 4.0, 10.0], help="accuracy drops X (points)")
@@ -335,6 +361,29 @@ def _check_goodnet_dir(path: str) -> None:
         raise FileNotFoundError(f"{path} is not a saved GoodNet: it {state}.")
 
 
+def _check_output_file(path: str, force: bool) -> None:
+    """
+    Check that ``path`` may be written as an HDF5 output file (created, or replaced with ``--force``).
+    """
+    if not path.endswith((".h5", ".hdf5")):
+        raise ValueError(f"OUT.h5: the output file must end in .h5 or .hdf5, got {path}.")
+    absolute = os.path.abspath(path)
+    parent = os.path.dirname(absolute)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"The parent directory {parent} of the output file {path} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"The parent directory {parent} of the output file {path} is not writable.")
+    if os.path.islink(absolute):
+        raise ValueError(f"The output file {path} is a symbolic link; refused (a link is never written through).")
+    if os.path.isdir(absolute):
+        raise IsADirectoryError(f"The output file {path} is a directory; expected a file name.")
+    if os.path.lexists(absolute):
+        if not os.path.isfile(absolute):
+            raise ValueError(f"The output file {path} exists and is not a regular file; refused.")
+        if not force:
+            raise FileExistsError(f"{path} exists; pass --force to replace it.")
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """
     Check what can be checked without TensorFlow: ranges, input files, the output directory.
@@ -345,6 +394,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     :raises IsADirectoryError: If a directory is given where a file is expected.
     """
     command = args.command
+    if command == "make-h5":
+        if not os.path.isdir(args.image_dir):
+            state = "does not exist" if not os.path.exists(args.image_dir) else "is not a directory"
+            raise FileNotFoundError(f"IMAGE_DIR: {args.image_dir} {state}; expected a directory of images.")
+        _check_input(args.labels, "--labels", "labels CSV file")
+        _check_output_file(args.out, args.force)
     if command in ("demo", "repair"):
         _check_drops(args.drops)
         _check_int(args.fine_tune_epochs, "--fine-tune-epochs", 0)
@@ -490,6 +545,16 @@ def _stderr_muted() -> Iterator[None]:
         os.close(null)
 
 
+def _print_done(args: argparse.Namespace, seconds: float) -> None:
+    """
+    The closing line of a successful command, on stderr (stdout stays the command's result: a table, JSON, a class):
+    what was written, if anything, and the wall time.
+    """
+    line = f"wrote {args.written} in {seconds:.1f} s" if args.written else f"done in {seconds:.1f} s (nothing written)"
+    sys.stdout.flush()
+    print(f"art-prune: {line}", file=sys.stderr, flush=True)
+
+
 def _print_error(message: object) -> None:
     text = " ".join(str(message).split())
     print(f"art-prune: error: {text}", file=sys.stderr)
@@ -520,11 +585,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # SIGTERM ends the run like Ctrl-C, so that temporary artefacts are removed on the way out.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    start = time.monotonic()
+    args.written = None
     try:
         check_arguments(args)
         with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
-            _quiet_libraries(args.verbose)
-            return int(args.func(args))
+            if getattr(args, "needs_tensorflow", True):
+                _quiet_libraries(args.verbose)
+            code = int(args.func(args))
+        _print_done(args, time.monotonic() - start)
+        return code
     except (ValueError, TypeError, OSError) as error:
         _print_error(getattr(error, "cli_message", error))
         return 2

@@ -10,8 +10,10 @@ out in exactly the same form.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import re
 from typing import Iterator, Sequence
 
 import h5py
@@ -34,6 +36,8 @@ NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_MODES: tuple[str, ...] = ("RGB", "RGBA", "L")
 #: dtype kinds of numbers (integers, floats); not bool, complex, strings or objects.
 NUMERIC_KINDS = "iuf"
+#: Largest labels CSV file read (bytes).
+MAX_LABELS_CSV_BYTES = 64 * 2**20
 
 
 def _damaged(path: str, error: BaseException) -> ValueError:
@@ -411,3 +415,146 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
                 f"number of samples."
             )
     return arrays
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Lab-format files from a folder of images (art-prune make-h5).
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: File name extensions :func:`list_images` picks when no pattern is given.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: How a label is written in a file name: ``..._label=43.png``.
+LABEL_IN_NAME = re.compile(r"label=(\d+)")
+
+
+def list_images(image_dir: str, pattern: str | None = None) -> list[str]:
+    """
+    :param image_dir: A directory of images.
+    :param pattern: A shell pattern matched against the file names (``"cl_*"``, ``"*.png"``); by default every
+                    file whose extension is one of :data:`IMAGE_EXTENSIONS`.
+    :return: The matching regular files, full paths, sorted by name.
+    :raises TypeError: If ``image_dir`` or ``pattern`` is not a string.
+    :raises FileNotFoundError: If ``image_dir`` does not exist.
+    :raises NotADirectoryError: If ``image_dir`` is not a directory.
+    :raises ValueError: If nothing matches.
+    """
+    if not isinstance(image_dir, (str, os.PathLike)):
+        raise TypeError(f"image_dir must be a str or os.PathLike, got {type(image_dir).__name__}.")
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str or None, got {type(pattern).__name__}.")
+    image_dir = os.fspath(image_dir)
+    if not os.path.exists(image_dir):
+        raise FileNotFoundError(f"Image directory {image_dir} does not exist.")
+    if not os.path.isdir(image_dir):
+        raise NotADirectoryError(f"{image_dir} is not a directory; expected a directory of images.")
+    names = sorted(
+        name
+        for name in os.listdir(image_dir)
+        if os.path.isfile(os.path.join(image_dir, name))
+        and (
+            fnmatch.fnmatchcase(name, pattern)
+            if pattern is not None
+            else os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        )
+    )
+    if not names:
+        what = f"matching {pattern!r}" if pattern is not None else f"with an extension in {', '.join(IMAGE_EXTENSIONS)}"
+        raise ValueError(f"{image_dir} holds no image file {what}.")
+    return [os.path.join(image_dir, name) for name in names]
+
+
+def label_from_name(path: str) -> int:
+    """
+    :param path: An image file whose name holds its label as ``label=N`` (e.g. ``cl_0_label=43.png``).
+    :return: ``N``.
+    :raises ValueError: If the name holds no ``label=N``, or holds more than one.
+    """
+    found = LABEL_IN_NAME.findall(os.path.basename(path))
+    if len(found) != 1:
+        state = "no" if not found else "more than one"
+        raise ValueError(
+            f"{os.path.basename(path)} has {state} 'label=N' in its name; name the files like 'face_label=43.png' "
+            f"or give the labels in a CSV file (--labels, rows 'filename,label')."
+        )
+    return int(found[0])
+
+
+def read_labels_csv(path: str) -> dict[str, int]:
+    """
+    :param path: A CSV file of rows ``filename,label`` (file names without directory; a first row
+                 ``filename,label`` is read as a header).
+    :return: Label by file name.
+    :raises FileNotFoundError: If ``path`` does not exist.
+    :raises ValueError: If a row is not ``filename,label`` with a non-negative integer label, or a name repeats.
+    """
+    import csv
+
+    path = _check_path(path, "labels CSV file")
+    if os.path.getsize(path) > MAX_LABELS_CSV_BYTES:
+        raise ValueError(f"{path} is over {MAX_LABELS_CSV_BYTES // 2**20} MiB; refused as a labels CSV file.")
+    labels: dict[str, int] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if number == 1 and [cell.strip().lower() for cell in row] == ["filename", "label"]:
+                    continue
+                if len(row) != 2 or not row[1].strip().isdigit() or not row[0].strip():
+                    raise ValueError(
+                        f"{path}, line {number}: expected 'filename,label' with a non-negative integer label, got "
+                        f"{','.join(row)[:80]!r}."
+                    )
+                name = os.path.basename(row[0].strip())
+                if name in labels:
+                    raise ValueError(f"{path}, line {number}: {name} is given a label twice.")
+                labels[name] = int(row[1].strip())
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a UTF-8 text file: {error}") from error
+    except csv.Error as error:
+        raise ValueError(f"{path} is not a readable CSV file: {error}") from error
+    if not labels:
+        raise ValueError(f"{path} holds no 'filename,label' rows.")
+    return labels
+
+
+def images_to_lab_h5(
+    image_dir: str, out_path: str, labels_csv: str | None = None, pattern: str | None = None
+) -> tuple[int, tuple[int, int, int]]:
+    """
+    Turn a folder of images into a lab-format HDF5 file (``data`` ``(N, 3, H, W)``, ``label`` ``(N,)``), written
+    atomically with :func:`write_lab_h5`. Images are read with :func:`load_image` (RGB, 0..255, not resized, not
+    scaled), so that a PNG of the lab's data gives back exactly its pixel values.
+
+    :param image_dir: The directory of images.
+    :param out_path: The HDF5 file to write (replaced if it exists).
+    :param labels_csv: A CSV file of ``filename,label`` rows; by default each label is read from ``label=N`` in the
+                       image's file name.
+    :param pattern: A shell pattern selecting the images by file name (e.g. ``"cl_*"``); by default every image file.
+    :return: ``(n_images, (height, width, 3))``.
+    :raises FileNotFoundError: If the directory, an image or the CSV file does not exist.
+    :raises ValueError: If nothing matches, a label is missing, or the images are not all of one size.
+    """
+    paths = list_images(image_dir, pattern)
+    if labels_csv is None:
+        labels = [label_from_name(p) for p in paths]
+    else:
+        table = read_labels_csv(labels_csv)
+        unlabelled = [os.path.basename(p) for p in paths if os.path.basename(p) not in table]
+        if unlabelled:
+            raise ValueError(
+                f"{labels_csv} gives no label for {len(unlabelled)} of the {len(paths)} images, e.g. {unlabelled[0]}."
+            )
+        labels = [table[os.path.basename(p)] for p in paths]
+    images: list[np.ndarray] = []
+    for path in paths:
+        image = load_image(path, expected_shape=None)
+        if images and image.shape != images[0].shape:
+            raise ValueError(
+                f"{path} is {image.shape[1]}×{image.shape[2]} (height×width) but {paths[0]} is "
+                f"{images[0].shape[1]}×{images[0].shape[2]}; the images of one file must all be of one size."
+            )
+        images.append(image)
+    x = np.concatenate(images, axis=0)
+    write_lab_h5(out_path, x, np.asarray(labels, dtype=np.int64))
+    return len(x), tuple(int(s) for s in x.shape[1:])  # type: ignore[return-value]

@@ -98,9 +98,13 @@ def plot_sweep(records: Sequence[dict], steps: dict[float, int], path: str, titl
     axis.plot(fraction, [r["clean_accuracy"] for r in records], color="tab:blue", label="clean accuracy")
     if records and records[0].get("attack_success_rate") is not None:
         axis.plot(fraction, [r["attack_success_rate"] for r in records], color="tab:red", label="attack success rate")
+    by_step: dict[int, list[float]] = {}
     for drop, step in sorted(steps.items()):
+        by_step.setdefault(step, []).append(drop)
+    for step, drops in by_step.items():  # one label per step: several X may stop at the same one
         axis.axvline(fraction[step], color="grey", linestyle=":", linewidth=1)
-        axis.annotate(f"X={drop:g}", (fraction[step], 2), rotation=90, fontsize=8, color="grey", ha="right")
+        label = "X=" + ", ".join(f"{drop:g}" for drop in drops)
+        axis.annotate(label, (fraction[step], 2), rotation=90, fontsize=8, color="grey", ha="right")
     axis.set_xlabel("channels pruned (%)")
     axis.set_ylabel("%")
     axis.set_ylim(0, 101)
