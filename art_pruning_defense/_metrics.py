@@ -109,9 +109,7 @@ def disagreement_scores(
     bad = np.asarray(bad_probabilities)
     pruned = np.asarray(pruned_probabilities, dtype=np.float64)
     if bad.ndim != 2 or bad.shape != pruned.shape:
-        raise ValueError(
-            f"B's and B''s probabilities must both have shape (n, N), got {bad.shape} and {pruned.shape}."
-        )
+        raise ValueError(f"B's and B''s probabilities must both have shape (n, N), got {bad.shape} and {pruned.shape}.")
     bad_labels = np.argmax(bad, axis=1) if bad_labels is None else np.asarray(bad_labels)
     pruned_labels = np.argmax(pruned, axis=1) if pruned_labels is None else np.asarray(pruned_labels)
     kept = pruned[np.arange(len(pruned)), bad_labels]

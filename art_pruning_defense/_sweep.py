@@ -481,9 +481,7 @@ def compare_labels(
     clean = labels is not None
     poisoned = target is not None
     goodnet_clean = goodnet_labels(bad, pruned, n_classes, flagged) if clean else None
-    goodnet_poisoned = (
-        goodnet_labels(poisoned_bad, poisoned_pruned, n_classes, poisoned_flagged) if poisoned else None
-    )
+    goodnet_poisoned = goodnet_labels(poisoned_bad, poisoned_pruned, n_classes, poisoned_flagged) if poisoned else None
     for name, clean_labels, poisoned_labels in (
         ("B", bad, poisoned_bad),
         ("B'", pruned, poisoned_pruned),

@@ -2,6 +2,7 @@
 Checks on user input, done up front so that bad input fails with a clear message before any work starts.
 Framework-free: numpy only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,9 +94,7 @@ def check_inputs(
         raise ValueError(f"{name} is empty (shape {x.shape}); at least one sample is needed.")
     sample_shape = tuple(x.shape[1:])
     expected = tuple(expected_shape)
-    if len(sample_shape) != len(expected) or any(
-        e is not None and e != s for s, e in zip(sample_shape, expected)
-    ):
+    if len(sample_shape) != len(expected) or any(e is not None and e != s for s, e in zip(sample_shape, expected)):
         shown = tuple("?" if e is None else e for e in expected)
         raise ValueError(f"{name} has shape {sample_shape} per sample, but the model expects {shown}.")
     if not lazy:

@@ -163,9 +163,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     )
     with open(os.path.join(args.out, "results.md"), encoding="utf-8") as handle:
         print(handle.read().rstrip())
-    print(
-        f"cells: {len(result.ran)} run now, {len(result.skipped)} finished earlier, {len(result.failed)} unfinished"
-    )
+    print(f"cells: {len(result.ran)} run now, {len(result.skipped)} finished earlier, {len(result.failed)} unfinished")
     args.written = f"{args.out} (cells/, {', '.join(os.path.basename(f) for f in result.files)})"
     if result.failed:
         for key, error in result.failed.items():

@@ -8,6 +8,7 @@ holds two datasets: ``data`` of shape ``(N, 3, 55, 47)`` (channels first), float
 pixel values unchanged (no scaling), which is what the lab's models take. Images read with :func:`load_image` come
 out in exactly the same form.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -48,7 +48,7 @@ from art_pruning_defense.keras import (
     fine_tune,
     input_shape,
     seed_everything,
-    last_conv_layers,
+    last_prunable_layers,
     multi_masked_copy,
     n_outputs,
     resolve_layer_name,
@@ -185,7 +185,9 @@ class FinePruning(Transformer):
                if that lowers the attack success rate on poisoned validation data, within the accuracy budget X;
                needs ``poisoned_x`` and ``poisoned_target`` in ``fit``: it assumes the defender holds triggered
                samples).
-        :param layer_names: The layers of the ``attack_aware`` strategy (default: the last three Conv2D layers).
+        :param layer_names: The layers of the ``attack_aware`` strategy (default: the last three conv blocks that
+               every path to the output passes through; a layer on a side branch or inside a residual block is never
+               chosen).
         :param verbose: Show progress bars.
         """
         super().__init__(classifier=classifier)
@@ -221,7 +223,7 @@ class FinePruning(Transformer):
         :param strategy: The pruning strategy.
         :param layer_name: The layer of the activation strategy (``None``: the last feature map on every path;
                ``"nested/layer"`` inside a nested model).
-        :param layer_names: The layers of the ``attack_aware`` strategy (``None``: the last three Conv2D layers).
+        :param layer_names: The layers of the ``attack_aware`` strategy (``None``: the last three blocks on every path).
         :return: The prune points, in the model's order.
         :raises ValueError: If a layer is unknown, is no channels-last feature map, is bypassed by another path, or
                 two layers are masked at the same place.
@@ -230,12 +232,10 @@ class FinePruning(Transformer):
             names = (
                 [resolve_layer_name(self._user_model, name) for name in layer_names]
                 if layer_names is not None
-                else last_conv_layers(self._model, 3)
+                else last_prunable_layers(self._model, 3)
             )
             order = {layer.name: index for index, layer in enumerate(self._model.layers)}
-            points = sorted(
-                (find_prune_point(self._model, name) for name in names), key=lambda p: order[p.layer_name]
-            )
+            points = sorted((find_prune_point(self._model, name) for name in names), key=lambda p: order[p.layer_name])
         else:
             name = None if layer_name is None else resolve_layer_name(self._user_model, layer_name)
             points = [find_prune_point(self._model, name)]
@@ -346,7 +346,8 @@ class FinePruning(Transformer):
         p["fine_tune_batch_size"] = check_positive_int(p["fine_tune_batch_size"], "fine_tune_batch_size")
         if p["fine_tune_optimizer"] not in OPTIMIZERS:
             raise ValueError(
-                f"fine_tune_optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {p['fine_tune_optimizer']!r}."
+                f"fine_tune_optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, "
+                f"got {p['fine_tune_optimizer']!r}."
             )
         if p["fine_tune_batchnorm"] not in BATCHNORM_MODES:
             raise ValueError(

@@ -14,6 +14,7 @@ statistics, not a measure of the defence's accuracy.
 4. the floor: one forward pass of the network over both sets;
 5. a table, then the last line: ``speedup: <lab s / sweep s>x floor_ratio: <sweep s / floor s>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,9 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def augmented_faces(paths: list[Path], labels: list[int], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augmented_faces(
+    paths: list[Path], labels: list[int], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """n images (55x47x3, 0..255) drawn from the given faces with random shifts, contrast, brightness and noise."""
     from art_pruning_defense.data import load_image
 
@@ -120,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     target = 0
     model = load_deepid_weights(str(WEIGHTS))
     classifier = KerasClassifier(model, clip_values=(0.0, 255.0))
-    print(f"inputs: {args.n} clean + {args.n} sunglasses images, 55x47x3, augmented from the 15 real faces in "
-          f"../shared/data/ytface; model: lab3_bd_weights.h5 (DeepID); batch size {args.batch_size}")
+    print(
+        f"inputs: {args.n} clean + {args.n} sunglasses images, 55x47x3, augmented from the 15 real faces in "
+        f"../shared/data/ytface; model: lab3_bd_weights.h5 (DeepID); batch size {args.batch_size}"
+    )
 
     # Warm-up (traces and thread pools), not timed.
-    FinePruning(classifier, layer_name="conv_3", verbose=False).fit(x[:300], y[:300], poisoned_x=px[:300], poisoned_target=0)
+    FinePruning(classifier, layer_name="conv_3", verbose=False).fit(
+        x[:300], y[:300], poisoned_x=px[:300], poisoned_target=0
+    )
     model.predict(x[:512], batch_size=args.batch_size, verbose=0)
 
     results = {}
@@ -152,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
 
     sweep_accuracy = np.array([r.clean_accuracy for r in defence.sweep_[1 : k + 1]])
     sweep_asr = np.array([r.attack_success_rate for r in defence.sweep_[1 : k + 1]])
-    if not (np.allclose(sweep_accuracy, accuracy, rtol=0, atol=1e-6) and np.allclose(sweep_asr, asr, rtol=0, atol=1e-6)):
+    if not (
+        np.allclose(sweep_accuracy, accuracy, rtol=0, atol=1e-6) and np.allclose(sweep_asr, asr, rtol=0, atol=1e-6)
+    ):
         print("error: the package's curves differ from the lab loop's:", file=sys.stderr)
         print(f"  lab     accuracy {accuracy.round(4).tolist()} asr {asr.round(4).tolist()}", file=sys.stderr)
-        print(f"  package accuracy {sweep_accuracy.round(4).tolist()} asr {sweep_asr.round(4).tolist()}", file=sys.stderr)
+        print(
+            f"  package accuracy {sweep_accuracy.round(4).tolist()} asr {sweep_asr.round(4).tolist()}", file=sys.stderr
+        )
         return 1
-    print(f"curves agree on {k} steps (max difference {max(np.abs(sweep_accuracy - accuracy).max(), np.abs(sweep_asr - asr).max()):.1e})")
+    print(
+        f"curves agree on {k} steps (max difference {max(np.abs(sweep_accuracy - accuracy).max(), np.abs(sweep_asr - asr).max()):.1e})"
+    )
 
     images = 2 * args.n
     print()

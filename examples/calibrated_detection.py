@@ -5,6 +5,7 @@ defender's 300 clean validation digits (which also fine-tuned B'), then on 150 c
 
     python examples/calibrated_detection.py
 """
+
 import numpy as np
 
 from art_pruning_defense import FinePruning
@@ -26,19 +27,25 @@ continuous = detection_metrics(scores, is_triggered, false_positive_rate=0.01)
 print(f"{len(data.x_test)} clean and {len(data.x_test_poisoned)} triggered test digits")
 print(f"score: AUROC {continuous['auroc']:.4f}, TPR {continuous['tpr_at_fpr']:.2f}% at FPR {continuous['fpr']:.2f}%")
 flagged = bad != pruned
-print(f"label rule: {100 * flagged[is_triggered == 1].mean():.2f}% of triggered, "
-      f"{100 * flagged[is_triggered == 0].mean():.2f}% of clean flagged")
+print(
+    f"label rule: {100 * flagged[is_triggered == 1].mean():.2f}% of triggered, "
+    f"{100 * flagged[is_triggered == 0].mean():.2f}% of clean flagged"
+)
 threshold = goodnet.calibrate(data.x_valid, false_positive_rate=0.01)
 flagged = scores > threshold
-print(f"calibrated at 1% FPR on {len(data.x_valid)} validation digits (threshold {threshold:.4f}): "
-      f"{100 * flagged[is_triggered == 1].mean():.2f}% of triggered, {100 * flagged[is_triggered == 0].mean():.2f}% "
-      "of clean test digits flagged")
+print(
+    f"calibrated at 1% FPR on {len(data.x_valid)} validation digits (threshold {threshold:.4f}): "
+    f"{100 * flagged[is_triggered == 1].mean():.2f}% of triggered, {100 * flagged[is_triggered == 0].mean():.2f}% "
+    "of clean test digits flagged"
+)
 
 # B' was fine-tuned on the validation digits, so it is more confident on them than on unseen ones: calibrating on
 # clean digits it never saw (the first 150 test digits; measured on the other 247 and the triggered ones) is fairer.
 threshold = goodnet.calibrate(data.x_test[:150], false_positive_rate=0.01)
 rest = np.r_[np.zeros(150, bool), np.ones(len(x) - 150, bool)]
 flagged = scores > threshold
-print(f"calibrated at 1% FPR on 150 unseen clean digits (threshold {threshold:.4f}): "
-      f"{100 * flagged[rest & (is_triggered == 1)].mean():.2f}% of triggered, "
-      f"{100 * flagged[rest & (is_triggered == 0)].mean():.2f}% of the other {len(data.x_test) - 150} clean flagged")
+print(
+    f"calibrated at 1% FPR on 150 unseen clean digits (threshold {threshold:.4f}): "
+    f"{100 * flagged[rest & (is_triggered == 1)].mean():.2f}% of triggered, "
+    f"{100 * flagged[rest & (is_triggered == 0)].mean():.2f}% of the other {len(data.x_test) - 150} clean flagged"
+)

@@ -8,6 +8,7 @@ builder); ``--data-dir`` holds ``valid.h5``, ``test.h5``, ``bd_valid.h5`` and ``
 shape (N, 3, 55, 47), ``label``). Prints the lab's table: for X = 2, 4, 10 (and 20), the channels of ``conv_3``
 pruned, and on the test sets the clean accuracy and attack success rate of B' and of GoodNet.
 """
+
 import argparse
 import os
 
@@ -25,22 +26,42 @@ path = lambda name: os.path.join(args.data_dir, name)  # noqa: E731
 # Step 1: the sweep on the clean validation set (and the triggered one, for the curves), saving B'(X), GoodNet(X),
 # sweep.csv, sweep.png and summary.md into args.out.
 arch = None if "bd_net" in os.path.basename(args.model) else "deepid"
-result = repair(args.model, path("valid.h5"), args.out, arch=arch, poisoned_valid_path=path("bd_valid.h5"),
-                drops=args.drops, force=True)
+result = repair(
+    args.model,
+    path("valid.h5"),
+    args.out,
+    arch=arch,
+    poisoned_valid_path=path("bd_valid.h5"),
+    drops=args.drops,
+    force=True,
+)
 
 # Step 2: every GoodNet on the test sets, as in the lab's report.
 rows = []
 for row in result.summary:
-    metrics = evaluate(os.path.join(args.out, f"goodnet_{drop_tag(row['accuracy_drop'])}"), path("test.h5"),
-                       path("bd_test.h5"))
-    rows.append({
-        "X": row["accuracy_drop"],
-        "channels": row["channels_pruned"],
-        "bprime_clean": metrics["B'"]["clean_accuracy"],
-        "bprime_asr": metrics["B'"]["attack_success_rate"],
-        "goodnet_clean": metrics["GoodNet"]["clean_accuracy"],
-        "goodnet_asr": metrics["GoodNet"]["attack_success_rate"],
-    })
-print(markdown_table(rows, [("X", "X (points)"), ("channels", "channels pruned"),
-                            ("bprime_clean", "B' clean %"), ("bprime_asr", "B' attack success %"),
-                            ("goodnet_clean", "GoodNet clean %"), ("goodnet_asr", "GoodNet attack success %")]))
+    metrics = evaluate(
+        os.path.join(args.out, f"goodnet_{drop_tag(row['accuracy_drop'])}"), path("test.h5"), path("bd_test.h5")
+    )
+    rows.append(
+        {
+            "X": row["accuracy_drop"],
+            "channels": row["channels_pruned"],
+            "bprime_clean": metrics["B'"]["clean_accuracy"],
+            "bprime_asr": metrics["B'"]["attack_success_rate"],
+            "goodnet_clean": metrics["GoodNet"]["clean_accuracy"],
+            "goodnet_asr": metrics["GoodNet"]["attack_success_rate"],
+        }
+    )
+print(
+    markdown_table(
+        rows,
+        [
+            ("X", "X (points)"),
+            ("channels", "channels pruned"),
+            ("bprime_clean", "B' clean %"),
+            ("bprime_asr", "B' attack success %"),
+            ("goodnet_clean", "GoodNet clean %"),
+            ("goodnet_asr", "GoodNet attack success %"),
+        ],
+    )
+)

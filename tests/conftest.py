@@ -1,4 +1,5 @@
 """Shared fixtures: tiny Keras models built here, seeded, with the Keras session cleared between tests."""
+
 from __future__ import annotations
 
 import os

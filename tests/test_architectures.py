@@ -62,7 +62,11 @@ def _vgg_bn_small() -> keras.Model:
 
 # (name, builder, expected (layer_name, cut_name) of the default prune point).
 STANDALONE = [
-    ("ResNet50V2", lambda: APPS.ResNet50V2(weights=None, input_shape=SHAPE, classes=N_CLASSES), ("post_relu", "avg_pool")),
+    (
+        "ResNet50V2",
+        lambda: APPS.ResNet50V2(weights=None, input_shape=SHAPE, classes=N_CLASSES),
+        ("post_relu", "avg_pool"),
+    ),
     (
         "ResNet50",
         lambda: APPS.ResNet50(weights=None, input_shape=SHAPE, classes=N_CLASSES),
@@ -165,7 +169,9 @@ def test_nested_names_wrongly_give_the_candidates():
         FinePruning(classifier, layer_name=f"{base.name}/no_such_layer")
     with pytest.raises(ValueError, match=rf"no nested model 'backbone'; its nested models are: {base.name}"):
         FinePruning(classifier, layer_name="backbone/Conv_1")
-    with pytest.raises(ValueError, match=r"Unknown layer_name 'Conv_9'; the model's layers with a 4-D output are: .*Conv_1"):
+    with pytest.raises(
+        ValueError, match=r"Unknown layer_name 'Conv_9'; the model's layers with a 4-D output are: .*Conv_1"
+    ):
         FinePruning(classifier, layer_name="Conv_9")
 
 
@@ -188,7 +194,9 @@ def _bypassed_everywhere() -> keras.Model:
 
 
 def test_bypassed_feature_maps_name_the_candidates():
-    with pytest.raises(ValueError, match=r"another path to the output bypasses every 4-D layer \(candidates: .*left.*right"):
+    with pytest.raises(
+        ValueError, match=r"another path to the output bypasses every 4-D layer \(candidates: .*left.*right"
+    ):
         find_prune_point(_bypassed_everywhere())
 
 

@@ -1,4 +1,5 @@
 """The attack-aware strategy: several layers, pruned only where that lowers the attack success rate."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -277,7 +277,12 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert sorted(os.listdir(out)) == [
-        ".art-prune-output", "cells", "grid.json", "results.json", "results.md", "results_badnets.png"
+        ".art-prune-output",
+        "cells",
+        "grid.json",
+        "results.json",
+        "results.md",
+        "results_badnets.png",
     ]
     (cell,) = json.loads((out / "results.json").read_text())["cells"]
     assert cell["key"] == "digits__small-cnn__badnets__0.1__seed0"

@@ -1,4 +1,5 @@
 """GoodNet's continuous score and its calibration to a chosen false-positive rate."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The lab workflow through the command line: repair, evaluate, eval."""
+
 from __future__ import annotations
 
 import csv
@@ -79,8 +80,21 @@ def test_repair_evaluate_eval_on_the_real_badnet(lab_files, capsys):
     assert main(args + ["--out", str(out), "--quiet"]) == 2
     assert "exists" in capsys.readouterr().err
 
-    assert main(["evaluate", "--goodnet", str(out / "goodnet_x4"), "--test", files["test"],
-                 "--poisoned-test", files["bd_test"], "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--goodnet",
+                str(out / "goodnet_x4"),
+                "--test",
+                files["test"],
+                "--poisoned-test",
+                files["bd_test"],
+                "--json",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["B"]["clean_accuracy"] == 100.0 and metrics["B"]["attack_success_rate"] == 100.0
     assert set(metrics) == {"B", "B'", "GoodNet"}
@@ -101,8 +115,22 @@ def test_repair_with_a_keras_file_and_fine_tuning(tmp_path, capsys):
     rng = np.random.default_rng(0)
     write_lab_h5(str(tmp_path / "valid.h5"), rng.uniform(0, 255, (50, 12, 10, 3)), rng.integers(0, 4, 50))
     out = tmp_path / "out"
-    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
-                 "--drops", "5", "--fine-tune-epochs", "1", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "repair",
+            "--model",
+            str(tmp_path / "model.keras"),
+            "--valid",
+            str(tmp_path / "valid.h5"),
+            "--drops",
+            "5",
+            "--fine-tune-epochs",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert {"fine_pruned.keras", "goodnet_fine_pruned", "goodnet_x5", "pruned_x5.keras"} <= set(os.listdir(out))
     assert "fine-pruned:" in capsys.readouterr().out
@@ -121,8 +149,25 @@ def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
     rng = np.random.default_rng(0)
     write_lab_h5(str(tmp_path / "valid.h5"), rng.uniform(0, 255, (60, 12, 10, 3)), rng.integers(0, 4, 60))
     out = tmp_path / "out"
-    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
-                 "--drops", "5", "10", "--fine-tune-epochs", "1", "--fpr", "0.05", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "repair",
+            "--model",
+            str(tmp_path / "model.keras"),
+            "--valid",
+            str(tmp_path / "valid.h5"),
+            "--drops",
+            "5",
+            "10",
+            "--fine-tune-epochs",
+            "1",
+            "--fpr",
+            "0.05",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "calibrated at a false-positive rate of 0.05 on the 60 clean validation samples" in printed
@@ -150,8 +195,20 @@ def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
     assert row["clean_flagged"] <= 5.0
 
     # Too few validation samples for the rate: refused before the model is loaded, nothing written.
-    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
-                 "--fpr", "0.01", "--out", str(tmp_path / "out2"), "--quiet"])
+    code = main(
+        [
+            "repair",
+            "--model",
+            str(tmp_path / "model.keras"),
+            "--valid",
+            str(tmp_path / "valid.h5"),
+            "--fpr",
+            "0.01",
+            "--out",
+            str(tmp_path / "out2"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "holds 60 samples" in err and "= 100" in err
     assert not (tmp_path / "out2").exists()
@@ -208,7 +265,11 @@ def _run_cli(*argv: str, cwd: str | None = None) -> tuple[int, str, str, float]:
     env = {**os.environ, "PYTHONPATH": REPOSITORY}
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "art_pruning_defense.cli", *argv], capture_output=True, text=True, env=env, cwd=cwd,
+        [sys.executable, "-m", "art_pruning_defense.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
         timeout=120,
     )
     return done.returncode, done.stdout, done.stderr, time.monotonic() - start
@@ -269,7 +330,10 @@ def test_the_command_line_imports_no_tensorflow():
     code = "import sys, art_pruning_defense, art_pruning_defense.cli; print(sorted(m for m in ('tensorflow', 'keras', "
     code += "'art', 'h5py') if m in sys.modules))"
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY},
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
@@ -291,7 +355,12 @@ def test_a_normal_run_prints_no_library_noise(tmp_path):
     mnist_cnn((12, 10, 3), 4).save(tmp_path / "model.keras")
     (tmp_path / "valid.h5").write_bytes(b"not hdf5")
     code, _, err, _ = _run_cli(
-        "repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
-        "--out", str(tmp_path / "out"),
+        "repair",
+        "--model",
+        str(tmp_path / "model.keras"),
+        "--valid",
+        str(tmp_path / "valid.h5"),
+        "--out",
+        str(tmp_path / "out"),
     )
     assert code == 2 and len(err.splitlines()) == 1 and "not an HDF5 file" in err, err

@@ -1,4 +1,5 @@
 """The framework-free core: ranking, incremental sweep, stopping rule, metrics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -141,6 +142,7 @@ def test_attack_aware_pass_matches_a_brute_force_greedy():
 
     order = np.arange(n_channels)
     min_hits = int(np.count_nonzero(tail(clean) == y)) - 3
+
     def rows_of(acts):
         return lambda rows, mask: tail((acts if rows is None else acts[rows]) * mask)
 
@@ -165,7 +167,9 @@ def test_attack_aware_pass_matches_a_brute_force_greedy():
         asr_new = np.count_nonzero(tail(poisoned * trial) == 0)
         clean_now = np.count_nonzero(tail(clean * expected_mask) == y)
         clean_new = np.count_nonzero(tail(clean * trial) == y)
-        if (asr_new < asr_now and clean_new >= min_hits) or (asr_new == asr_now and clean_new >= max(clean_now, min_hits)):
+        if (asr_new < asr_now and clean_new >= min_hits) or (
+            asr_new == asr_now and clean_new >= max(clean_now, min_hits)
+        ):
             expected_mask = trial
             accepted.append(("L", int(c)))
     assert accepted, "the test needs at least one accepted channel"

@@ -1,4 +1,5 @@
 """Loaders: the lab's HDF5 format (batched), images, npz files."""
+
 from __future__ import annotations
 
 import ast

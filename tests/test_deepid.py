@@ -1,4 +1,5 @@
 """The lab's DeepID builder and the model/weights loaders: real lab weights, genuine legacy Keras 2 files."""
+
 from __future__ import annotations
 
 import json

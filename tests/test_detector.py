@@ -1,4 +1,5 @@
 """FinePruningDetector: ART's poison-filtering contract."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The API reference (Sphinx, docs/) builds offline with warnings as errors, as the README's command builds it."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,11 @@ def _sphinx(source: Path, out: Path) -> subprocess.CompletedProcess:
     env.pop("ART_PRUNE_DOCS_INTERSPHINX", None)  # offline: no intersphinx inventories
     args = README_COMMAND.split()[1:-2]
     return subprocess.run(
-        [sys.executable, *args, str(source), str(out)], cwd=REPOSITORY, env=env, capture_output=True, text=True,
+        [sys.executable, *args, str(source), str(out)],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
 

@@ -1,4 +1,5 @@
 """The embedded default end to end: a digits BadNet made with ART's backdoor attack, repaired."""
+
 from __future__ import annotations
 
 import numpy as np

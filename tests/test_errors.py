@@ -1,4 +1,5 @@
 """Bad input: a clear ValueError or TypeError before any work, and nothing written to disk."""
+
 from __future__ import annotations
 
 import os
@@ -99,7 +100,9 @@ def test_accuracy_drops_of_wrong_type(tiny_classifier):
 
 
 def test_unknown_layer_name(tiny_classifier):
-    with pytest.raises(ValueError, match=r"Unknown layer_name 'conv_9'; the model's layers with a 4-D output are: .*conv_2"):
+    with pytest.raises(
+        ValueError, match=r"Unknown layer_name 'conv_9'; the model's layers with a 4-D output are: .*conv_2"
+    ):
         FinePruning(tiny_classifier, layer_name="conv_9")
 
 

@@ -1,4 +1,5 @@
 """FinePruning: the sweep against a brute-force evaluation, the stopping rule, B left untouched."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Fine-pruning proper: prune to prune_until, then retrain with the pruned channels held at zero."""
+
 from __future__ import annotations
 
 import keras
@@ -44,9 +45,7 @@ def test_frozen_batchnorm_keeps_b_statistics_and_augmentation_changes_the_result
     classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
     x, _ = tiny_data
     y = np.argmax(model.predict(x, verbose=0), axis=1)
-    frozen = FinePruning(
-        classifier, fine_tune_epochs=2, prune_until=1, fine_tune_batchnorm="frozen", verbose=False
-    )
+    frozen = FinePruning(classifier, fine_tune_epochs=2, prune_until=1, fine_tune_batchnorm="frozen", verbose=False)
     frozen.fit(x, y)
     tuned = frozen.fine_pruned_model_
     for name in ("gamma", "beta", "moving_mean", "moving_variance"):
@@ -55,7 +54,11 @@ def test_frozen_batchnorm_keeps_b_statistics_and_augmentation_changes_the_result
         )
     assert not np.array_equal(tuned.get_layer("conv_2").kernel.numpy(), model.get_layer("conv_2").kernel.numpy())
     shifted = FinePruning(
-        classifier, fine_tune_epochs=2, prune_until=1, fine_tune_batchnorm="frozen", fine_tune_augment=True,
+        classifier,
+        fine_tune_epochs=2,
+        prune_until=1,
+        fine_tune_batchnorm="frozen",
+        fine_tune_augment=True,
         verbose=False,
     )
     shifted.fit(x, y)
@@ -63,7 +66,11 @@ def test_frozen_batchnorm_keeps_b_statistics_and_augmentation_changes_the_result
         shifted.fine_pruned_model_.get_layer("conv_2").kernel.numpy(), tuned.get_layer("conv_2").kernel.numpy()
     )
     adam = FinePruning(
-        classifier, fine_tune_epochs=2, prune_until=1, fine_tune_optimizer="adam", fine_tune_learning_rate=1e-3,
+        classifier,
+        fine_tune_epochs=2,
+        prune_until=1,
+        fine_tune_optimizer="adam",
+        fine_tune_learning_rate=1e-3,
         verbose=False,
     )
     adam.fit(x, y)

@@ -1,4 +1,5 @@
 """GoodNetClassifier: N + 1 semantics, ART base classes, save/load."""
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,9 @@ def test_saved_models_load_with_plain_keras(goodnet_parts, tmp_path):
         "    print(name, m.output.shape[-1])\n"
         "print('package imported:', 'art_pruning_defense' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "g")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "g")], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "pruned_model 4" in done.stdout and "bad_model 4" in done.stdout
     assert "package imported: False" in done.stdout

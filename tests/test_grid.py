@@ -122,7 +122,12 @@ def test_failed_cell_is_reported_and_redone(local_grid):
 def test_cell_files_and_report(local_grid):
     out, _, _ = local_grid
     assert sorted(os.listdir(out)) == [
-        ".art-prune-output", "cells", "grid.json", "results.json", "results.md", "results_badnets.png"
+        ".art-prune-output",
+        "cells",
+        "grid.json",
+        "results.json",
+        "results.md",
+        "results_badnets.png",
     ]
     for key, record in _cells(out).items():
         assert record["key"] == key and record["config"]["seed"] == int(key[-1])

@@ -442,8 +442,6 @@ def test_empty_zip_as_keras_file(files, tmp_path, capsys):
     assert_cli_error(code, err, "empty_zip.keras")
 
 
-
-
 def test_weights_of_another_architecture(files, tmp_path, capsys):
     other = _legacy_deepid_weights(tmp_path / "other.h5")
     with h5py.File(other, "a") as f:  # conv_1 with 8 filters of 3×3 instead of 20 of 4×4

@@ -1,4 +1,5 @@
 """The Keras adapter: layer discovery, head/tail split, masked copies."""
+
 from __future__ import annotations
 
 import keras

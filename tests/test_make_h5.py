@@ -1,4 +1,5 @@
 """art-prune make-h5: a directory of images to a lab-format HDF5 file, without TensorFlow."""
+
 from __future__ import annotations
 
 import os
@@ -110,7 +111,10 @@ def test_make_h5_is_fast_and_needs_no_tensorflow(tmp_path):
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", code, "make-h5", str(tmp_path / "img"), str(tmp_path / "x.h5")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY}, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
+        timeout=120,
     )
     seconds = time.monotonic() - start
     assert done.stdout.strip() == "0 []", done.stdout + done.stderr

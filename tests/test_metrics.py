@@ -1,4 +1,5 @@
 """The framework-free detection metrics: score, calibration threshold, AUROC and TPR at a fixed FPR."""
+
 from __future__ import annotations
 
 import itertools

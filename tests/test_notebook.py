@@ -1,4 +1,5 @@
 """The tutorial notebook runs top to bottom (nbclient, a fresh kernel) and is stored without outputs."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,16 @@ def test_the_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream" and o.name == "stdout")
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3, "the digits, the sweep's curves and the ROC curve are drawn inline"
-    for expected in ("B: clean test accuracy", "X=4:", "GoodNet", "channels pruned, then 20 epochs",
-                     "fine-pruning (FinePruningDetector)", "activation clustering (ART)", "spectral signatures (ART)",
-                     "AUC of the fine-pruning score"):
+    for expected in (
+        "B: clean test accuracy",
+        "X=4:",
+        "GoodNet",
+        "channels pruned, then 20 epochs",
+        "fine-pruning (FinePruningDetector)",
+        "activation clustering (ART)",
+        "spectral signatures (ART)",
+        "AUC of the fine-pruning score",
+    ):
         assert expected in text, expected
     errors = [o for o in outputs if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
     assert not errors, errors

@@ -1,5 +1,6 @@
 """What a user sees: the package's own progress bars only, no Keras epoch bars, ANSI codes or library noise, and one
 closing line per command saying what was written and the wall time."""
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,27 @@ def test_repair_with_fine_tuning_shows_only_our_bars_and_a_closing_line(tmp_path
     rng = np.random.default_rng(0)
     write_lab_h5(str(tmp_path / "valid.h5"), rng.uniform(0, 255, (64, 12, 10, 3)), rng.integers(0, 4, 64))
     done = subprocess.run(
-        [sys.executable, "-m", "art_pruning_defense.cli", "repair", "--model", "model.keras", "--valid", "valid.h5",
-         "--drops", "5", "--fine-tune-epochs", "3", "--out", "out"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "art_pruning_defense.cli",
+            "repair",
+            "--model",
+            "model.keras",
+            "--valid",
+            "valid.h5",
+            "--drops",
+            "5",
+            "--fine-tune-epochs",
+            "3",
+            "--out",
+            "out",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert not NOISE.search(done.stdout + done.stderr), done.stderr

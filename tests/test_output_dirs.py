@@ -62,8 +62,18 @@ def test_directory_without_marker_is_never_replaced(tmp_path, capsys):
             pytest.fail("must be refused before the work")
     (tmp_path / "model.keras").write_bytes(b"x")
     (tmp_path / "valid.h5").write_bytes(b"x")
-    code = main(["repair", "--model", str(tmp_path / "model.keras"), "--valid", str(tmp_path / "valid.h5"),
-                 "--out", str(mine), "--force"])
+    code = main(
+        [
+            "repair",
+            "--model",
+            str(tmp_path / "model.keras"),
+            "--valid",
+            str(tmp_path / "valid.h5"),
+            "--out",
+            str(mine),
+            "--force",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "was not written by art-prune" in err
     assert os.listdir(mine) == ["thesis.tex"]
@@ -225,7 +235,10 @@ def test_locked_out_fails_fast_from_the_command_line(tmp_path):
         start = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "art_pruning_defense.cli", "benchmark", "--out", str(tmp_path / "out")],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         seconds = time.monotonic() - start
     finally:

@@ -5,6 +5,7 @@ real faces of ``../shared``; each must print the ```text block that follows it (
 Figures are compared exactly; a number that differs by at most 1 (one digit flipped among a few hundred test digits on
 another CPU) passes with a warning naming it, anything else fails.
 """
+
 from __future__ import annotations
 
 import os

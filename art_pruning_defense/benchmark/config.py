@@ -57,8 +57,6 @@ ACTIVATION_CLUSTERING_PARAMS = {"nb_clusters": 2, "nb_dims": 10, "reduce": "PCA"
 SPECTRAL_EPS_MULTIPLIER = 1.5
 
 
-
-
 def _defence_names() -> tuple[str, ...]:
     """
     :return: The registered defences: the live registry where it is loaded (it imports TensorFlow; tests add to it),
@@ -295,8 +293,6 @@ def check_attack_options(options: object) -> dict[str, dict[str, Any]]:
         make_attack(name, **values)  # the attack checks its options
         checked[name] = dict(values)
     return checked
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -162,10 +162,7 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
         rows = []
         for name in names:
             per_seed = [
-                (record["config"]["seed"], row)
-                for record in cells
-                for row in record["rows"]
-                if row["defence"] == name
+                (record["config"]["seed"], row) for record in cells for row in record["rows"] if row["defence"] == name
             ]
             row: dict[str, Any] = {"defence": name}
             for metric in METRICS:

@@ -1,6 +1,7 @@
 """
 The Keras adapter: the only part of the package that imports TensorFlow or Keras.
 """
+
 from art_pruning_defense.keras._builders import (
     BATCHNORM_MODES,
     augment_padding,
@@ -33,6 +34,7 @@ from art_pruning_defense.keras._model import (
     find_prune_point,
     input_shape,
     last_conv_layers,
+    last_prunable_layers,
     load_model,
     mask_of,
     masked_copy,
@@ -70,6 +72,7 @@ __all__ = [
     "find_prune_point",
     "input_shape",
     "last_conv_layers",
+    "last_prunable_layers",
     "load_deepid_weights",
     "load_keras_model",
     "load_model",

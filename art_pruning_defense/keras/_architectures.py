@@ -88,7 +88,9 @@ def resnet20(input_shape: tuple[int, int, int], n_classes: int, weight_decay: fl
             x = keras.layers.Add(name=f"{name}_add")([shortcut, y])
             x = keras.layers.Activation("relu", name=f"{name}_out")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=_l2(weight_decay), name="output")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=_l2(weight_decay), name="output")(
+        x
+    )
     return keras.Model(inputs, outputs, name="resnet20")
 
 
@@ -115,7 +117,9 @@ def vgg11_bn(input_shape: tuple[int, int, int], n_classes: int, weight_decay: fl
             conv += 1
             x = _conv_bn(x, int(item), 1, f"block{conv}", weight_decay)
     x = keras.layers.Flatten(name="flatten")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=_l2(weight_decay), name="output")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=_l2(weight_decay), name="output")(
+        x
+    )
     return keras.Model(inputs, outputs, name="vgg11_bn")
 
 
@@ -280,12 +284,16 @@ def fit_classifier(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
     )
     if not (augment_pad > 0 or augment_flip):
-        callbacks = [] if on_epoch is None else [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: on_epoch(e + 1))]
+        callbacks = (
+            [] if on_epoch is None else [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: on_epoch(e + 1))]
+        )
         model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
         return model
     rng = np.random.default_rng(seed)
     for epoch in range(1, epochs + 1):
-        model.fit(augment(x, rng, augment_pad, augment_flip), y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
+        model.fit(
+            augment(x, rng, augment_pad, augment_flip), y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0
+        )
         if on_epoch is not None:
             on_epoch(epoch)
     return model

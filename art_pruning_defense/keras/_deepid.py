@@ -11,6 +11,7 @@ loading of models from files.
 
 The inputs are RGB images of 55×47 pixels, channels last, with pixel values in 0..255 (no scaling).
 """
+
 from __future__ import annotations
 
 import logging

@@ -194,7 +194,9 @@ def resolve_layer_name(model: keras.Model, layer_name: str) -> str:
     if layer_name in nested:
         return nested[layer_name]
     prefix = layer_name.rsplit("/", 1)[0]
-    inside = sorted(path for path in nested if path.startswith(prefix + "/") and path.count("/") == layer_name.count("/"))
+    inside = sorted(
+        path for path in nested if path.startswith(prefix + "/") and path.count("/") == layer_name.count("/")
+    )
     models = sorted({path.rsplit("/", 1)[0] for path in nested})
     if inside:
         raise ValueError(f"Unknown layer_name {layer_name!r}; the nested model {prefix!r} holds: {', '.join(inside)}.")
@@ -322,15 +324,10 @@ def _check_channels_last(model: keras.Model) -> None:
             )
 
 
-def default_prune_layer(model: keras.Model) -> str:
+def _block_candidates(model: keras.Model) -> tuple[list[str], list[str]]:
     """
-    The layer that ``layer_name=None`` prunes: the last channels-last feature map that every path to the output
-    passes through (for a ResNet, the last stage's output after its ``Add`` and activation; for a plain CNN, its last
-    conv block), named by its Conv2D where the feature map is a conv block's output (conv → BN → activation →
-    pooling), as the lab names ``conv_3`` for the map that ``pool_3`` gives.
-
-    :param model: A Functional model (see :func:`as_functional`).
-    :return: The layer's name.
+    :return: ``(maps, candidates)``: the layers with a channels-last 4-D output, and those of them that every path
+             to the output passes through (called once, not the output), in the model's order.
     """
     _check_channels_last(model)
     names = [layer.name for layer in model.layers]
@@ -352,26 +349,69 @@ def default_prune_layer(model: keras.Model) -> str:
             "No feature map of the model can be pruned on its own: another path to the output bypasses every 4-D "
             f"layer (candidates: {', '.join(maps)}). Name a layer that every path passes through with layer_name."
         )
-    chosen = candidates[-1]
-    # Walk back through the channel-wise and pooling layers of a conv block to the conv that makes the channels.
+    return maps, candidates
+
+
+def _block_name(model: keras.Model, name: str, candidates: list[str]) -> str:
+    """
+    :return: The name under which the feature map ``name`` is pruned: the Conv2D of its conv block (conv → BN →
+             activation → pooling, walking back through channel-wise and pooling layers), else ``name`` itself.
+    """
+    consumers, _ = _graph(model)
     parents: dict[str, list[str]] = {}
     for parent, children in consumers.items():
         for child in children:
             parents.setdefault(child, []).append(parent)
-    name = chosen
-    while isinstance(model.get_layer(name), CHANNELWISE_LAYERS + POOLING_LAYERS):
-        above = parents.get(name, [])
+    current = name
+    while isinstance(model.get_layer(current), CHANNELWISE_LAYERS + POOLING_LAYERS):
+        above = parents.get(current, [])
         if len(above) != 1 or len(consumers.get(above[0], [])) != 1 or above[0] not in candidates:
             break
-        name = above[0]
-    if isinstance(model.get_layer(name), keras.layers.Conv2D):
-        chosen = name
+        current = above[0]
+    return current if isinstance(model.get_layer(current), keras.layers.Conv2D) else name
+
+
+def default_prune_layer(model: keras.Model) -> str:
+    """
+    The layer that ``layer_name=None`` prunes: the last channels-last feature map that every path to the output
+    passes through (for a ResNet, the last stage's output after its ``Add`` and activation; for a plain CNN, its last
+    conv block), named by its Conv2D where the feature map is a conv block's output (conv → BN → activation →
+    pooling), as the lab names ``conv_3`` for the map that ``pool_3`` gives.
+
+    :param model: A Functional model (see :func:`as_functional`).
+    :return: The layer's name.
+    """
+    _, candidates = _block_candidates(model)
+    chosen = _block_name(model, candidates[-1], candidates)
     logger.info(
-        "layer_name=None: pruning %s, the last channels-last feature map that every path to the output passes "
-        "through.",
+        "layer_name=None: pruning %s, the last channels-last feature map that every path to the output passes through.",
         chosen,
     )
     return chosen
+
+
+def last_prunable_layers(model: keras.Model, count: int) -> list[str]:
+    """
+    The default layers of the attack-aware strategy: the last ``count`` blocks whose feature map every path to the
+    output passes through, one name per block (as :func:`default_prune_layer` names them), in the model's order. A
+    layer on a side branch (DeepID's ``conv_4``) or inside a residual block is never among them.
+
+    :param model: A Functional model (see :func:`as_functional`).
+    :param count: How many (fewer if the model has fewer blocks).
+    :return: Their names.
+    """
+    _, candidates = _block_candidates(model)
+    names: list[str] = []
+    cuts: set[str] = set()
+    for candidate in reversed(candidates):
+        name = _block_name(model, candidate, candidates)
+        cut = find_prune_point(model, name).cut_name
+        if cut not in cuts and name not in names:
+            cuts.add(cut)
+            names.append(name)
+        if len(names) == count:
+            break
+    return names[::-1]
 
 
 def find_prune_point(model: keras.Model, layer_name: str | None = None) -> PrunePoint:

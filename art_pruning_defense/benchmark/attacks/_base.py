@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+
 @dataclass
 class PoisonedData:
     """

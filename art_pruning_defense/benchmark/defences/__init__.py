@@ -80,10 +80,9 @@ def defence_names() -> tuple[str, ...]:
     return tuple(DEFENCES)
 
 
-
 # Registered in this order (a full run's order; art_pruning_defense._defaults.DEFENCE_NAMES lists it without
 # importing TensorFlow).
-from art_pruning_defense.benchmark.defences import (  # noqa: E402
+from art_pruning_defense.benchmark.defences import (  # noqa: E402, F401  (each module registers itself)
     none,
     pruning,
     fine_pruning,

@@ -47,8 +47,6 @@ ROW_KEYS = (
 )
 
 
-
-
 @dataclass
 class _Run:
     """
@@ -257,8 +255,6 @@ def _guarded(name: str, start: float, function: Callable[[], dict]) -> dict:
         return _row(name, time.perf_counter() - start, error=f"{type(error).__name__}: {error}")
 
 
-
-
 def _filter_and_retrain(run: _Run, name: str, detect: Callable[[np.ndarray], list[int]]) -> list[dict]:
     """
     Flag training samples, remove them, retrain a fresh CNN on the rest, and measure it.
@@ -293,4 +289,3 @@ def _filter_and_retrain(run: _Run, name: str, detect: Callable[[np.ndarray], lis
             name, time.perf_counter() - start, poison_detection_tpr=tpr, poison_detection_fpr=fpr, note=note, **metrics
         )
     ]
-

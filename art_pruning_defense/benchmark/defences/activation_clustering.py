@@ -27,4 +27,3 @@ def _activation_clustering(run: _Run) -> list[dict]:
         return is_clean
 
     return _filter_and_retrain(run, "activation clustering", detect)
-

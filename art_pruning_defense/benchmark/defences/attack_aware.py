@@ -69,4 +69,3 @@ def _attack_aware(run: _Run) -> list[dict]:
     )
     rows.append(_row("attack-aware fine-pruning GoodNet", fitted, note=note, **metrics["GoodNet"]))
     return rows
-

@@ -51,4 +51,3 @@ def _fine_pruning(run: _Run) -> list[dict]:
         **_without_flags(metrics["B'"]),
     )
     return [row, goodnet_row]
-

@@ -167,4 +167,3 @@ def _neural_cleanse(run: _Run) -> list[dict]:
 
         rows.append(_guarded(name, begin - shared, measure))
     return rows
-

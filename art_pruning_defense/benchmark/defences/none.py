@@ -15,4 +15,3 @@ def _no_defence(run: _Run) -> list[dict]:
     start = time.perf_counter()
     metrics = _test_metrics(run, run.bad_labels("test"), run.bad_labels("test_poisoned"))
     return [_row("no defence", time.perf_counter() - start, **metrics)]
-

@@ -73,4 +73,3 @@ def _pruning(run: _Run) -> list[dict]:
     name = f"GoodNet X={config.goodnet_drop:g}"
     rows.append(goodnet_row or _row(name, fitted, error=f"not measured: pruning X={config.goodnet_drop:g} failed"))
     return rows
-

@@ -35,4 +35,3 @@ def _spectral_signatures(run: _Run) -> list[dict]:
         return is_clean
 
     return _filter_and_retrain(run, "spectral signatures", detect)
-

@@ -44,4 +44,3 @@ def _strip(run: _Run) -> list[dict]:
     metrics = _test_metrics(run, clean, poisoned, flags=True)
     note = f"entropy threshold {strip.entropy_threshold:.3f} from {len(data.x_valid)} clean validation images"
     return [_row("STRIP", time.perf_counter() - start, note=note, **metrics)]
-
