@@ -221,3 +221,14 @@ def test_benchmark_architectures_build(name):
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="Unknown architecture 'resnet99'; choose one of: small-cnn, resnet20"):
         build_architecture("resnet99", SHAPE, 10)
+
+
+def test_attack_aware_default_layers_are_blocks_on_every_path():
+    from art_pruning_defense.keras import build_deepid, last_prunable_layers
+
+    deepid = build_deepid()
+    assert last_prunable_layers(as_functional(deepid), 3) == ["conv_1", "conv_2", "conv_3"]  # conv_4 is on a branch
+    resnet = build_architecture("resnet20", SHAPE, 10)
+    assert last_prunable_layers(as_functional(resnet), 3) == [f"stage3_block{b}_out" for b in (1, 2, 3)]
+    defence = FinePruning(KerasClassifier(deepid, clip_values=(0.0, 255.0)), strategy="attack_aware")
+    assert [p.layer_name for p in defence.prune_points] == ["conv_1", "conv_2", "conv_3"]
