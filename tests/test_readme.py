@@ -70,7 +70,9 @@ def compare_output(printed: str, expected: str, where: str) -> None:
 
 def _env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_DETERMINISTIC_OPS", None)  # a user's shell: TensorFlow's default kernels, as the README's figures
+    return env
 
 
 def test_the_readme_has_its_snippets_and_their_outputs():

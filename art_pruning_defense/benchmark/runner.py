@@ -148,7 +148,7 @@ def _deterministic() -> None:
     """
     import tensorflow as tf
 
-    os.environ["TF_DETERMINISTIC_OPS"] = "1"
+    # The API call only: an environment variable would leak into every process started from this one.
     tf.config.experimental.enable_op_determinism()
 
 
