@@ -201,3 +201,33 @@ def detection_metrics(
         "tpr_at_fpr": float(100.0 * tpr[best]),
         "fpr": float(100.0 * fpr[best]),
     }
+
+
+#: False-positive rates (shares) at which :func:`roc_points` reads a ROC curve: 0, then log-spaced from 1e-4 to 1.
+ROC_FPR_GRID = tuple([0.0] + [float(v) for v in np.logspace(-4, 0, 81)])
+
+
+def roc_points(
+    scores: np.ndarray, is_poisoned: np.ndarray, grid: tuple[float, ...] = ROC_FPR_GRID
+) -> dict[str, list[float]]:
+    """
+    A ROC curve read at fixed false-positive rates, small enough to store with a result and average over seeds.
+
+    :param scores: One score per input, higher = more likely poisoned.
+    :param is_poisoned: Ground truth per input (0/1 or bool); both classes must occur.
+    :param grid: False-positive rates (shares, increasing, in [0, 1]) at which the curve is read.
+    :return: ``{"fpr": grid, "tpr": ...}``, shares: the largest TPR of a threshold whose FPR is at most each rate
+             (the curve as a step function, no interpolation between thresholds).
+    :raises ValueError: As :func:`detection_metrics`.
+    """
+    from sklearn.metrics import roc_curve
+
+    values = check_scores(scores)
+    truth = np.asarray(is_poisoned).astype(bool)
+    if truth.shape != values.shape or truth.all() or not truth.any():
+        raise ValueError("roc_points needs one 0/1 per score, with both clean and poisoned inputs.")
+    fpr, tpr, _ = roc_curve(truth, values, drop_intermediate=False)
+    # tpr is non-decreasing in fpr: the best TPR at FPR <= f is the TPR of the last point with fpr <= f.
+    last = np.searchsorted(fpr, np.asarray(grid), side="right") - 1
+    read = np.where(last >= 0, tpr[np.clip(last, 0, None)], 0.0)
+    return {"fpr": [float(v) for v in grid], "tpr": [round(float(v), 6) for v in read]}

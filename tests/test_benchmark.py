@@ -48,6 +48,7 @@ def test_benchmark_smoke_run_rows(smoke_rows):
         "GoodNet X=10",
         "fine-pruning",
         "fine-pruning GoodNet",
+        "fine-pruning GoodNet (1% FPR)",
         "spectral signatures",
         "STRIP",
         "broken",
@@ -66,6 +67,20 @@ def test_benchmark_smoke_run_rows(smoke_rows):
     for name in ("GoodNet X=10", "fine-pruning GoodNet", "STRIP"):
         assert rows[name]["poison_detection_tpr"] is None and rows[name]["poisoned_flagged"] is not None, name
     assert rows["no defence"]["poison_detection_tpr"] is None and rows["no defence"]["poisoned_flagged"] is None
+    # Test-time detectors carry AUROC, TPR at 1 % FPR and a ROC curve; the GoodNet's training-set score an AUROC.
+    for name in ("GoodNet X=10", "fine-pruning GoodNet", "fine-pruning GoodNet (1% FPR)", "STRIP"):
+        row = rows[name]
+        assert 0.0 <= row["auroc"] <= 1.0 and 0.0 <= row["tpr_at_1pct_fpr"] <= 100.0, name
+        assert len(row["roc"]["fpr"]) == len(row["roc"]["tpr"]) and row["roc"]["tpr"][-1] == 1.0, name
+        assert all(a <= b for a, b in zip(row["roc"]["tpr"], row["roc"]["tpr"][1:])), name
+    for name in ("pruning X=2", "fine-pruning"):
+        assert 0.0 <= rows[name]["poison_detection_auroc"] <= 1.0 and rows[name]["auroc"] is None, name
+    for name in ("no defence", "spectral signatures", "fine-pruning"):
+        assert rows[name]["auroc"] is None and rows[name]["roc"] is None, name
+    assert rows["fine-pruning GoodNet"]["auroc"] > 0.9  # the fine-pruned GoodNet separates triggered inputs
+    # Same score, another threshold: the calibrated row keeps the score's AUROC, its flags differ only by threshold.
+    calibrated = rows["fine-pruning GoodNet (1% FPR)"]
+    assert calibrated["auroc"] == rows["fine-pruning GoodNet"]["auroc"] and "chosen on the" in calibrated["note"]
     assert rows["fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
     # GoodNet answers the target only where B' does too, and is right on clean data only where B' is.
     goodnet, pruned = rows["fine-pruning GoodNet"], rows["fine-pruning"]
@@ -80,6 +95,7 @@ def test_benchmark_smoke_run_rows(smoke_rows):
 def test_benchmark_detection_matches_the_detector():
     """The pruning rows' detection rates are FinePruningDetector's with fine_tune_epochs=0 and accuracy_drop=X."""
     from art_pruning_defense import FinePruningDetector
+    from art_pruning_defense._metrics import detection_metrics
 
     config = bench.BenchmarkConfig(data="digits", epochs=12, defences=["pruning"]).resolved()
     data = bench.load_benchmark_data(config)
@@ -89,18 +105,21 @@ def test_benchmark_detection_matches_the_detector():
         detector = FinePruningDetector(
             classifier, data.x_train, data.y_train, data.x_valid, data.y_valid, accuracy_drop=drop, fine_tune_epochs=0
         )
-        _, is_clean = detector.detect_poison(verbose=False)
+        report, is_clean = detector.detect_poison(verbose=False)
         tpr, fpr = bench._detection_rates(np.asarray(is_clean) == 0, data.is_poison_train)
         row = next(row for row in rows if row["defence"] == f"pruning X={drop:g}")
         assert (row["poison_detection_tpr"], row["poison_detection_fpr"]) == pytest.approx((tpr, fpr))
+        auroc = detection_metrics(np.asarray(report["scores"]), data.is_poison_train)["auroc"]
+        assert row["poison_detection_auroc"] == pytest.approx(auroc)
 
 
 def test_write_benchmark_files(smoke_rows, tmp_path):
     out = tmp_path / "bench"
     command = "art-prune benchmark --data digits --epochs 12 --out bench"
     written = bench.write_benchmark(smoke_rows, str(out), command)
-    assert sorted(os.listdir(out)) == [".art-prune-output", "results.json", "results.md", "results.png"]
-    assert sorted(map(os.path.basename, written)) == ["results.json", "results.md", "results.png"]
+    assert sorted(os.listdir(out)) == [".art-prune-output", "results.json", "results.md", "results.png", "roc.png"]
+    assert sorted(map(os.path.basename, written)) == ["results.json", "results.md", "results.png", "roc.png"]
+    assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text()) == smoke_rows
     markdown = (out / "results.md").read_text()
     assert markdown.index(command) < markdown.index("| defence |")
@@ -113,6 +132,29 @@ def test_write_benchmark_files(smoke_rows, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["bench"]  # nothing temporary left beside it
     with pytest.raises(ValueError, match="command"):
         bench.write_benchmark(smoke_rows, str(tmp_path / "other"), " ")
+
+
+def test_strip_scores_rank_a_surviving_trigger_first():
+    """STRIP's score: blends of an input whose trigger dominates stay confident (low entropy, high score)."""
+    import keras
+
+    from art_pruning_defense.benchmark.defences.strip import strip_scores
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    kernel = np.zeros((4, 3), np.float32)
+    kernel[0, 0] = 40.0  # feature 0 (the "trigger") drives class 0 whatever else is there
+    kernel[1, 1] = kernel[2, 2] = 2.0
+    model.layers[-1].set_weights([kernel, np.zeros(3, np.float32)])
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0, 1, (50, 4)).astype(np.float32)
+    clean[:, 0] = 0.0
+    triggered = clean[:10].copy()
+    triggered[:, 0] = 1.0
+    scores = strip_scores(model, np.concatenate([clean[:10], triggered]), clean, num_samples=8, seed=0)
+    assert scores.shape == (20,) and np.all(scores <= 0.0)
+    assert scores[10:].min() > scores[:10].max()
+    again = strip_scores(model, np.concatenate([clean[:10], triggered]), clean, num_samples=8, seed=0, batch_size=3)
+    np.testing.assert_allclose(again, scores, rtol=1e-6)  # the seed fixes the blends, not the batch size
 
 
 def _npz(path, **arrays):
@@ -283,6 +325,7 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
         "results.json",
         "results.md",
         "results_badnets.png",
+        "roc_badnets.png",
     ]
     (cell,) = json.loads((out / "results.json").read_text())["cells"]
     assert cell["key"] == "digits__small-cnn__badnets__0.1__seed0"
@@ -293,6 +336,13 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
     assert rows["no defence"]["attack_success_rate"] > 50
     assert rows["attack-aware fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
     markdown = (out / "results.md").read_text()
+    # The grid's table shows the detectors' AUROC (four decimals) and the mean ROC curve is kept per group.
+    group_rows = {row["defence"]: row for row in json.loads((out / "results.json").read_text())["groups"][0]["rows"]}
+    for name in ("fine-pruning GoodNet", "fine-pruning GoodNet (1% FPR)", "STRIP"):
+        auroc = rows[name]["auroc"]
+        assert group_rows[name]["auroc_mean"] == auroc and group_rows[name]["roc"] == rows[name]["roc"], name
+        assert f"| {auroc:.4f} |" in markdown, name
+    assert "| detection AUROC | TPR % at 1 % FPR |" in markdown
     assert "art-prune benchmark --data digits" in markdown
     assert "## badnets on digits, small-cnn, poison rate 0.1 (seeds 0)" in markdown
     no_defence = rows["no defence"]

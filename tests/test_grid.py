@@ -128,6 +128,7 @@ def test_cell_files_and_report(local_grid):
         "results.json",
         "results.md",
         "results_badnets.png",
+        "roc_badnets.png",
     ]
     for key, record in _cells(out).items():
         assert record["key"] == key and record["config"]["seed"] == int(key[-1])
@@ -147,6 +148,7 @@ def test_cell_files_and_report(local_grid):
     assert f"| no defence | {row['clean_accuracy_mean']:.2f} ± {row['clean_accuracy_std']:.2f} |" in markdown
     assert "art-prune benchmark --epochs 2" in markdown
     assert (out / "results_badnets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "roc_badnets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rerun_skips_finished_cells(local_grid, capsys):

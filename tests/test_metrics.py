@@ -118,3 +118,28 @@ def test_disagreement_score_refuses_nan_naming_how_many():
     broken[[1, 2]] = np.nan
     with pytest.raises(ValueError, match="NaN for 2 of 4 inputs .the first is input 1"):
         _metrics.disagreement_scores(probabilities, broken, np.zeros(4, int), np.zeros(4, int))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_points_are_the_best_tpr_within_each_fpr(seed):
+    """Each point is the largest TPR of a threshold flagging at most that share of the clean inputs (brute force)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(300) < 0.3
+    scores = np.round(rng.normal(truth * 1.5, 1.0), 1)  # rounded: ties between clean and poisoned scores
+    curve = _metrics.roc_points(scores, truth)
+    assert curve["fpr"] == list(_metrics.ROC_FPR_GRID)
+    thresholds = np.concatenate([[np.inf], np.unique(scores)])
+    fprs = np.array([np.mean(scores[~truth] >= t) for t in thresholds])
+    tprs = np.array([np.mean(scores[truth] >= t) for t in thresholds])
+    for rate, tpr in zip(curve["fpr"], curve["tpr"]):
+        assert tpr == pytest.approx(tprs[fprs <= rate + 1e-12].max(), abs=1e-6)
+    # The reading at 1 % agrees with detection_metrics.
+    index = curve["fpr"].index(min(curve["fpr"], key=lambda v: abs(v - 0.01)))
+    if abs(curve["fpr"][index] - 0.01) < 1e-9:
+        expected = _metrics.detection_metrics(scores, truth)["tpr_at_fpr"]
+        assert 100 * curve["tpr"][index] == pytest.approx(expected, abs=1e-3)
+
+
+def test_roc_points_refuse_one_class():
+    with pytest.raises(ValueError, match="both clean and poisoned"):
+        _metrics.roc_points(np.arange(4.0), np.zeros(4))

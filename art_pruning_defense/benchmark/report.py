@@ -23,22 +23,33 @@ BENCHMARK_COLUMNS = (
     ("poison_detection_fpr", "poison detection FPR %"),
     ("poisoned_flagged", "triggered test flagged %"),
     ("clean_flagged", "clean test flagged %"),
+    ("auroc", "detection AUROC"),
+    ("tpr_at_1pct_fpr", "TPR % at 1 % FPR"),
+    ("poison_detection_auroc", "poison detection AUROC"),
     ("seconds", "seconds"),
     ("notes", "notes"),
 )
+
+#: Figures shown with four decimals (areas under a curve, 0–1).
+FOUR_DECIMALS = ("auroc", "poison_detection_auroc")
 
 #: Printed under the table of ``results.md``.
 LEGEND = (
     "Percentages are of the test set (clean accuracy; attack success on triggered images of the other classes; "
     "test inputs flagged or abstained on) or of the training set (poison detection TPR: poisoned samples flagged; "
-    "FPR: clean samples flagged); – where a figure does not apply. Seconds: wall time of the defence alone, from the "
-    "trained BadNet to its figures (work shared by the rows of one defence counted in each)."
+    "FPR: clean samples flagged); – where a figure does not apply. Detection AUROC and TPR at 1 % FPR: of the "
+    "test-time detector's continuous score (GoodNet: how far B' moves from B's answer; STRIP: entropy over blends), "
+    "clean vs triggered test images, the threshold read from the test ROC; poison detection AUROC: of the GoodNet "
+    "score on the training set (activation clustering and spectral signatures expose no comparable per-sample "
+    "score). Seconds: wall time of the defence alone, from the trained BadNet to its figures (work shared by the "
+    "rows of one defence counted in each)."
 )
 
 #: File names written by :func:`write_benchmark`.
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 RESULTS_PNG = "results.png"
+ROC_PNG = "roc.png"
 #: Title of the grid's ``results.md``.
 GRID_TITLE = "Backdoor defences"
 
@@ -51,7 +62,8 @@ def markdown_rows(rows: Sequence[dict]) -> list[dict]:
     for row in rows:
         text = f"error: {row['error']}" if row.get("error") else row.get("note") or ""
         text = " ".join(str(text).split()).replace("|", "\\|")
-        shown.append({**row, "notes": text or None})
+        four = {key: f"{row[key]:.4f}" for key in FOUR_DECIMALS if row.get(key) is not None}
+        shown.append({**row, **four, "notes": text or None})
     return shown
 
 
@@ -59,9 +71,10 @@ def write_benchmark(
     rows: Sequence[dict], out_dir: str, command: str, overwrite: bool = False, title: str = "Backdoor defences"
 ) -> list[str]:
     """
-    Write ``results.json`` (the rows), ``results.md`` (the command line that produced them, then the table) and
-    ``results.png`` (clean accuracy against attack success rate, one point per defence) into ``out_dir``,
-    atomically: the directory appears complete or not at all.
+    Write ``results.json`` (the rows), ``results.md`` (the command line that produced them, then the table),
+    ``results.png`` (clean accuracy against attack success rate, one point per defence) and, where some row has a
+    ROC curve, ``roc.png`` (one curve per test-time detector) into ``out_dir``, atomically: the directory appears
+    complete or not at all.
 
     :param rows: Rows from :func:`run_benchmark`.
     :param out_dir: Directory to create.
@@ -97,7 +110,12 @@ def write_benchmark(
         write_json(os.path.join(tmp, RESULTS_JSON), rows)
         write_text(os.path.join(tmp, RESULTS_MD), markdown)
         plot_tradeoff(rows, os.path.join(tmp, RESULTS_PNG), title=title)
-    written = [os.path.join(os.path.abspath(out_dir), name) for name in (RESULTS_JSON, RESULTS_MD, RESULTS_PNG)]
+        names = [RESULTS_JSON, RESULTS_MD, RESULTS_PNG]
+        curves = [(row["defence"], row["roc"]) for row in rows if row.get("roc")]
+        if curves:
+            plot_roc(curves, os.path.join(tmp, ROC_PNG), title=title)
+            names.append(ROC_PNG)
+    written = [os.path.join(os.path.abspath(out_dir), name) for name in names]
     logger.info("Wrote %s.", ", ".join(written))
     return written
 
@@ -114,12 +132,63 @@ METRICS = (
     "poison_detection_fpr",
     "poisoned_flagged",
     "clean_flagged",
+    "auroc",
+    "tpr_at_1pct_fpr",
+    "poison_detection_auroc",
     "seconds",
 )
 #: The axes that make a group (one table): every cell of a group differs from the others by its seed only.
 GROUP_AXES = ("data", "arch", "model", "attack", "poison_rate")
 #: The plot of each attack: ``results_<attack>.png``.
 PLOT_NAME = "results_{attack}.png"
+#: The ROC plot of each attack: ``roc_<attack>.png``.
+ROC_NAME = "roc_{attack}.png"
+
+
+def plot_roc(curves: Sequence[tuple[str, dict]], path: str, title: str = "") -> None:
+    """
+    ROC curves, false-positive rate on a log axis (the low rates a deployed detector works at), one per detector;
+    written as a PNG, atomically.
+
+    :param curves: ``(label, {"fpr": [...], "tpr": [...]})`` pairs, shares (see
+                   :func:`art_pruning_defense._metrics.roc_points`).
+    :param path: Destination.
+    :param title: Title of the plot.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 6), dpi=120)
+    colours = plt.get_cmap("tab20")
+    for index, (label, curve) in enumerate(curves):
+        fpr = [100.0 * v for v in curve["fpr"] if v > 0]
+        tpr = [100.0 * t for v, t in zip(curve["fpr"], curve["tpr"]) if v > 0]
+        axis.step(fpr, tpr, where="post", color=colours(index % 20), label=label)
+    axis.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    axis.set_xscale("log")
+    axis.set_xlim(0.01, 100)
+    axis.set_ylim(-2, 102)
+    axis.set_xlabel("clean test images flagged (FPR, %, log scale)")
+    axis.set_ylabel("triggered test images flagged (TPR, %)")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title(title or "ROC of the test-time detectors")
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+
+
+def _mean_roc(curves: list[dict]) -> dict | None:
+    """
+    :return: The mean TPR over seeds at each FPR of the grid (``None`` without curves).
+    """
+    if not curves:
+        return None
+    tpr = [sum(values) / len(curves) for values in zip(*(curve["tpr"] for curve in curves))]
+    return {"fpr": list(curves[0]["fpr"]), "tpr": [round(v, 6) for v in tpr]}
 
 
 def _group_key(record: dict) -> tuple:
@@ -142,7 +211,8 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
     :param records: Cell records (see :func:`~art_pruning_defense.benchmark.runner.run_cell`).
     :return: One group per (data, architecture, attack, poison rate), in the records' order: its axes, ``seeds``, and
              ``rows``: per defence row, ``<figure>_mean`` and ``<figure>_std`` (the sample standard deviation over
-             the seeds with a figure; ``None`` for a single seed) for each of :data:`METRICS`, ``n`` (seeds with
+             the seeds with a figure; ``None`` for a single seed) for each of :data:`METRICS`, ``roc`` (the mean ROC
+             curve over the seeds, for test-time detectors), ``n`` (seeds with
              figures), ``errors`` (``seed: error`` of the seeds where the row failed) and ``notes`` (per seed).
     """
     groups: dict[tuple, dict] = {}
@@ -168,6 +238,7 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
             for metric in METRICS:
                 values = [r[metric] for _, r in per_seed if r.get(metric) is not None and not r.get("error")]
                 row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
+            row["roc"] = _mean_roc([r["roc"] for _, r in per_seed if r.get("roc") and not r.get("error")])
             row["n"] = sum(1 for _, r in per_seed if not r.get("error"))
             row["errors"] = [f"seed {seed}: {r['error']}" for seed, r in per_seed if r.get("error")]
             row["notes"] = [f"seed {seed}: {r['note']}" for seed, r in per_seed if r.get("note")]
@@ -176,10 +247,10 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
     return result
 
 
-def _mean_std_text(mean: float | None, std: float | None) -> str | None:
+def _mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str | None:
     if mean is None:
         return None
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _group_title(group: dict) -> str:
@@ -203,7 +274,8 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
         for row in group["rows"]:
             cells: dict[str, Any] = {"defence": row["defence"]}
             for metric in METRICS:
-                cells[metric] = _mean_std_text(row[f"{metric}_mean"], row[f"{metric}_std"])
+                digits = 4 if metric in FOUR_DECIMALS else 2
+                cells[metric] = _mean_std_text(row[f"{metric}_mean"], row[f"{metric}_std"], digits)
             single = len(group["seeds"]) == 1
             text = "; ".join(row["errors"]) if row["errors"] else ("; ".join(row["notes"]) if single else "")
             if single:
@@ -271,7 +343,8 @@ def plot_grid(groups: Sequence[dict], attack: str, path: str) -> None:
 def write_grid_report(out: str, records: Sequence[dict], command: str, unfinished: Sequence[str] = ()) -> list[str]:
     """
     Write (each file atomically) ``results.json`` (the groups' means and standard deviations, every cell's per-seed
-    rows, the unfinished cells), ``results.md`` and one ``results_<attack>.png`` per attack into ``out``.
+    rows, the unfinished cells), ``results.md``, one ``results_<attack>.png`` per attack and, where some defence has
+    a test-time score, one ``roc_<attack>.png`` into ``out``.
 
     :param out: The grid's output directory.
     :param records: The finished cells' records.
@@ -291,4 +364,15 @@ def write_grid_report(out: str, records: Sequence[dict], command: str, unfinishe
         path = os.path.join(out, PLOT_NAME.format(attack=attack))
         plot_grid(groups, attack, path)
         written.append(path)
+        chosen = [group for group in groups if group["attack"] == attack]
+        curves = [
+            (row["defence"] + ("" if len(chosen) == 1 else f", poison rate {group['poison_rate']:g}"), row["roc"])
+            for group in chosen
+            for row in group["rows"]
+            if row.get("roc")
+        ]
+        if curves:
+            path = os.path.join(out, ROC_NAME.format(attack=attack))
+            plot_roc(curves, path, title=f"{attack}: ROC of the test-time detectors (mean TPR over seeds)")
+            written.append(path)
     return [os.path.abspath(path) for path in written]

@@ -17,12 +17,12 @@ from art.estimators.classification import KerasClassifier
 from art.estimators.poison_mitigation.neural_cleanse.neural_cleanse import NeuralCleanseMixin
 from art.utils import to_categorical
 
-from art_pruning_defense import _sweep
+from art_pruning_defense import _metrics, _sweep
 from art_pruning_defense.badnet import BadNetData
 from art_pruning_defense.benchmark.config import BenchmarkConfig
 from art_pruning_defense.benchmark.training import train_badnet
 from art_pruning_defense.goodnet import GoodNetClassifier
-from art_pruning_defense.keras import BatchPredictor
+from art_pruning_defense.keras import BatchPredictor, outputs_probabilities
 
 if TYPE_CHECKING:
     import keras
@@ -41,10 +41,17 @@ ROW_KEYS = (
     "poison_detection_fpr",
     "poisoned_flagged",
     "clean_flagged",
+    "auroc",
+    "tpr_at_1pct_fpr",
+    "poison_detection_auroc",
     "seconds",
     "note",
     "error",
+    "roc",
 )
+
+#: The false-positive rate (a share) at which ``tpr_at_1pct_fpr`` is read.
+DETECTION_FPR = 0.01
 
 
 @dataclass
@@ -92,16 +99,45 @@ class _Run:
             data.x_test, data.y_test, data.x_test_poisoned, data.target, batch_size=self.config.predict_batch_size
         )
 
-    def detection_rates(self, pruned: "keras.Model") -> tuple[float | None, float | None]:
+    def evaluate_scored(self, goodnet: GoodNetClassifier) -> tuple[dict[str, dict[str, float | None]], "_Scored"]:
+        """
+        Like :meth:`evaluate`, and the GoodNet's continuous score on the same pass of each network.
+
+        :return: ``(rows for B, B' and GoodNet, the labels and scores behind them)``.
+        """
+        data, batch = self.data, self.config.predict_batch_size
+        bad, pruned, scores = goodnet.labels_and_scores(data.x_test, batch_size=batch)
+        poisoned_bad, poisoned_pruned, poisoned_scores = goodnet.labels_and_scores(data.x_test_poisoned, batch)
+        scored = _Scored(bad, pruned, scores, poisoned_bad, poisoned_pruned, poisoned_scores)
+        return scored.compare(self, goodnet.threshold_), scored
+
+    def detection_rates(self, pruned: "keras.Model") -> tuple[float | None, float | None, float | None]:
         """
         The rule of :class:`~art_pruning_defense.FinePruningDetector`: a training sample is flagged where B and B'
-        disagree.
+        disagree; its report's ``"scores"`` (the GoodNet score) rank them.
 
         :param pruned: B'.
-        :return: ``(TPR, FPR)`` on the training set, percent.
+        :return: ``(TPR, FPR, AUROC)`` on the training set: TPR and FPR percent, AUROC of the GoodNet score (``None``
+                 where the training set holds no poison or no clean samples).
         """
-        flagged = self.bad_labels("train") != self.labels_of(pruned, self.data.x_train)[0]
-        return _detection_rates(flagged, self.data.is_poison_train)
+        bad = self.train_probabilities()
+        pruned_probabilities = _as_probabilities(
+            pruned, BatchPredictor(pruned)(self.data.x_train, self.config.predict_batch_size)
+        )
+        scores = _metrics.disagreement_scores(bad, pruned_probabilities)
+        flagged = scores > _metrics.LABEL_RULE_THRESHOLD
+        tpr, fpr = _detection_rates(flagged, self.data.is_poison_train)
+        return tpr, fpr, _auroc(scores, self.data.is_poison_train)
+
+    def train_probabilities(self) -> np.ndarray:
+        """
+        :return: B's probabilities on the training set (computed once).
+        """
+        key = "train:probabilities"
+        if key not in self._labels:
+            outputs = BatchPredictor(self.model)(self.data.x_train, self.config.predict_batch_size)
+            self._labels[key] = _as_probabilities(self.model, outputs)
+        return self._labels[key]
 
     def train_cnn(self, x: np.ndarray, y: np.ndarray) -> KerasClassifier:
         """
@@ -110,6 +146,86 @@ class _Run:
         :return: It, wrapped as an ART ``KerasClassifier`` (inputs in [0, 1]).
         """
         return train_badnet(x, y, self.data.n_classes, self.config)
+
+
+def _as_probabilities(model: "keras.Model", outputs: np.ndarray) -> np.ndarray:
+    """
+    :return: ``outputs`` of ``model`` as probabilities (float64; the softmax where the model outputs logits).
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs_probabilities(model):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class _Scored:
+    """
+    Labels of B and B' and the GoodNet score on the clean and the triggered test sets, from one pass of each network.
+    """
+
+    bad: np.ndarray
+    pruned: np.ndarray
+    scores: np.ndarray
+    poisoned_bad: np.ndarray
+    poisoned_pruned: np.ndarray
+    poisoned_scores: np.ndarray
+
+    def compare(self, run: _Run, threshold: float | None = None) -> dict[str, dict[str, float | None]]:
+        """
+        :param threshold: Flag ``score > threshold`` (a calibrated GoodNet); ``None``: where B and B' differ.
+        :return: Rows for B, B' and GoodNet (:func:`art_pruning_defense._sweep.compare_labels`).
+        """
+        data = run.data
+        flagged = poisoned_flagged = None
+        if threshold is not None:
+            flagged, poisoned_flagged = self.scores > threshold, self.poisoned_scores > threshold
+        target = np.full(len(data.x_test_poisoned), data.target, dtype=np.int64)
+        return _sweep.compare_labels(
+            data.n_classes,
+            data.y_test,
+            self.bad,
+            self.pruned,
+            target,
+            self.poisoned_bad,
+            self.poisoned_pruned,
+            flagged,
+            poisoned_flagged,
+        )
+
+    def detection(self) -> dict:
+        """
+        :return: ``auroc``, ``tpr_at_1pct_fpr`` and ``roc`` of the score, clean vs triggered test inputs.
+        """
+        return _test_detection(self.scores, self.poisoned_scores)
+
+
+def _test_detection(clean_scores: np.ndarray, poisoned_scores: np.ndarray) -> dict:
+    """
+    :param clean_scores: A detector's score on the clean test inputs (higher = more likely triggered).
+    :param poisoned_scores: Its score on the triggered test inputs.
+    :return: Row figures: ``auroc`` (0–1), ``tpr_at_1pct_fpr`` (percent; the largest TPR of a threshold flagging at
+             most 1 % of the clean inputs) and ``roc`` (:func:`art_pruning_defense._metrics.roc_points`).
+    """
+    scores = np.concatenate([np.asarray(clean_scores, np.float64), np.asarray(poisoned_scores, np.float64)])
+    truth = np.concatenate([np.zeros(len(clean_scores), bool), np.ones(len(poisoned_scores), bool)])
+    metrics = _metrics.detection_metrics(scores, truth, DETECTION_FPR)
+    return {
+        "auroc": metrics["auroc"],
+        "tpr_at_1pct_fpr": metrics["tpr_at_fpr"],
+        "roc": _metrics.roc_points(scores, truth),
+    }
+
+
+def _auroc(scores: np.ndarray, is_poison: np.ndarray) -> float | None:
+    """
+    :return: AUROC of training-set scores against the poison mask (``None`` without both kinds of samples).
+    """
+    is_poison = np.asarray(is_poison, dtype=bool)
+    if is_poison.all() or not is_poison.any():
+        return None
+    return _metrics.detection_metrics(scores, is_poison, DETECTION_FPR)["auroc"]
 
 
 def _row(
@@ -121,10 +237,18 @@ def _row(
     poison_detection_fpr: float | None = None,
     poisoned_flagged: float | None = None,
     clean_flagged: float | None = None,
+    auroc: float | None = None,
+    tpr_at_1pct_fpr: float | None = None,
+    poison_detection_auroc: float | None = None,
     note: str | None = None,
     error: str | None = None,
+    roc: dict | None = None,
 ) -> dict:
     """
+    :param auroc: AUROC (0–1) of the row's test-time detector, clean vs triggered test inputs.
+    :param tpr_at_1pct_fpr: Its TPR (percent) at 1 % FPR on the same inputs.
+    :param poison_detection_auroc: AUROC of the row's training-set score (poisoned vs clean training samples).
+    :param roc: The test-time detector's ROC curve (:func:`art_pruning_defense._metrics.roc_points`).
     :return: A result row with every key of :data:`ROW_KEYS`, numbers as plain floats (JSON-ready).
     """
     values = {
@@ -135,11 +259,15 @@ def _row(
         "poison_detection_fpr": poison_detection_fpr,
         "poisoned_flagged": poisoned_flagged,
         "clean_flagged": clean_flagged,
+        "auroc": auroc,
+        "tpr_at_1pct_fpr": tpr_at_1pct_fpr,
+        "poison_detection_auroc": poison_detection_auroc,
         "seconds": round(float(seconds), 2),
         "note": note,
         "error": error,
+        "roc": roc,
     }
-    for key in ROW_KEYS[1:8]:
+    for key in ROW_KEYS[1:11]:
         if values[key] is not None:
             values[key] = float(values[key])
     return values

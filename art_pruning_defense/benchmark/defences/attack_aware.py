@@ -39,7 +39,7 @@ def _attack_aware(run: _Run) -> list[dict]:
     rows = []
     pruned = defence(run.classifier, accuracy_drop=config.goodnet_drop)
     metrics = run.evaluate(pruned)
-    tpr, fpr = run.detection_rates(pruned.pruned_model)
+    tpr, fpr, auroc = run.detection_rates(pruned.pruned_model)
     channels = defence.sweeps_[float(config.goodnet_drop)][-1].channels_pruned
     rows.append(
         _row(
@@ -47,6 +47,7 @@ def _attack_aware(run: _Run) -> list[dict]:
             time.perf_counter() - start,
             poison_detection_tpr=tpr,
             poison_detection_fpr=fpr,
+            poison_detection_auroc=auroc,
             note=f"X={config.goodnet_drop:g}: {channels} channels of {', '.join(defence.layer_names or [])} pruned"
             if defence.layer_names
             else f"X={config.goodnet_drop:g}: {channels} channels pruned",
@@ -54,8 +55,8 @@ def _attack_aware(run: _Run) -> list[dict]:
         )
     )
     goodnet = defence(run.classifier)
-    metrics = run.evaluate(goodnet)
-    tpr, fpr = run.detection_rates(goodnet.pruned_model)
+    metrics, scored = run.evaluate_scored(goodnet)
+    tpr, fpr, auroc = run.detection_rates(goodnet.pruned_model)
     note = f"{defence.fine_tune_['channels_pruned']} channels pruned, {defence.fine_tune_['epochs']} epochs"
     rows.append(
         _row(
@@ -63,9 +64,12 @@ def _attack_aware(run: _Run) -> list[dict]:
             time.perf_counter() - start,
             poison_detection_tpr=tpr,
             poison_detection_fpr=fpr,
+            poison_detection_auroc=auroc,
             note=note,
             **_without_flags(metrics["B'"]),
         )
     )
-    rows.append(_row("attack-aware fine-pruning GoodNet", fitted, note=note, **metrics["GoodNet"]))
+    rows.append(
+        _row("attack-aware fine-pruning GoodNet", fitted, note=note, **metrics["GoodNet"], **scored.detection())
+    )
     return rows

@@ -1,6 +1,8 @@
 """
 Fine-pruning: the fine-pruned B' (with the detection rates of ``FinePruningDetector``'s defaults, from the same
-fitted ``FinePruning``), and GoodNet over it.
+fitted ``FinePruning``), and GoodNet over it twice: with the label rule (flag where B and B' differ) and calibrated
+(flag ``score > threshold``, the threshold chosen on the defender's clean validation data at a 1 % false-positive
+rate). Both GoodNet rows carry the AUROC and TPR at 1 % FPR of the GoodNet score on the test inputs.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import time
 from art_pruning_defense.fine_pruning import FinePruning
 
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import _row, _Run, _without_flags
+from art_pruning_defense.benchmark.defences._common import DETECTION_FPR, _row, _Run, _without_flags
+
+#: Name of the calibrated GoodNet's row.
+CALIBRATED = f"fine-pruning GoodNet ({100 * DETECTION_FPR:g}% FPR)"
 
 
 @register(
     "fine-pruning",
-    "fine-pruning (prune, then fine-tune on the clean validation data), alone and as GoodNet",
-    lambda config: ["fine-pruning", "fine-pruning GoodNet"],
+    "fine-pruning (prune, then fine-tune on the clean validation data), alone and as GoodNet (label rule, calibrated)",
+    lambda config: ["fine-pruning", "fine-pruning GoodNet", CALIBRATED],
 )
 def _fine_pruning(run: _Run) -> list[dict]:
     config, data = run.config, run.data
@@ -31,7 +36,8 @@ def _fine_pruning(run: _Run) -> list[dict]:
     )
     defence.fit(data.x_valid, data.y_valid)
     goodnet = defence(run.classifier)
-    metrics = run.evaluate(goodnet)
+    metrics, scored = run.evaluate_scored(goodnet)
+    detection = scored.detection()
     evaluated = time.perf_counter() - start
     summary = defence.fine_tune_
     note = (
@@ -39,15 +45,31 @@ def _fine_pruning(run: _Run) -> list[dict]:
         f"{summary['epochs']} epochs of fine-tuning"
     )
     goodnet_row = _row(
-        "fine-pruning GoodNet", evaluated, note=f"B and the fine-pruned B' side by side; {note}", **metrics["GoodNet"]
+        "fine-pruning GoodNet",
+        evaluated,
+        note=f"B and the fine-pruned B' side by side; {note}",
+        **metrics["GoodNet"],
+        **detection,
     )
-    tpr, fpr = run.detection_rates(goodnet.pruned_model)
+    begin = time.perf_counter()
+    threshold = goodnet.calibrate(data.x_valid, DETECTION_FPR, batch_size=config.predict_batch_size)
+    calibrated = scored.compare(run, threshold)["GoodNet"]
+    calibrated_row = _row(
+        CALIBRATED,
+        evaluated + time.perf_counter() - begin,
+        note=f"score > {threshold:.4f}, chosen on the {len(data.x_valid)} clean validation images (which also "
+        f"fine-tuned B') to flag at most {100 * DETECTION_FPR:g} % of them; {note}",
+        **calibrated,
+        **detection,
+    )
+    tpr, fpr, auroc = run.detection_rates(goodnet.pruned_model)
     row = _row(
         "fine-pruning",
-        time.perf_counter() - start,
+        time.perf_counter() - begin + evaluated,
         poison_detection_tpr=tpr,
         poison_detection_fpr=fpr,
+        poison_detection_auroc=auroc,
         note=note,
         **_without_flags(metrics["B'"]),
     )
-    return [row, goodnet_row]
+    return [row, goodnet_row, calibrated_row]

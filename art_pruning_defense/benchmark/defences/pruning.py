@@ -50,7 +50,7 @@ def _pruning(run: _Run) -> list[dict]:
         def measure(drop: float = drop, name: str = name, begin: float = begin) -> dict:
             nonlocal goodnet_row
             goodnet = defence(run.classifier, accuracy_drop=drop)
-            metrics = run.evaluate(goodnet)
+            metrics, scored = run.evaluate_scored(goodnet)
             note = f"{len(defence.pruned_channels(drop))} of {point.n_channels} channels of {point.layer_name} pruned"
             if drop == config.goodnet_drop:
                 goodnet_row = _row(
@@ -58,13 +58,15 @@ def _pruning(run: _Run) -> list[dict]:
                     fitted + time.perf_counter() - begin,
                     note=f"B and B'(X={drop:g}) side by side; {note}",
                     **metrics["GoodNet"],
+                    **scored.detection(),
                 )
-            tpr, fpr = run.detection_rates(goodnet.pruned_model)
+            tpr, fpr, auroc = run.detection_rates(goodnet.pruned_model)
             return _row(
                 name,
                 fitted + time.perf_counter() - begin,
                 poison_detection_tpr=tpr,
                 poison_detection_fpr=fpr,
+                poison_detection_auroc=auroc,
                 note=note,
                 **_without_flags(metrics["B'"]),
             )

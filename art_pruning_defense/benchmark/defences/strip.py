@@ -4,22 +4,69 @@ ART's STRIP: ``STRIP(classifier)()``, ``mitigate`` on the defender's clean valid
 ART 1.20.1, as met here: ``STRIP()`` changes the class of the classifier it was given (it is given a fresh wrapper of
 B here) and computes its entropy over the perturbed copies, per class (``axis=0``), rather than per prediction; its
 tqdm bar cannot be turned off (it is hidden with ``verbose=False``).
+
+ART's STRIP exposes no score, only its abstentions. For the AUROC and TPR at 1 % FPR, :func:`strip_scores` computes
+STRIP's score the way its paper defines it: each input is blended half and half with ``num_samples`` random clean
+validation images, the entropy (bits) of B's prediction is taken per blend and averaged; a trigger that survives the
+blending keeps the predictions confident, so the score is the negated mean entropy (higher = more likely triggered).
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
+import numpy as np
 from art.estimators.classification import KerasClassifier
+
+from art_pruning_defense.keras import BatchPredictor
 
 from art_pruning_defense.benchmark.defences import register
 from art_pruning_defense.benchmark.defences._common import (
     _abstaining_labels,
     _art_output,
+    _as_probabilities,
     _row,
     _Run,
+    _test_detection,
     _test_metrics,
 )
+
+if TYPE_CHECKING:
+    import keras
+
+#: Blended images per forward pass of :func:`strip_scores`.
+_BLENDS_PER_PASS = 4096
+
+
+def strip_scores(
+    model: "keras.Model", x: np.ndarray, x_clean: np.ndarray, num_samples: int, seed: int, batch_size: int = 256
+) -> np.ndarray:
+    """
+    STRIP's score per input: minus the mean entropy (bits) of the model's prediction over ``num_samples`` blends
+    ``0.5 * x + 0.5 * x_clean[j]`` with random clean images ``j``.
+
+    :param model: The classifier (softmax or logits output).
+    :param x: Inputs to score.
+    :param x_clean: Clean images to blend with (the defender's validation data).
+    :param num_samples: Blends per input.
+    :param seed: Seed of the choice of clean images.
+    :param batch_size: Samples per forward pass.
+    :return: Scores of shape ``(len(x),)``; higher = lower entropy = more likely triggered.
+    """
+    rng = np.random.default_rng(seed)
+    predict = BatchPredictor(model)
+    per_pass = max(1, _BLENDS_PER_PASS // num_samples)
+    scores = np.empty(len(x), dtype=np.float64)
+    for start in range(0, len(x), per_pass):
+        chunk = np.asarray(x[start : start + per_pass], dtype=np.float32)
+        chosen = rng.integers(0, len(x_clean), size=(len(chunk), num_samples))
+        blends = 0.5 * chunk[:, None] + 0.5 * np.asarray(x_clean[chosen], dtype=np.float32)
+        outputs = predict(blends.reshape((-1,) + chunk.shape[1:]), batch_size)
+        probabilities = np.clip(_as_probabilities(model, outputs), 1e-12, 1.0)
+        entropy = -np.sum(probabilities * np.log2(probabilities), axis=1).reshape(len(chunk), num_samples)
+        scores[start : start + len(chunk)] = -entropy.mean(axis=1)
+    return scores
 
 
 @register(
@@ -42,5 +89,16 @@ def _strip(run: _Run) -> list[dict]:
     clean = _abstaining_labels(strip.predict(data.x_test))
     poisoned = _abstaining_labels(strip.predict(data.x_test_poisoned))
     metrics = _test_metrics(run, clean, poisoned, flags=True)
-    note = f"entropy threshold {strip.entropy_threshold:.3f} from {len(data.x_valid)} clean validation images"
-    return [_row("STRIP", time.perf_counter() - start, note=note, **metrics)]
+    score = {
+        name: strip_scores(
+            run.model, x, data.x_valid, config.strip_num_samples, config.seed, batch_size=config.predict_batch_size
+        )
+        for name, x in (("clean", data.x_test), ("poisoned", data.x_test_poisoned))
+    }
+    note = (
+        f"entropy threshold {strip.entropy_threshold:.3f} from {len(data.x_valid)} clean validation images; AUROC "
+        f"from the mean per-blend entropy over {config.strip_num_samples} blends (STRIP's paper; ART's STRIP exposes "
+        "no score)"
+    )
+    detection = _test_detection(score["clean"], score["poisoned"])
+    return [_row("STRIP", time.perf_counter() - start, note=note, **metrics, **detection)]
