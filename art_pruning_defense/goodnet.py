@@ -558,6 +558,12 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
                  applied to them.
         :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
+        return self._predict(x, batch_size)
+
+    def _predict(self, x: "np.ndarray | Iterable", batch_size: int = 128, **kwargs) -> np.ndarray:
+        """
+        :meth:`predict`, without ART's conversion of ``x`` to an array (see ``_art_predict``).
+        """
         batch_size = check_positive_int(batch_size, "batch_size")
         probabilities, bad_labels, pruned_labels, scores = self._all_outputs(x, batch_size)
         outputs = _sweep.goodnet_scores(
@@ -754,6 +760,22 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         goodnet.threshold_ = threshold
         goodnet.false_positive_rate_ = false_positive_rate
         return goodnet
+
+
+#: ART's ``InputFilter`` metaclass wraps ``predict`` into a function that first converts ``x`` with ``np.array``, which
+#: would turn a stream of batches into an array of objects. Streams bypass that conversion; everything else keeps it.
+_art_predict = GoodNetClassifier.predict
+
+
+def _predict_filtered(self: GoodNetClassifier, *args: Any, **kwargs: Any) -> np.ndarray:
+    x = kwargs["x"] if "x" in kwargs else (args[0] if args else None)
+    if is_stream(x):
+        return GoodNetClassifier._predict(self, *args, **kwargs)
+    return _art_predict(self, *args, **kwargs)
+
+
+_predict_filtered.__doc__ = _art_predict.__doc__
+GoodNetClassifier.predict = _predict_filtered  # type: ignore[method-assign]
 
 
 def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple | None]:
