@@ -13,13 +13,14 @@ sample is flagged as poisoned where the original network B and its (fine-)pruned
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 from art.defences.detector.poison.ground_truth_evaluator import GroundTruthEvaluator
 from art.defences.detector.poison.poison_filtering_defence import PoisonFilteringDefence
 from art.utils import segment_by_class
 
+from art_pruning_defense._stream import is_one_shot, is_stream
 from art_pruning_defense._validation import check_inputs, check_labels
 from art_pruning_defense.fine_pruning import (
     DEFAULT_FINE_TUNE_LEARNING_RATE,
@@ -57,8 +58,8 @@ class FinePruningDetector(PoisonFilteringDefence):
         classifier: "CLASSIFIER_TYPE",
         x_train: np.ndarray,
         y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
+        x_val: "np.ndarray | Iterable",
+        y_val: np.ndarray | None,
         layer_name: str | None = None,
         accuracy_drop: float = 10.0,
         fine_tune_epochs: int = RECOMMENDED_FINE_TUNE_EPOCHS,
@@ -73,8 +74,11 @@ class FinePruningDetector(PoisonFilteringDefence):
         :param classifier: The classifier trained on the (possibly poisoned) training data.
         :param x_train: The training data to filter.
         :param y_train: Its labels (integers or one-hot), as used in training.
-        :param x_val: The defender's clean validation data.
-        :param y_val: Its labels.
+        :param x_val: The defender's clean validation data: an array, or a re-iterable stream of ``(x, y)`` batches
+               (a ``tf.data.Dataset``, a list of batches; not a one-shot generator, as each :meth:`detect_poison`
+               reads it anew), read batch by batch so that memory is bounded by a batch (see
+               :meth:`FinePruning.fit`).
+        :param y_val: Its labels (integers or one-hot); ``None`` where ``x_val`` is a stream (its batches carry them).
         :param layer_name: The layer to prune (``None``: the last Conv2D).
         :param accuracy_drop: X of the pruned B' when fine-tuning is off.
         :param fine_tune_epochs: Fine-tuning epochs after pruning to ``prune_until``; 0 compares B with B'(X).
@@ -111,10 +115,24 @@ class FinePruningDetector(PoisonFilteringDefence):
     def _check_params(self) -> None:
         self._defence()  # FinePruning validates the classifier, the layer and every shared parameter
         n_classes = self.classifier.nb_classes
-        for name in ("x_train", "x_val"):
-            check_inputs(getattr(self, name), self.classifier.input_shape, name)
+        check_inputs(self.x_train, self.classifier.input_shape, "x_train")
         check_labels(self.y_train, len(self.x_train), n_classes, "y_train")
-        check_labels(self.y_val, len(self.x_val), n_classes, "y_val")
+        if is_stream(self.x_val):
+            # Its batches are checked as FinePruning.fit reads them; the labels travel in them.
+            if self.y_val is not None:
+                raise TypeError(
+                    "x_val is a stream of batches, whose labels travel in the batches as (x, y) pairs: y_val must be "
+                    "None."
+                )
+            if is_one_shot(self.x_val):
+                raise ValueError(
+                    "x_val is a one-shot iterator (a generator), but the detector reads it on every detect_poison "
+                    "(and evaluate_defence) call, and once per fine-tuning epoch: pass a re-iterable instead (a "
+                    "tf.data.Dataset, a list of batches, or an object whose __iter__ returns a fresh iterator)."
+                )
+        else:
+            check_inputs(self.x_val, self.classifier.input_shape, "x_val")
+            check_labels(self.y_val, len(self.x_val), n_classes, "y_val")
 
     def detect_poison(self, **kwargs: Any) -> tuple[dict, list[int]]:
         """

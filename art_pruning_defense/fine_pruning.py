@@ -33,6 +33,7 @@ from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
 from art_pruning_defense import _defaults, _sweep
+from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
@@ -46,6 +47,7 @@ from art_pruning_defense.keras import (
     copy_model,
     find_prune_point,
     fine_tune,
+    fine_tune_stream,
     input_shape,
     seed_everything,
     last_prunable_layers,
@@ -387,9 +389,9 @@ class FinePruning(Transformer):
 
     def fit(
         self,
-        x: np.ndarray,
+        x: "np.ndarray | Iterable",
         y: np.ndarray | None = None,
-        poisoned_x: np.ndarray | None = None,
+        poisoned_x: "np.ndarray | Iterable | None" = None,
         poisoned_target: int | np.ndarray | None = None,
         **kwargs,
     ) -> None:
@@ -399,39 +401,59 @@ class FinePruning(Transformer):
         Sets ``mean_activation_``, ``ranking_`` (channels, least active first), ``sweep_`` (one
         :class:`~art_pruning_defense.SweepStep` per step, the unpruned network first) and ``steps_`` (``{X: step}``).
 
-        :param x: Clean validation inputs, in the classifier's input space.
-        :param y: Their labels: integers in [0, N) of shape (n,), or one-hot of shape (n, N).
-        :param poisoned_x: Optional inputs carrying the trigger, to record the attack success rate.
+        The validation data may be streamed: ``x`` a ``tf.data.Dataset``, a list of batches or any iterable of
+        ``(x, y)`` batches (with ``y=None``). Activations are then reduced batch by batch, so memory is bounded by
+        a batch and ``max_cache_bytes``, not by the data: the data is read once where its activations fit in
+        ``max_cache_bytes``, twice otherwise, and once more per fine-tuning epoch plus once for the fine-tuning
+        summary. A one-shot iterator (a generator) can be read once only: it is refused with fine-tuning, and where
+        its activations outgrow ``max_cache_bytes``. A re-iterable stream must give the same samples on every pass.
+        The sweep equals that of the same data given as arrays. The ``attack_aware`` strategy needs arrays.
+
+        :param x: Clean validation inputs, in the classifier's input space: a numpy array (or an array read in
+               slices, such as an h5py dataset), or a stream of ``(x, y)`` batches.
+        :param y: Their labels: integers in [0, N) of shape (n,), or one-hot of shape (n, N); ``None`` where ``x``
+               is a stream (the labels travel in its batches, integer or one-hot as here).
+        :param poisoned_x: Optional inputs carrying the trigger, to record the attack success rate: an array, or a
+               stream of batches of inputs (with an int ``poisoned_target``; a ``y`` in the batches is then
+               ignored) or of ``(x, target)`` pairs (with ``poisoned_target=None``).
         :param poisoned_target: The attack's target label: one int, or one label per poisoned input.
+        :raises ValueError: If the data is bad (with a stream, naming the batch), or a one-shot iterator would have
+                to be read twice.
+        :raises TypeError: If the data has the wrong type or dtype.
         """
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
-        shape = input_shape(self._model)
-        x = check_inputs(x, shape, "x", allow_lazy=True)
-        if y is None:
-            raise ValueError("fit needs the labels y of the clean validation data.")
-        labels = check_labels(y, len(x), self._n_classes, "y")
-        if (poisoned_x is None) != (poisoned_target is None):
-            raise ValueError("Give both poisoned_x and poisoned_target, or neither.")
-        targets = None
-        if poisoned_x is not None:
-            poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x", allow_lazy=True)
-            targets = check_target(poisoned_target, len(poisoned_x), self._n_classes, "poisoned_target")
-
-        if self.strategy == "attack_aware" and poisoned_x is None:
+        clean, poisoned = self._sources(x, y, poisoned_x, poisoned_target)
+        streaming = clean.is_stream or (poisoned is not None and poisoned.is_stream)
+        if self.strategy == "attack_aware" and poisoned is None:
             raise ValueError(
                 "strategy='attack_aware' needs triggered validation data: pass poisoned_x and poisoned_target "
                 "to fit (the activation strategy needs clean data only)."
             )
+        if self.strategy == "attack_aware" and streaming:
+            raise ValueError(
+                "strategy='attack_aware' keeps the activations of all validation data in memory and needs them as "
+                "numpy arrays; give x, y, poisoned_x and poisoned_target as arrays (or use strategy='activation', "
+                "which streams)."
+            )
+        if self.fine_tune_epochs > 0:
+            for source in (clean, poisoned):
+                if source is not None and source.one_shot:
+                    raise ValueError(
+                        f"{source.name} is a one-shot iterator (a generator), but fine-tuning "
+                        f"(fine_tune_epochs={self.fine_tune_epochs}) reads the data once per epoch after the sweep: "
+                        "pass a re-iterable instead (a tf.data.Dataset, a list of batches, or an object whose "
+                        "__iter__ returns a fresh iterator), or set fine_tune_epochs=0."
+                    )
         # A fit that fails half-way must not leave the results of an earlier one looking valid.
         self._reset_fit()
         self._check_range = True
         if self.strategy == "attack_aware":
-            self._fit_attack_aware(x, labels, poisoned_x, targets)
+            self._fit_attack_aware(clean.x, clean.y, poisoned.x, poisoned.y)
         else:
-            self._fit_activation(x, labels, poisoned_x, targets)
+            self._fit_activation(clean, poisoned)
         if self.fine_tune_epochs > 0:
-            self._fine_prune(x, labels, poisoned_x, targets)
+            self._fine_prune(clean, poisoned)
         self._is_fitted = True
         for drop, step in self.steps_.items():
             record = self._records(drop)[step]
@@ -444,6 +466,51 @@ class FinePruning(Transformer):
                 "n/a" if record.attack_success_rate is None else f"{record.attack_success_rate:.2f}%",
             )
 
+    def _sources(
+        self, x: object, y: object, poisoned_x: object, poisoned_target: object
+    ) -> tuple["ArrayBatches | StreamBatches", "ArrayBatches | StreamBatches | None"]:
+        """
+        Check what ``fit`` was given (arrays entirely, streams as far as knowable before reading them).
+
+        :return: ``(clean, poisoned)``: the data as batches; ``poisoned`` is ``None`` without poisoned data.
+        """
+        shape = input_shape(self._model)
+        clean: ArrayBatches | StreamBatches
+        if is_stream(x):
+            if y is not None:
+                raise TypeError(
+                    "x is a stream of batches, whose labels travel in the batches as (x, y) pairs: y must be None."
+                )
+            clean = StreamBatches(x, shape, "x", labels="required", n_classes=self._n_classes, label_name="y")
+        else:
+            x = check_inputs(x, shape, "x", allow_lazy=True)
+            if y is None:
+                raise ValueError("fit needs the labels y of the clean validation data.")
+            clean = ArrayBatches(x, check_labels(y, len(x), self._n_classes, "y"), self.batch_size, "x")
+        if poisoned_x is None:
+            if poisoned_target is not None:
+                raise ValueError("Give both poisoned_x and poisoned_target, or neither.")
+            return clean, None
+        if not is_stream(poisoned_x):
+            if poisoned_target is None:
+                raise ValueError("Give both poisoned_x and poisoned_target, or neither.")
+            poisoned_x = check_inputs(poisoned_x, shape, "poisoned_x", allow_lazy=True)
+            targets = check_target(poisoned_target, len(poisoned_x), self._n_classes, "poisoned_target")
+            return clean, ArrayBatches(poisoned_x, targets, self.batch_size, "poisoned_x")
+        if poisoned_target is None:
+            poisoned = StreamBatches(
+                poisoned_x, shape, "poisoned_x", labels="required", n_classes=self._n_classes, label_name="target"
+            )
+        elif isinstance(poisoned_target, numbers.Integral) and not isinstance(poisoned_target, bool):
+            target = int(check_target(poisoned_target, 1, self._n_classes, "poisoned_target")[0])
+            poisoned = StreamBatches(poisoned_x, shape, "poisoned_x", labels="ignored", fixed_label=target)
+        else:
+            raise TypeError(
+                "poisoned_x is a stream of batches: give poisoned_target as one int, or None with batches of "
+                f"(x, target) pairs; got {type(poisoned_target).__name__}."
+            )
+        return clean, poisoned
+
     @property
     def _n_prunable(self) -> int:
         return sum(point.n_channels for point in self._points)
@@ -452,10 +519,13 @@ class FinePruning(Transformer):
         return self.sweeps_[drop] if self.strategy == "attack_aware" else self.sweep_
 
     def _fit_activation(
-        self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray | None, targets: np.ndarray | None
+        self, clean: "ArrayBatches | StreamBatches", poisoned: "ArrayBatches | StreamBatches | None"
     ) -> None:
         """
         The activation-order sweep over one layer. Sets ``mean_activation_``, ``ranking_``, ``sweep_``, ``steps_``.
+
+        :param clean: The clean data and its labels, batch by batch.
+        :param poisoned: The poisoned data and its attack targets, or ``None``.
         """
         point = self._point
         head, tail = split(self._model, point.cut_name)
@@ -464,43 +534,80 @@ class FinePruning(Transformer):
         # The tail needs far less memory per sample than the whole network: fewer, larger calls cost less.
         tail_batch = TAIL_BATCH_FACTOR * self.batch_size
 
-        # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
+        # Pass 1: channel means on the clean data, keeping the activations while they fit in the cache.
         means = _sweep.ChannelMeans()
-        cache: list[np.ndarray] | None = [] if len(x) <= chunk else None
-        for activations in self._activations(head_predict, x, self.batch_size):
+        cache: list[tuple[np.ndarray, np.ndarray]] | None = (
+            [] if clean.n_samples is None or clean.n_samples <= chunk else None
+        )
+        cached = 0
+        for batch in clean.batches():
+            activations = head_predict(self._prepared(batch.x), self.batch_size)
             means.update(activations)
             if cache is not None:
-                cache.append(activations)
+                cached += len(activations)
+                if cached <= chunk:
+                    cache.append((activations, batch.y))
+                else:
+                    cache = None
+                    if clean.one_shot:
+                        raise ValueError(
+                            f"The activations of x outgrow max_cache_bytes={self.max_cache_bytes} (from batch "
+                            f"{batch.index} on), so the sweep must read x a second time, but x is a one-shot "
+                            "iterator (a generator): pass a re-iterable instead (a tf.data.Dataset, a list of "
+                            "batches, or an object whose __iter__ returns a fresh iterator), or raise "
+                            "max_cache_bytes."
+                        )
         order = _sweep.rank_channels(means.mean)
 
         # Pass 2: the sweep, chunk by chunk; only the tail of the network runs at each step.
-        n_chunks = math.ceil(len(x) / chunk) + (0 if poisoned_x is None else math.ceil(len(poisoned_x) / chunk))
+        n_chunks = math.ceil(clean.n_samples / chunk)
+        if poisoned is not None:
+            n_chunks = None if poisoned.n_samples is None else n_chunks + math.ceil(poisoned.n_samples / chunk)
         progress = tqdm(
-            total=n_chunks * len(order), desc=f"Pruning {point.layer_name}", unit="step", disable=not self.verbose
+            total=None if n_chunks is None else n_chunks * len(order),
+            desc=f"Pruning {point.layer_name}",
+            unit="step",
+            disable=not self.verbose,
         )
 
-        def run(data: np.ndarray, references: np.ndarray, cached: np.ndarray | None, name: str) -> _sweep.SweepCounts:
+        def sweep(activations: list[np.ndarray], references: list[np.ndarray]) -> _sweep.SweepCounts:
+            activations = np.concatenate(activations)
+            return _sweep.sweep_chunk(
+                _sweep.active_channels(activations),
+                np.concatenate(references),
+                order,
+                CachedTail(tail, activations, tail_batch),
+                on_step=progress.update,
+            )
+
+        def run(source: "ArrayBatches | StreamBatches") -> _sweep.SweepCounts:
             counts = _sweep.SweepCounts.zeros(len(order) + 1)
-            for start in range(0, len(data), chunk):
-                if cached is not None:
-                    activations = cached
-                else:
-                    activations = np.concatenate(
-                        list(self._activations(head_predict, data, self.batch_size, start, start + chunk, name))
-                    )
-                counts += _sweep.sweep_chunk(
-                    _sweep.active_channels(activations),
-                    references[start : start + chunk],
-                    order,
-                    CachedTail(tail, activations, tail_batch),
-                    on_step=progress.update,
-                )
+            held: list[np.ndarray] = []
+            references: list[np.ndarray] = []
+            n_held = 0
+            for batch in source.batches():
+                activations = head_predict(self._prepared(batch.x), self.batch_size)
+                labels = batch.y
+                while len(activations):
+                    take = min(chunk - n_held, len(activations))
+                    held.append(activations[:take])
+                    references.append(labels[:take])
+                    n_held += take
+                    activations, labels = activations[take:], labels[take:]
+                    if n_held == chunk:
+                        counts += sweep(held, references)
+                        held, references, n_held = [], [], 0
+            if n_held:
+                counts += sweep(held, references)
             return counts
 
         with progress:
-            clean_counts = run(x, labels, None if cache is None else np.concatenate(cache), "x")
+            if cache is not None:
+                clean_counts = sweep([a for a, _ in cache], [r for _, r in cache])
+            else:
+                clean_counts = run(clean)
             cache = None
-            poisoned_counts = None if poisoned_x is None else run(poisoned_x, targets, None, "poisoned_x")
+            poisoned_counts = None if poisoned is None else run(poisoned)
 
         self.mean_activation_ = means.mean
         self.ranking_ = order
@@ -583,11 +690,15 @@ class FinePruning(Transformer):
         self.steps_ = {drop: len(self.sweeps_[drop]) - 1 for drop in self.accuracy_drops}
 
     def _fine_prune(
-        self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray | None, targets: np.ndarray | None
+        self, clean: "ArrayBatches | StreamBatches", poisoned: "ArrayBatches | StreamBatches | None"
     ) -> None:
         """
         Prune to ``prune_until``, then retrain on the clean data with the pruned channels held at zero.
         Sets ``fine_pruned_model_`` and ``fine_tune_`` (a summary measured on the data given to ``fit``).
+
+        :param clean: The clean data and its labels (arrays are shuffled each epoch; a stream is read once per
+               epoch in its own order).
+        :param poisoned: The poisoned data and its attack targets, or ``None``.
         """
         if self.strategy == "attack_aware":
             masks = self._masks[self.prune_until]
@@ -603,47 +714,58 @@ class FinePruning(Transformer):
         # Seed before cloning: the clone's dropout layers draw their seeds when they are created.
         seed_everything(int(self.seed))
         model = multi_masked_copy(self._model, masks)
-        prepared = self._prepared(x)
         logger.info(
             "Fine-pruning: %d of %d channels pruned, retraining for %d epochs on %d clean samples.",
             n_pruned,
             self._n_prunable,
             self.fine_tune_epochs,
-            len(x),
+            clean.n_samples,
         )
-        fine_tune(
-            model,
-            prepared,
-            labels,
-            epochs=self.fine_tune_epochs,
-            learning_rate=float(self.fine_tune_learning_rate),
-            batch_size=self.fine_tune_batch_size,
-            seed=int(self.seed),
-            verbose=self.verbose,
-            optimizer=self.fine_tune_optimizer,
-            batchnorm=self.fine_tune_batchnorm,
-            augment=self.fine_tune_augment,
-        )
+        options = {
+            "epochs": self.fine_tune_epochs,
+            "learning_rate": float(self.fine_tune_learning_rate),
+            "batch_size": self.fine_tune_batch_size,
+            "seed": int(self.seed),
+            "verbose": self.verbose,
+            "optimizer": self.fine_tune_optimizer,
+            "batchnorm": self.fine_tune_batchnorm,
+            "augment": self.fine_tune_augment,
+        }
+        if clean.is_stream:
+            fine_tune_stream(
+                model, lambda: ((self._prepared(b.x), b.y) for b in clean.batches()), clean.n_samples, **options
+            )
+        else:
+            fine_tune(model, self._prepared(clean.x), clean.y, **options)
         predict = BatchPredictor(model, labels_only=True)
         bad_predict = BatchPredictor(self._model, labels_only=True)
-        clean_labels = predict(prepared, self.batch_size)
+
+        def measure(source: "ArrayBatches | StreamBatches") -> tuple[float, float]:
+            """
+            :return: Percent of samples on their reference label, and percent on which B' and B differ.
+            """
+            hits = changed = n = 0
+            for batch in source.batches():
+                prepared = self._prepared(batch.x)
+                labels = predict(prepared, self.batch_size)
+                hits += int(np.count_nonzero(labels == batch.y))
+                changed += int(np.count_nonzero(labels != bad_predict(prepared, self.batch_size)))
+                n += len(labels)
+            return float(_sweep.percent(hits, n)), float(_sweep.percent(changed, n))
+
+        accuracy, flagged = measure(clean)
         summary = {
             "channels_pruned": n_pruned,
             "fraction_pruned": n_pruned / self._n_prunable,
             "pruned_channels": channels,
             "epochs": self.fine_tune_epochs,
-            "clean_accuracy": _sweep.accuracy(clean_labels, labels),
-            "clean_flagged": float(_sweep.percent(np.count_nonzero(clean_labels != bad_predict(prepared)), len(x))),
+            "clean_accuracy": accuracy,
+            "clean_flagged": flagged,
             "attack_success_rate": None,
             "poisoned_flagged": None,
         }
-        if poisoned_x is not None:
-            poisoned = self._prepared(poisoned_x)
-            poisoned_labels = predict(poisoned, self.batch_size)
-            summary["attack_success_rate"] = _sweep.attack_success_rate(poisoned_labels, targets)
-            summary["poisoned_flagged"] = float(
-                _sweep.percent(np.count_nonzero(poisoned_labels != bad_predict(poisoned)), len(poisoned))
-            )
+        if poisoned is not None:
+            summary["attack_success_rate"], summary["poisoned_flagged"] = measure(poisoned)
         self.fine_pruned_model_ = model
         self.fine_tune_ = summary
 

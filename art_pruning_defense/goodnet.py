@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 from art.estimators.classification.classifier import ClassifierMixin
@@ -24,6 +24,7 @@ from art.preprocessing.standardisation_mean_std.numpy import StandardisationMean
 from art_pruning_defense import __version__, _metrics, _sweep
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._limits import read_json_file
+from art_pruning_defense._stream import StreamBatches, is_stream
 from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
 from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.keras import (
@@ -404,9 +405,10 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         """
         return self._logits
 
-    def _prepare(self, x: np.ndarray, name: str = "x") -> np.ndarray:
+    def _prepare(self, x: np.ndarray, name: str = "x", warn: bool = True) -> np.ndarray:
         x = check_inputs(x, self._input_shape, name)
-        warn_outside_clip_values(x, self.clip_values, logger, "Inputs given to the GoodNet")
+        if warn:
+            warn_outside_clip_values(x, self.clip_values, logger, "Inputs given to the GoodNet")
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             prepared, _ = self._apply_preprocessing(np.asarray(x, dtype=np.float32), y=None, fit=False)
             prepared = np.asarray(prepared, dtype=np.float32)
@@ -446,6 +448,31 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         scores = _metrics.disagreement_scores(probabilities, pruned_probabilities, bad_labels, pruned_labels)
         return probabilities, bad_labels, pruned_labels, scores
 
+    def _all_outputs(
+        self, x: "np.ndarray | Iterable", batch_size: int, name: str = "x"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """
+        :meth:`_outputs` of inputs given as an array or as a stream of batches (see :meth:`predict`).
+
+        :param x: Inputs: an array, or a stream of batches of inputs or of ``(x, y)`` pairs whose ``y`` is ignored.
+        :param batch_size: Samples per forward pass.
+        :param name: Name of the inputs in error messages.
+        :return: As :meth:`_outputs`, concatenated over the stream's batches.
+        :raises ValueError: If a batch is bad (naming it), or the stream is empty.
+        """
+        if not is_stream(x):
+            return self._outputs(self._prepare(x, name), batch_size)
+        parts = []
+        warned = False
+        for batch in StreamBatches(x, self._input_shape, name, labels="ignored").batches():
+            if not warned:
+                warned = warn_outside_clip_values(batch.x, self.clip_values, logger, "Inputs given to the GoodNet")
+            try:
+                parts.append(self._outputs(self._prepare(batch.x, name, warn=False), batch_size))
+            except ValueError as error:
+                raise ValueError(f"{name}, batch {batch.index} (from sample {batch.start}): {error}") from None
+        return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
+
     def _flagged(self, scores: np.ndarray) -> np.ndarray | None:
         """
         :param scores: Scores of the inputs (:meth:`score`).
@@ -455,7 +482,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             return None
         return scores > _checked_threshold(self.threshold_, "threshold_")
 
-    def score(self, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    def score(self, x: "np.ndarray | Iterable", batch_size: int = 128) -> np.ndarray:
         """
         A continuous detection score per input, higher = more likely triggered, from one batched pass of B and one
         of B':
@@ -470,16 +497,19 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         indicator, ``1 − p_B'(ŷ_B)`` alone would not separate the two groups for N > 2 (an agreeing input on which
         B' is unsure can score higher than a disagreeing one).
 
-        :param x: Inputs.
+        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
+               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
         :param batch_size: Samples per forward pass.
         :return: Scores of shape ``(n,)``, float64, in [0, 2].
         :raises ValueError: If the inputs have the wrong shape, or the networks' output (hence the score) is NaN or
                 infinite for some inputs (naming how many).
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        return self._outputs(self._prepare(x), batch_size)[3]
+        return self._all_outputs(x, batch_size)[3]
 
-    def calibrate(self, x_clean: np.ndarray, false_positive_rate: float = 0.01, batch_size: int = 128) -> float:
+    def calibrate(
+        self, x_clean: "np.ndarray | Iterable", false_positive_rate: float = 0.01, batch_size: int = 128
+    ) -> float:
         """
         Choose the threshold on the defender's clean validation data so that at most ``false_positive_rate`` of
         them score above it, and from then on flag (class N, or abstain) the inputs with ``score > threshold_``.
@@ -489,7 +519,8 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         threshold and the rate are stored as ``threshold_`` and ``false_positive_rate_`` and saved with the
         GoodNet; set both to ``None`` to return to the label rule.
 
-        :param x_clean: Clean inputs (the defender's validation data), at least ``ceil(1 / false_positive_rate)``.
+        :param x_clean: Clean inputs (the defender's validation data), at least ``ceil(1 / false_positive_rate)``:
+               an array, or a stream of batches as for :meth:`predict` (its size is then checked after the pass).
         :param false_positive_rate: The share of clean inputs that may be flagged, in (0, 1).
         :param batch_size: Samples per forward pass.
         :return: The threshold (float64).
@@ -498,10 +529,12 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
                 samples, or some scores are NaN; all but the last before any forward pass.
         """
         false_positive_rate = _metrics.check_false_positive_rate(false_positive_rate)
-        x_clean = check_inputs(x_clean, self._input_shape, "x_clean")
-        _metrics.check_calibration_size(len(x_clean), false_positive_rate, "x_clean")
+        if not is_stream(x_clean):
+            x_clean = check_inputs(x_clean, self._input_shape, "x_clean")
+            _metrics.check_calibration_size(len(x_clean), false_positive_rate, "x_clean")
         batch_size = check_positive_int(batch_size, "batch_size")
-        scores = self._outputs(self._prepare(x_clean, "x_clean"), batch_size)[3]
+        scores = self._all_outputs(x_clean, batch_size, "x_clean")[3]
+        _metrics.check_calibration_size(len(scores), false_positive_rate, "x_clean")
         threshold = _metrics.calibrate_threshold(scores, false_positive_rate)
         self.threshold_ = threshold
         self.false_positive_rate_ = false_positive_rate
@@ -514,9 +547,10 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         )
         return threshold
 
-    def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
+    def predict(self, x: "np.ndarray | Iterable", batch_size: int = 128, **kwargs) -> np.ndarray:
         """
-        :param x: Inputs.
+        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
+               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
         :param batch_size: Samples per forward pass.
         :return: Scores of shape ``(n, N + 1)``, ``argmax == N`` meaning "poisoned input"; with ``abstain``, of
                  shape ``(n, N)``, an all-zero row meaning "poisoned input". An input is flagged where B and B'
@@ -524,46 +558,57 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
                  applied to them.
         :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
+        return self._predict(x, batch_size)
+
+    def _predict(self, x: "np.ndarray | Iterable", batch_size: int = 128, **kwargs) -> np.ndarray:
+        """
+        :meth:`predict`, without ART's conversion of ``x`` to an array (see ``_art_predict``).
+        """
         batch_size = check_positive_int(batch_size, "batch_size")
-        probabilities, bad_labels, pruned_labels, scores = self._outputs(self._prepare(x), batch_size)
+        probabilities, bad_labels, pruned_labels, scores = self._all_outputs(x, batch_size)
         outputs = _sweep.goodnet_scores(
             probabilities, pruned_labels, bad_labels=bad_labels, abstain=self.abstain, flagged=self._flagged(scores)
         )
         return self._apply_postprocessing(outputs, fit=False)
 
-    def predict_labels(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    def predict_labels(self, x: "np.ndarray | Iterable", batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """
-        :param x: Inputs.
+        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
+               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
         :param batch_size: Samples per forward pass.
         :return: ``(labels of B, labels of B')``.
         :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        _, bad_labels, pruned_labels, _ = self._outputs(self._prepare(x), batch_size)
+        _, bad_labels, pruned_labels, _ = self._all_outputs(x, batch_size)
         return bad_labels, pruned_labels
 
-    def labels_and_scores(self, x: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def labels_and_scores(
+        self, x: "np.ndarray | Iterable", batch_size: int = 128
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
         :meth:`predict_labels` and :meth:`score` from the same single pass of each network.
 
-        :param x: Inputs.
+        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
+               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
         :param batch_size: Samples per forward pass.
         :return: ``(labels of B, labels of B', scores)``.
         :raises ValueError: If the networks' output is NaN or infinite for some input.
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        _, bad_labels, pruned_labels, scores = self._outputs(self._prepare(x), batch_size)
+        _, bad_labels, pruned_labels, scores = self._all_outputs(x, batch_size)
         return bad_labels, pruned_labels, scores
 
-    def predict_classes(self, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    def predict_classes(self, x: "np.ndarray | Iterable", batch_size: int = 128) -> np.ndarray:
         """
-        :param x: Inputs.
+        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
+               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
         :param batch_size: Samples per forward pass.
         :return: One class per input in [0, N], N meaning "poisoned input" (also with ``abstain``, whose scores
                  would read an abstained row as class 0).
         """
         batch_size = check_positive_int(batch_size, "batch_size")
-        _, bad_labels, pruned_labels, scores = self._outputs(self._prepare(x), batch_size)
+        _, bad_labels, pruned_labels, scores = self._all_outputs(x, batch_size)
         return _sweep.goodnet_labels(bad_labels, pruned_labels, self._n_classes, self._flagged(scores))
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, **kwargs) -> np.ndarray:
@@ -615,7 +660,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             target = check_target(poisoned_target, len(poisoned_x), n, "poisoned_target")
         batch_size = check_positive_int(batch_size, "batch_size")
         if x is not None:
-            _, bad, pruned, scores = self._outputs(self._prepare(x), batch_size)
+            _, bad, pruned, scores = self._all_outputs(x, batch_size)
             flagged = self._flagged(scores)
         if poisoned_x is not None:
             prepared = self._prepare(poisoned_x, "poisoned_x")
@@ -715,6 +760,22 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         goodnet.threshold_ = threshold
         goodnet.false_positive_rate_ = false_positive_rate
         return goodnet
+
+
+#: ART's ``InputFilter`` metaclass wraps ``predict`` into a function that first converts ``x`` with ``np.array``, which
+#: would turn a stream of batches into an array of objects. Streams bypass that conversion; everything else keeps it.
+_art_predict = GoodNetClassifier.predict
+
+
+def _predict_filtered(self: GoodNetClassifier, *args: Any, **kwargs: Any) -> np.ndarray:
+    x = kwargs["x"] if "x" in kwargs else (args[0] if args else None)
+    if is_stream(x):
+        return GoodNetClassifier._predict(self, *args, **kwargs)
+    return _art_predict(self, *args, **kwargs)
+
+
+_predict_filtered.__doc__ = _art_predict.__doc__
+GoodNetClassifier.predict = _predict_filtered  # type: ignore[method-assign]
 
 
 def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple | None]:

@@ -5,6 +5,8 @@ Small Keras CNNs for the embedded BadNet examples and benchmarks, and their trai
 from __future__ import annotations
 
 import logging
+import math
+from typing import Callable, Iterable
 
 import keras
 import numpy as np
@@ -160,4 +162,62 @@ def fine_tune(
             seed=seed,
             on_epoch=lambda _: progress.update(),
         )
+    return model
+
+
+def fine_tune_stream(
+    model: keras.Model,
+    batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    n_samples: int,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    verbose: bool = False,
+    optimizer: str = "sgd",
+    batchnorm: str = "train",
+    augment: bool = True,
+) -> keras.Model:
+    """
+    :func:`fine_tune` on data read batch by batch: each epoch reads ``batches()`` once and trains on its samples
+    re-batched to ``batch_size``, in the order the stream gives them (no shuffling across batches: shuffle in the
+    stream, e.g. ``tf.data.Dataset.shuffle``, if wanted). Memory is bounded by one batch of each size.
+
+    :param model: The model; recompiled, trained in place.
+    :param batches: Called once per epoch: an iterable of ``(inputs, integer labels)``, inputs preprocessed.
+    :param n_samples: Samples per epoch (for the learning-rate schedule).
+    :param epochs: Epochs.
+    :param learning_rate: Initial learning rate.
+    :param batch_size: Batch size of the training steps.
+    :param seed: Seed for the augmentation and the backend.
+    :param verbose: Show a progress bar over the epochs.
+    :param optimizer: ``"sgd"`` or ``"adam"`` (see :func:`fine_tune`).
+    :param batchnorm: ``"train"`` or ``"frozen"`` (see :func:`fine_tune`).
+    :param augment: Random shifts, as in :func:`fine_tune`.
+    :return: The model.
+    """
+    from tqdm.auto import tqdm
+
+    from art_pruning_defense._stream import rebatch
+    from art_pruning_defense.keras._architectures import augment as shift, make_optimizer
+
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = batchnorm == "train"
+    pad = augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate, epochs * math.ceil(n_samples / batch_size)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
+    )
+    with tqdm(total=epochs, desc="Fine-tuning", unit="epoch", disable=not verbose, leave=False) as progress:
+        for _ in range(epochs):
+            for x, y in rebatch(batches(), batch_size):
+                if pad:
+                    x = shift(x, rng, pad, False)
+                model.train_on_batch(x, y)
+            progress.update()
     return model
