@@ -280,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark",
         help="a grid of BadNets (attacks × archs × poison rates × seeds); fine-pruning against ART's defences",
     )
-    bench.add_argument("--grid", help="a TOML grid file with any of the keys below (options given here win)")
+    bench.add_argument(
+        "--grid", help="a grid file (.toml, .yaml or .yml) with any of the keys below (options given here win)"
+    )
     bench.add_argument("--data", help="'digits' (bundled; default) or an npz with x_train, y_train, x_test, y_test")
     bench.add_argument("--attacks", nargs="+", choices=ATTACK_NAMES, help="attacks (default: badnets)")
     bench.add_argument(

@@ -189,3 +189,39 @@ def test_ray_executor_gives_the_local_figures(local_grid, tmp_path):
         ray.shutdown()
     assert result.failed == {} and sorted(result.ran) == sorted(_cells(out))
     assert _figures(result.records) == _figures(list(_cells(out).values()))
+
+
+def test_yaml_grid_file_equals_its_toml_twin(tmp_path):
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        'data = "digits"\nattacks = ["badnets", "blended"]\npoison_rates = [0.1, 0.05]\nseeds = [0, 1]\n'
+        'defences = ["none", "fine-pruning"]\nepochs = 3\n[attack_options.blended]\nalpha = 0.2\n'
+    )
+    yaml = tmp_path / "grid.yml"
+    yaml.write_text(
+        "data: digits\nattacks: [badnets, blended]\npoison_rates: [0.1, 0.05]\nseeds: [0, 1]\n"
+        "defences: [none, fine-pruning]\nepochs: 3\nattack_options:\n  blended: {alpha: 0.2}\n"
+    )
+    from_toml = grid_config.make_grid(grid_config.load_grid_file(str(toml)))
+    from_yaml = grid_config.make_grid(grid_config.load_grid_file(str(yaml)))
+    assert from_yaml.as_dict() == from_toml.as_dict() and len(from_yaml.cells()) == 8
+    assert [cell.as_dict() for cell in from_yaml.cells()] == [cell.as_dict() for cell in from_toml.cells()]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "error", "match"),
+    [
+        ("grid.yaml", "colour: red\n", ValueError, r"unknown key\(s\) colour"),
+        ("grid.yaml", "seeds: 0\n", TypeError, "seeds must be a list of integers"),
+        ("grid.yaml", "seeds: [0\n", ValueError, "is not valid YAML"),
+        ("grid.yaml", "- seeds\n- 0\n", ValueError, "must hold a mapping of keys to values, got list"),
+        ("grid.yaml", "seeds: !!python/object/apply:os.getcwd []\n", ValueError, "is not valid YAML"),
+        ("grid.json", "{}", ValueError, r"expected a \.toml, \.yaml or \.yml file"),
+    ],
+)
+def test_yaml_grid_file_errors(tmp_path, name, text, error, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(error, match=match) as caught:
+        grid_config.make_grid(grid_config.load_grid_file(str(path)), source=str(path))
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)

@@ -305,7 +305,7 @@ GRID_AXES = {"archs": "arch", "attacks": "attack", "poison_rates": "poison_rate"
 GRID_SETTINGS = tuple(
     name for name in BenchmarkConfig.__dataclass_fields__ if name not in GRID_AXES.values() and name != "model"
 )
-#: Keys a grid file (TOML) may hold.
+#: Keys a grid file (TOML or YAML) may hold.
 GRID_KEYS = tuple(GRID_AXES) + ("model",) + GRID_SETTINGS
 #: Default axes: one cell, as ``art-prune benchmark`` ran before grids.
 DEFAULT_AXES = {"archs": (DEFAULT_ARCH,), "attacks": ("badnets",), "poison_rates": (0.1,), "seeds": (0,)}
@@ -408,41 +408,66 @@ MAX_GRID_FILE_BYTES = 1 << 20
 
 def load_grid_file(path: str) -> dict[str, Any]:
     """
-    Read a grid file (TOML) holding any of :data:`GRID_KEYS`, e.g.::
+    Read a grid file holding any of :data:`GRID_KEYS`: TOML (``.toml``) or YAML (``.yaml``/``.yml``, read with
+    ``yaml.safe_load``: plain values only, no tags that build objects), e.g.::
 
-        data = "digits"
-        archs = ["small-cnn"]
-        attacks = ["badnets", "blended"]
-        poison_rates = [0.1, 0.01]
-        seeds = [0, 1, 2]
-        defences = ["none", "fine-pruning"]
-        epochs = 30
-        [attack_options.blended]
-        alpha = 0.2
+        data = "digits"                         # data: digits
+        archs = ["small-cnn"]                   # archs: [small-cnn]
+        attacks = ["badnets", "blended"]        # attacks: [badnets, blended]
+        poison_rates = [0.1, 0.01]              # poison_rates: [0.1, 0.01]
+        seeds = [0, 1, 2]                       # seeds: [0, 1, 2]
+        defences = ["none", "fine-pruning"]     # defences: [none, fine-pruning]
+        epochs = 30                             # epochs: 30
+        [attack_options.blended]                # attack_options:
+        alpha = 0.2                             #   blended: {alpha: 0.2}
 
     :param path: The file.
     :return: Its keys and values (checked by :class:`GridConfig` when the grid is made).
     :raises FileNotFoundError: If it does not exist.
-    :raises ValueError: If it is not TOML, too large, or holds unknown keys.
+    :raises ValueError: If its name ends otherwise, it is not valid TOML/YAML, is too large, is not a mapping of
+            keys to values, or holds unknown keys.
     """
-    import tomllib
-
     path = os.fspath(path)
+    kind = GRID_FILE_KINDS.get(os.path.splitext(path)[1].lower())
+    if kind is None:
+        raise ValueError(f"Grid file {path}: expected a .toml, .yaml or .yml file.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Grid file {path} does not exist or is not a regular file.")
     if os.path.getsize(path) > MAX_GRID_FILE_BYTES:
         raise ValueError(f"Grid file {path} is larger than {MAX_GRID_FILE_BYTES} bytes; refused.")
-    try:
-        with open(path, "rb") as handle:
-            values = tomllib.load(handle)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"Grid file {path} is not valid TOML: {error}") from None
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_GRID_FILE_BYTES + 1)
+    values = _parse_toml(raw, path) if kind == "TOML" else _parse_yaml(raw, path)
+    if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+        raise ValueError(f"Grid file {path} must hold a mapping of keys to values, got {type(values).__name__}.")
     unknown = sorted(set(values) - set(GRID_KEYS))
     if unknown:
         raise ValueError(
             f"Grid file {path}: unknown key(s) {', '.join(unknown)}; expected some of: {', '.join(GRID_KEYS)}."
         )
     return values
+
+
+#: Grid file extensions and their format.
+GRID_FILE_KINDS = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}
+
+
+def _parse_toml(raw: bytes, path: str) -> Any:
+    import tomllib
+
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"Grid file {path} is not valid TOML: {' '.join(str(error).split())}") from None
+
+
+def _parse_yaml(raw: bytes, path: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"Grid file {path} is not valid YAML: {' '.join(str(error).split())}") from None
 
 
 def make_grid(values: Mapping[str, Any], source: str | None = None) -> GridConfig:
