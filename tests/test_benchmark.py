@@ -358,3 +358,11 @@ def test_defence_registry_matches_the_command_line_names():
 
     assert bench.defence_names() == DEFENCE_NAMES
     assert set(bench.__all__) >= {"BenchmarkConfig", "run_benchmark", "write_benchmark", "DEFENCES", "train_badnet"}
+
+
+def test_roc_curves_of_one_score_are_drawn_once():
+    from art_pruning_defense.benchmark.report import _distinct_curves
+
+    a, b = {"fpr": [0.0, 1.0], "tpr": [0.5, 1.0]}, {"fpr": [0.0, 1.0], "tpr": [0.2, 1.0]}
+    merged = _distinct_curves([("GoodNet", a), ("STRIP", b), ("GoodNet (1% FPR)", dict(a))])
+    assert merged == [("GoodNet / GoodNet (1% FPR)", a), ("STRIP", b)]

@@ -147,8 +147,8 @@ ROC_NAME = "roc_{attack}.png"
 
 def plot_roc(curves: Sequence[tuple[str, dict]], path: str, title: str = "") -> None:
     """
-    ROC curves, false-positive rate on a log axis (the low rates a deployed detector works at), one per detector;
-    written as a PNG, atomically.
+    ROC curves, false-positive rate on a log axis (the low rates a deployed detector works at), one per detector (rows
+    with the same curve, e.g. one score at two thresholds, share it); written as a PNG, atomically.
 
     :param curves: ``(label, {"fpr": [...], "tpr": [...]})`` pairs, shares (see
                    :func:`art_pruning_defense._metrics.roc_points`).
@@ -161,11 +161,11 @@ def plot_roc(curves: Sequence[tuple[str, dict]], path: str, title: str = "") -> 
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 6), dpi=120)
-    colours = plt.get_cmap("tab20")
-    for index, (label, curve) in enumerate(curves):
+    colours = plt.get_cmap("tab10")
+    for index, (label, curve) in enumerate(_distinct_curves(curves)):
         fpr = [100.0 * v for v in curve["fpr"] if v > 0]
         tpr = [100.0 * t for v, t in zip(curve["fpr"], curve["tpr"]) if v > 0]
-        axis.step(fpr, tpr, where="post", color=colours(index % 20), label=label)
+        axis.step(fpr, tpr, where="post", color=colours(index % 10), label=label)
     axis.axvline(1.0, color="grey", linestyle=":", linewidth=1)
     axis.set_xscale("log")
     axis.set_xlim(0.01, 100)
@@ -179,6 +179,21 @@ def plot_roc(curves: Sequence[tuple[str, dict]], path: str, title: str = "") -> 
     with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png")
     plt.close(figure)
+
+
+def _distinct_curves(curves: Sequence[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """
+    :return: ``curves`` with each curve once, its labels joined (rows of one score at two thresholds share a curve).
+    """
+    merged: list[tuple[str, dict]] = []
+    for label, curve in curves:
+        for index, (known_label, known) in enumerate(merged):
+            if known == curve:
+                merged[index] = (f"{known_label} / {label}", known)
+                break
+        else:
+            merged.append((label, curve))
+    return merged
 
 
 def _mean_roc(curves: list[dict]) -> dict | None:
