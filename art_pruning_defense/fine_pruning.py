@@ -41,6 +41,7 @@ from art_pruning_defense.keras import (
     BATCHNORM_MODES,
     BatchPredictor,
     CachedTail,
+    CompiledTail,
     PrunePoint,
     as_functional,
     copy_model,
@@ -463,6 +464,7 @@ class FinePruning(Transformer):
         chunk = self._chunk_size(head)
         # The tail needs far less memory per sample than the whole network: fewer, larger calls cost less.
         tail_batch = TAIL_BATCH_FACTOR * self.batch_size
+        compiled_tail = CompiledTail(tail)  # traced once for all chunks and both data sets
 
         # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
         means = _sweep.ChannelMeans()
@@ -492,7 +494,7 @@ class FinePruning(Transformer):
                     _sweep.active_channels(activations),
                     references[start : start + chunk],
                     order,
-                    CachedTail(tail, activations, tail_batch),
+                    CachedTail(compiled_tail, activations, tail_batch),
                     on_step=progress.update,
                 )
             return counts
@@ -555,7 +557,7 @@ class FinePruning(Transformer):
                 clean_active = _sweep.active_channels(clean_cache)
                 poisoned_active = _sweep.active_channels(poisoned_cache)
                 for budget in budgets:
-                    tail = split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1]
+                    tail = CompiledTail(split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1])
                     min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
                     masks[budget][point] = _sweep.attack_aware_pass(
                         states[budget],

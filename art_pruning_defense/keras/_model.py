@@ -722,6 +722,71 @@ def channel_linear_front(tail: keras.Model) -> tuple[list[_Front], keras.Model] 
     return fronts, rest
 
 
+class CompiledTail:
+    """
+    The compiled evaluation of a tail, shared by the caches of the clean and the poisoned data (traced once):
+
+    - ``forward(cache, rows, mask) → labels``: the masked cut through the whole tail;
+    - ``compact(cache, rows, kept) → labels``: only the kept channels through the layers that read the cut, then
+      the rest of the tail (``None`` where those layers are not linear in the channels, see
+      :func:`channel_linear_front`).
+
+    :param tail: The tail model (cut output → network output), as made by :func:`split`.
+    """
+
+    def __init__(self, tail: keras.Model) -> None:
+        self.tail = tail
+        self.forward, self.compact = _tail_functions(tail, tuple(int(d) for d in tail.inputs[0].shape[1:]))
+
+
+def _tail_functions(tail: keras.Model, sample_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """
+    :param tail: The tail model.
+    :param sample_shape: Shape of one sample's activations at the cut, channels last.
+    :return: ``(forward, compact)`` as described in :class:`CompiledTail`.
+    """
+    n_channels = sample_shape[-1]
+    spatial = list(sample_shape[:-1])
+    cache_spec = tf.TensorSpec([None, *sample_shape], tf.float32)
+    rows_spec = tf.TensorSpec([None], tf.int64)
+
+    def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        out = tail(tf.gather(cache, rows) * mask, training=False)
+        return tf.argmax(out, axis=-1, output_type=tf.int64)
+
+    forward_function = tf.function(
+        forward, input_signature=[cache_spec, rows_spec, tf.TensorSpec([n_channels], tf.float32)]
+    )
+    split_front = channel_linear_front(tail)
+    if split_front is None:
+        return forward_function, None
+    fronts, rest = split_front
+
+    def compact(cache: tf.Tensor, rows: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
+        x = tf.gather(tf.gather(cache, rows), kept, axis=-1)
+        outputs = []
+        for front in fronts:
+            layer = front.layer
+            if front.flatten:
+                kernel = tf.reshape(layer.kernel, [*spatial, n_channels, -1])
+                kernel = tf.reshape(tf.gather(kernel, kept, axis=len(spatial)), [-1, layer.units])
+                out = tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), kernel)
+            elif isinstance(layer, keras.layers.Dense):
+                out = keras.ops.matmul(x, tf.gather(layer.kernel, kept, axis=0))
+            else:
+                out = layer.convolution_op(x, tf.gather(layer.kernel, kept, axis=2))
+            if getattr(layer, "bias", None) is not None:
+                out = out + layer.bias
+            if layer.activation is not None:
+                out = layer.activation(out)
+            outputs.append(out)
+        out = rest(outputs, training=False)
+        return tf.argmax(out, axis=-1, output_type=tf.int64)
+
+    compact_function = tf.function(compact, input_signature=[cache_spec, rows_spec, tf.TensorSpec([None], tf.int32)])
+    return forward_function, compact_function
+
+
 class CachedTail:
     """
     The part of a network after the pruned layer, evaluated on activations cached on the TensorFlow side: a call
@@ -732,57 +797,19 @@ class CachedTail:
     channels are left out of those layers' sums instead of being multiplied by zero: the same sums without their
     zero terms, at a cost proportional to the number of channels kept.
 
-    :param tail: The tail model (cut output → network output).
+    :param tail: The tail model (cut output → network output), or its :class:`CompiledTail` (to share the traced
+           functions between several caches).
     :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``.
     :param batch_size: Rows per call.
     """
 
-    def __init__(self, tail: keras.Model, activations: np.ndarray, batch_size: int) -> None:
+    def __init__(self, tail: keras.Model | CompiledTail, activations: np.ndarray, batch_size: int) -> None:
         self.batch_size = batch_size
         self._activations = tf.convert_to_tensor(activations, dtype=tf.float32)
         self._n = int(activations.shape[0])
-        n_channels = int(activations.shape[-1])
-        self._n_channels = n_channels
-        cache_spec = tf.TensorSpec(self._activations.shape, tf.float32)
-        rows_spec = tf.TensorSpec([None], tf.int64)
-
-        def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-            out = tail(tf.gather(cache, rows) * mask, training=False)
-            return tf.argmax(out, axis=-1, output_type=tf.int64)
-
-        self._forward = tf.function(
-            forward, input_signature=[cache_spec, rows_spec, tf.TensorSpec([n_channels], tf.float32)]
-        )
-        self._compact = None
-        split_front = channel_linear_front(tail)
-        if split_front is not None:
-            fronts, rest = split_front
-            spatial = [int(d) for d in self._activations.shape[1:-1]]
-
-            def compact(cache: tf.Tensor, rows: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
-                x = tf.gather(tf.gather(cache, rows), kept, axis=-1)
-                outputs = []
-                for front in fronts:
-                    layer = front.layer
-                    if front.flatten:
-                        kernel = tf.reshape(layer.kernel, [*spatial, n_channels, -1])
-                        kernel = tf.reshape(tf.gather(kernel, kept, axis=len(spatial)), [-1, layer.units])
-                        out = tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), kernel)
-                    elif isinstance(layer, keras.layers.Dense):
-                        out = keras.ops.matmul(x, tf.gather(layer.kernel, kept, axis=0))
-                    else:
-                        out = layer.convolution_op(x, tf.gather(layer.kernel, kept, axis=2))
-                    if getattr(layer, "bias", None) is not None:
-                        out = out + layer.bias
-                    if layer.activation is not None:
-                        out = layer.activation(out)
-                    outputs.append(out)
-                out = rest(outputs, training=False)
-                return tf.argmax(out, axis=-1, output_type=tf.int64)
-
-            self._compact = tf.function(
-                compact, input_signature=[cache_spec, rows_spec, tf.TensorSpec([None], tf.int32)]
-            )
+        self._n_channels = int(activations.shape[-1])
+        compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
+        self._forward, self._compact = compiled.forward, compiled.compact
 
     def __call__(self, rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
         """
