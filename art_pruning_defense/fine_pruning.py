@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import weakref
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -63,6 +64,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The compiled head and tail of each model, by cut: ``{user model: {cut name: (head, head_predict, tail)}}``.
+#: Keyed weakly, and nothing in the values refers to the user's model object, so an entry goes with its model.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: The tail of the network is evaluated in batches this many times larger than ``batch_size``.
 TAIL_BATCH_FACTOR = 8
 
@@ -459,12 +463,10 @@ class FinePruning(Transformer):
         The activation-order sweep over one layer. Sets ``mean_activation_``, ``ranking_``, ``sweep_``, ``steps_``.
         """
         point = self._point
-        head, tail = split(self._model, point.cut_name)
-        head_predict = BatchPredictor(head)
+        head, head_predict, compiled_tail = self._compiled_split(point.cut_name)
         chunk = self._chunk_size(head)
         # The tail needs far less memory per sample than the whole network: fewer, larger calls cost less.
         tail_batch = TAIL_BATCH_FACTOR * self.batch_size
-        compiled_tail = CompiledTail(tail)  # traced once for all chunks and both data sets
 
         # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
         means = _sweep.ChannelMeans()
@@ -511,6 +513,18 @@ class FinePruning(Transformer):
         )
         self.steps_ = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], self.accuracy_drops)
         self.sweeps_ = None
+
+    def _compiled_split(self, cut_name: str) -> tuple["keras.Model", BatchPredictor, CompiledTail]:
+        """
+        :param cut_name: Where to split the network.
+        :return: ``(head, head_predict, tail)``: the head, its compiled prediction and the compiled tail, shared by
+                 every fit on the same model (each is traced once per model and cut, not once per fit).
+        """
+        by_cut = _COMPILED.setdefault(self._user_model, {})
+        if cut_name not in by_cut:
+            head, tail = split(self._model, cut_name)
+            by_cut[cut_name] = (head, BatchPredictor(head), CompiledTail(tail))
+        return by_cut[cut_name]
 
     def _chunk_size(self, head: "keras.Model") -> int:
         """
