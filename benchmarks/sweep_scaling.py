@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             xs = [r[0] for r in rows]
             axis.loglog(xs, [r[1] for r in rows], "o-", label="sweep")
             axis.loglog(xs, [r[2] for r in rows], "s--", label="floor (one forward pass)")
+            axis.set_xticks(xs, [str(v) for v in xs])
+            axis.minorticks_off()
             axis.set_xlabel(label)
             axis.set_ylabel("seconds")
             axis.grid(True, which="both", alpha=0.3)
