@@ -7,7 +7,8 @@ The network is reached through a callable that evaluates the part after the prun
 (``RowsFunction``). The sweep is evaluated incrementally. Pruning channel ``c`` changes the network's input to the
 tail only for the samples whose activation map of ``c`` is not identically zero, so at each step only those samples
 are re-evaluated and every other sample keeps its previous prediction. This is exact: a sample whose channel ``c``
-is all zeros feeds the same bits to the tail before and after the step.
+is all zeros feeds the same bits to the tail before and after the step. Likewise, every sample whose active
+channels are all pruned feeds the tail all zeros, so those samples share one label, evaluated once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 #: ``predict_rows(rows, mask)``: the labels of the given samples (``None``: all of them) when the cached activations
-#: at the pruned layer are multiplied by ``mask`` (one value per channel, 1 keep, 0 pruned).
+#: at the pruned layer are multiplied by ``mask`` (one value per channel, 1 keep, 0 pruned). With an all-zero mask
+#: the labels are those of an all-zero input to the tail.
 RowsFunction = Callable[[Optional[np.ndarray], np.ndarray], np.ndarray]
 
 
@@ -175,9 +177,21 @@ def sweep_chunk(
     unpruned = np.asarray(predict_rows(None, mask))
     labels = unpruned.copy()
     counts.hits[0] = np.count_nonzero(labels == references)
+    # Active channels not yet pruned, per sample: a sample left with none feeds all zeros to the tail, like every
+    # other such sample, so all of them share one label, computed once.
+    remaining = np.count_nonzero(active, axis=1)
+    blank_label = None
     for step, channel in enumerate(order, start=1):
         mask[channel] = 0
         rows = np.flatnonzero(active[:, channel])
+        if rows.size:
+            remaining[rows] -= 1
+            emptied = remaining[rows] == 0
+            if emptied.any():
+                if blank_label is None:
+                    blank_label = np.asarray(predict_rows(rows[emptied][:1], np.zeros_like(mask)))[0]
+                labels[rows[emptied]] = blank_label
+                rows = rows[~emptied]
         if rows.size:
             labels[rows] = predict_rows(rows, mask)
         counts.hits[step] = np.count_nonzero(labels == references)

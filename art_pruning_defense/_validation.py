@@ -222,7 +222,11 @@ def warn_outside_clip_values(x: np.ndarray, clip_values: object, logger: logging
     high = np.asarray(clip_values[1], dtype=np.float64)
     tolerance = CLIP_TOLERANCE * (high - low)
     try:
-        outside = bool(np.any(x < low - tolerance) or np.any(x > high + tolerance))
+        if low.ndim == 0 and high.ndim == 0:
+            # Scalar bounds: two reductions, without the float64 temporaries of an element-wise comparison.
+            outside = bool(np.min(x) < low - tolerance or np.max(x) > high + tolerance)
+        else:
+            outside = bool(np.any(x < low - tolerance) or np.any(x > high + tolerance))
     except ValueError:  # clip values of a shape that does not broadcast to the samples: compare with their extremes
         outside = bool(np.any(x < np.min(low - tolerance)) or np.any(x > np.max(high + tolerance)))
     if outside:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import weakref
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -42,6 +43,7 @@ from art_pruning_defense.keras import (
     BATCHNORM_MODES,
     BatchPredictor,
     CachedTail,
+    CompiledTail,
     PrunePoint,
     as_functional,
     copy_model,
@@ -64,6 +66,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The compiled head and tail of each model, by cut: ``{user model: {cut name: (head, head_predict, tail)}}``.
+#: Keyed weakly, and nothing in the values refers to the user's model object, so an entry goes with its model.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: The tail of the network is evaluated in batches this many times larger than ``batch_size``.
 TAIL_BATCH_FACTOR = 8
 
@@ -528,8 +533,7 @@ class FinePruning(Transformer):
         :param poisoned: The poisoned data and its attack targets, or ``None``.
         """
         point = self._point
-        head, tail = split(self._model, point.cut_name)
-        head_predict = BatchPredictor(head)
+        head, head_predict, compiled_tail = self._compiled_split(point.cut_name)
         chunk = self._chunk_size(head)
         # The tail needs far less memory per sample than the whole network: fewer, larger calls cost less.
         tail_batch = TAIL_BATCH_FACTOR * self.batch_size
@@ -576,7 +580,7 @@ class FinePruning(Transformer):
                 _sweep.active_channels(activations),
                 np.concatenate(references),
                 order,
-                CachedTail(tail, activations, tail_batch),
+                CachedTail(compiled_tail, activations, tail_batch),
                 on_step=progress.update,
             )
 
@@ -616,6 +620,18 @@ class FinePruning(Transformer):
         )
         self.steps_ = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], self.accuracy_drops)
         self.sweeps_ = None
+
+    def _compiled_split(self, cut_name: str) -> tuple["keras.Model", BatchPredictor, CompiledTail]:
+        """
+        :param cut_name: Where to split the network.
+        :return: ``(head, head_predict, tail)``: the head, its compiled prediction and the compiled tail, shared by
+                 every fit on the same model (each is traced once per model and cut, not once per fit).
+        """
+        by_cut = _COMPILED.setdefault(self._user_model, {})
+        if cut_name not in by_cut:
+            head, tail = split(self._model, cut_name)
+            by_cut[cut_name] = (head, BatchPredictor(head), CompiledTail(tail))
+        return by_cut[cut_name]
 
     def _chunk_size(self, head: "keras.Model") -> int:
         """
@@ -662,7 +678,7 @@ class FinePruning(Transformer):
                 clean_active = _sweep.active_channels(clean_cache)
                 poisoned_active = _sweep.active_channels(poisoned_cache)
                 for budget in budgets:
-                    tail = split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1]
+                    tail = CompiledTail(split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1])
                     min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
                     masks[budget][point] = _sweep.attack_aware_pass(
                         states[budget],

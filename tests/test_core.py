@@ -179,3 +179,32 @@ def test_attack_aware_pass_matches_a_brute_force_greedy():
     assert state.clean.hits[-1] == np.count_nonzero(tail(clean * expected_mask) == y)
     assert np.all(np.diff(state.poisoned.hits) <= 0)
     assert np.all(state.clean.hits >= min_hits)
+
+
+def test_samples_left_without_active_channels_share_one_evaluation():
+    rng = np.random.default_rng(5)
+    acts = rng.random((30, 2, 2, 4)) * (rng.random((30, 2, 2, 4)) < 0.4)
+    bias = rng.normal(size=3)  # the all-zero input has a label of its own
+    weights = rng.normal(size=(16, 3))
+    refs = rng.integers(0, 3, 30)
+    order = np.array([2, 0, 3, 1])
+    calls = []
+
+    def predict_rows(rows, mask):
+        a = acts if rows is None else acts[rows]
+        calls.append((len(a), float(mask.sum())))
+        return np.argmax((a * mask).reshape(len(a), -1) @ weights + bias, axis=1)
+
+    counts = _sweep.sweep_chunk(_sweep.active_channels(acts), refs, order, predict_rows)
+    labels = [np.argmax((acts * m).reshape(30, -1) @ weights + bias, axis=1) for m in _masks(order, 4)]
+    assert counts.hits.tolist() == [int(np.count_nonzero(lab == refs)) for lab in labels]
+    assert counts.changed.tolist() == [int(np.count_nonzero(lab != labels[0])) for lab in labels]
+    assert [n for n, kept in calls if kept == 0] == [1]  # the blank input, once
+
+
+def _masks(order, n_channels):
+    mask = np.ones(n_channels)
+    yield mask.copy()
+    for channel in order:
+        mask[channel] = 0
+        yield mask.copy()

@@ -224,3 +224,25 @@ def test_inputs_far_outside_the_clip_values_are_warned_about_once_per_fit(tiny_c
         defence.fit(x * 255.0, y, poisoned_x=x[:13] * 255.0, poisoned_target=1)
     assert len(caplog.records) == 1
     assert "beyond the classifier's clip values [0, 1]" in caplog.records[0].getMessage()
+
+
+def test_later_fits_on_the_same_model_reuse_the_compiled_head_and_tail_which_go_with_the_model(tiny_data):
+    import gc
+    import weakref
+
+    from art_pruning_defense import fine_pruning
+
+    model = conv_block_model()
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    x, y = tiny_data
+    first = FinePruning(classifier, verbose=False)
+    first.fit(x, y)
+    compiled = fine_pruning._COMPILED[model]["pool"]
+    second = FinePruning(classifier, verbose=False)
+    second.fit(x, y)
+    assert fine_pruning._COMPILED[model]["pool"] is compiled
+    assert [r.as_dict() for r in first.sweep_] == [r.as_dict() for r in second.sweep_]
+    alive = weakref.ref(model)
+    del model, classifier, first, second, compiled
+    gc.collect()
+    assert alive() is None

@@ -104,3 +104,59 @@ def test_skip_connection_across_the_cut_is_refused():
     # By default the Add, which every path passes through, is pruned instead.
     assert find_prune_point(model) == find_prune_point(model, "add")
     assert find_prune_point(model).layer_name == "add"
+
+
+def _random_maps(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return (np.maximum(rng.normal(size=shape), 0) * (rng.random(shape) < 0.6)).astype(np.float32)
+
+
+def test_tail_leaves_pruned_channels_out_of_the_layers_that_read_the_cut():
+    from art_pruning_defense.keras import build_deepid
+    from art_pruning_defense.keras._model import CachedTail, channel_linear_front
+
+    model = build_deepid(n_classes=7)
+    _, tail = split(model, "pool_3")
+    fronts, _ = channel_linear_front(tail)
+    assert sorted(f.layer.name for f in fronts) == ["conv_4", "fc_1"]
+    assert [f.flatten for f in sorted(fronts, key=lambda f: f.layer.name)] == [False, True]
+
+    maps = _random_maps((300, 5, 4, 60))
+    cached = CachedTail(tail, maps, batch_size=128)
+    assert cached._compact is not None
+    rng = np.random.default_rng(1)
+    for kept in (59, 30, 5, 1):
+        mask = np.zeros(60, dtype=np.float32)
+        mask[rng.choice(60, kept, replace=False)] = 1
+        rows = np.sort(rng.choice(300, 200, replace=False))
+        expected = np.argmax(tail.predict(maps[rows] * mask, verbose=0), axis=1)
+        np.testing.assert_array_equal(cached(rows, mask), expected)
+    # All pruned, or nothing pruned: the masked evaluation.
+    for mask in (np.zeros(60, np.float32), np.ones(60, np.float32)):
+        np.testing.assert_array_equal(cached(None, mask), np.argmax(tail.predict(maps * mask, verbose=0), axis=1))
+
+
+def test_dense_on_the_feature_map_is_a_linear_front_and_other_readers_are_not():
+    from art_pruning_defense.keras._model import CachedTail, channel_linear_front
+
+    inputs = keras.Input((4, 4, 6))
+    x = keras.layers.Dense(5, activation="relu", name="per_pixel")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense_tail = keras.Model(inputs, keras.layers.Dense(3, name="out")(x))
+    fronts, _ = channel_linear_front(dense_tail)
+    assert [f.layer.name for f in fronts] == ["per_pixel"]
+    maps = _random_maps((50, 4, 4, 6), seed=2)
+    mask = np.array([1, 0, 1, 0, 0, 1], dtype=np.float32)
+    np.testing.assert_array_equal(
+        CachedTail(dense_tail, maps, 16)(None, mask), np.argmax(dense_tail.predict(maps * mask, verbose=0), axis=1)
+    )
+
+    inputs = keras.Input((4, 4, 6))
+    x = keras.layers.Add()([inputs, keras.layers.Conv2D(6, 1, padding="same")(inputs)])
+    x = keras.layers.Flatten()(x)
+    residual_tail = keras.Model(inputs, keras.layers.Dense(3)(x))
+    assert channel_linear_front(residual_tail) is None
+    inputs = keras.Input((4, 4, 6))
+    x = keras.layers.BatchNormalization()(inputs)
+    bn_tail = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    assert channel_linear_front(bn_tail) is None

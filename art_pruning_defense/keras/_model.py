@@ -626,33 +626,190 @@ class BatchPredictor:
         return np.concatenate(parts, axis=0)
 
 
+def _graph_nodes(model: keras.Model) -> Iterator[tuple[keras.layers.Layer, Any]]:
+    """
+    :return: ``(layer, node)`` for every call of a layer in this model's graph.
+    """
+    from keras.src.ops.function import make_node_key
+
+    keys = getattr(model, "_nodes", None)
+    for layer in model.layers:
+        for index, node in enumerate(getattr(layer, "_inbound_nodes", [])):
+            if keys is None or make_node_key(layer, index) in keys:
+                yield layer, node
+
+
+def _consumers(model: keras.Model, tensor: Any) -> list[tuple[keras.layers.Layer, Any]]:
+    """
+    :return: The calls in ``model``'s graph that take ``tensor`` as an input.
+    """
+    return [(layer, node) for layer, node in _graph_nodes(model) if any(t is tensor for t in node.input_tensors)]
+
+
+def _is_plain_float32(layer: keras.layers.Layer) -> bool:
+    return (
+        layer.compute_dtype == "float32"
+        and getattr(layer, "quantization_mode", None) is None
+        and not getattr(layer, "lora_enabled", False)
+    )
+
+
+@dataclass(frozen=True)
+class _Front:
+    """
+    A layer that reads the cut and is linear in its channels before its bias and activation: a Conv2D, a Dense on
+    the feature map's last axis, or a Dense behind a Flatten.
+
+    :param layer: The Conv2D or Dense.
+    :param flatten: Whether a Flatten stands between the cut and the Dense.
+    :param output: The layer's output tensor in the tail's graph.
+    """
+
+    layer: keras.layers.Layer
+    flatten: bool
+    output: Any
+
+
+def channel_linear_front(tail: keras.Model) -> tuple[list[_Front], keras.Model] | None:
+    """
+    Split a tail (cut output → network output) after the layers that read the cut, when each of them is linear in
+    the cut's channels: a Conv2D (``groups=1``), a Dense over the last axis, or a Flatten read only by one Dense.
+    Such a layer computes the same sum whether a pruned channel is multiplied by zero or left out, so with ``k`` of
+    ``C`` channels kept it needs only ``k / C`` of its multiply-adds.
+
+    :param tail: The tail, as made by :func:`split`.
+    :return: ``(fronts, rest)``: the layers that read the cut, and the model from their outputs to the tail's
+             output; ``None`` where the tail does not have that form (the caller then masks the cut instead).
+    """
+    cut = tail.inputs[0]
+    if len(cut.shape) != 4 or any(d is None for d in cut.shape[1:]):
+        return None
+    fronts: list[_Front] = []
+    for layer, node in _consumers(tail, cut):
+        if len(node.input_tensors) != 1 or len(node.output_tensors) != 1 or not _is_plain_float32(layer):
+            return None
+        if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+            layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
+        ):
+            if layer.groups != 1 or layer.data_format != "channels_last":
+                return None
+            fronts.append(_Front(layer, False, node.output_tensors[0]))
+        elif isinstance(layer, keras.layers.Dense):
+            fronts.append(_Front(layer, False, node.output_tensors[0]))
+        elif isinstance(layer, keras.layers.Flatten) and getattr(layer, "data_format", "channels_last") == (
+            "channels_last"
+        ):
+            readers = _consumers(tail, node.output_tensors[0])
+            if len(readers) != 1:
+                return None
+            dense, dense_node = readers[0]
+            if (
+                not isinstance(dense, keras.layers.Dense)
+                or len(dense_node.input_tensors) != 1
+                or len(dense_node.output_tensors) != 1
+                or not _is_plain_float32(dense)
+            ):
+                return None
+            fronts.append(_Front(dense, True, dense_node.output_tensors[0]))
+        else:
+            return None
+    if not fronts:
+        return None
+    try:
+        rest = keras.Model([f.output for f in fronts], tail.outputs[0], name=f"{tail.name}_rest")
+    except ValueError:  # some path from the cut to the output bypasses the fronts
+        return None
+    return fronts, rest
+
+
+class CompiledTail:
+    """
+    The compiled evaluation of a tail, shared by the caches of the clean and the poisoned data (traced once):
+
+    - ``forward(cache, rows, mask) → labels``: the masked cut through the whole tail;
+    - ``compact(cache, rows, kept) → labels``: only the kept channels through the layers that read the cut, then
+      the rest of the tail (``None`` where those layers are not linear in the channels, see
+      :func:`channel_linear_front`).
+
+    :param tail: The tail model (cut output → network output), as made by :func:`split`.
+    """
+
+    def __init__(self, tail: keras.Model) -> None:
+        self.tail = tail
+        self.forward, self.compact = _tail_functions(tail, tuple(int(d) for d in tail.inputs[0].shape[1:]))
+
+
+def _tail_functions(tail: keras.Model, sample_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """
+    :param tail: The tail model.
+    :param sample_shape: Shape of one sample's activations at the cut, channels last.
+    :return: ``(forward, compact)`` as described in :class:`CompiledTail`.
+    """
+    n_channels = sample_shape[-1]
+    spatial = list(sample_shape[:-1])
+    cache_spec = tf.TensorSpec([None, *sample_shape], tf.float32)
+    rows_spec = tf.TensorSpec([None], tf.int64)
+
+    def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        out = tail(tf.gather(cache, rows) * mask, training=False)
+        return tf.argmax(out, axis=-1, output_type=tf.int64)
+
+    forward_function = tf.function(
+        forward, input_signature=[cache_spec, rows_spec, tf.TensorSpec([n_channels], tf.float32)]
+    )
+    split_front = channel_linear_front(tail)
+    if split_front is None:
+        return forward_function, None
+    fronts, rest = split_front
+
+    def compact(cache: tf.Tensor, rows: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
+        x = tf.gather(tf.gather(cache, rows), kept, axis=-1)
+        outputs = []
+        for front in fronts:
+            layer = front.layer
+            if front.flatten:
+                kernel = tf.reshape(layer.kernel, [*spatial, n_channels, -1])
+                kernel = tf.reshape(tf.gather(kernel, kept, axis=len(spatial)), [-1, layer.units])
+                out = tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), kernel)
+            elif isinstance(layer, keras.layers.Dense):
+                out = keras.ops.matmul(x, tf.gather(layer.kernel, kept, axis=0))
+            else:
+                out = layer.convolution_op(x, tf.gather(layer.kernel, kept, axis=2))
+            if getattr(layer, "bias", None) is not None:
+                out = out + layer.bias
+            if layer.activation is not None:
+                out = layer.activation(out)
+            outputs.append(out)
+        out = rest(outputs, training=False)
+        return tf.argmax(out, axis=-1, output_type=tf.int64)
+
+    compact_function = tf.function(compact, input_signature=[cache_spec, rows_spec, tf.TensorSpec([None], tf.int32)])
+    return forward_function, compact_function
+
+
 class CachedTail:
     """
     The part of a network after the pruned layer, evaluated on activations cached on the TensorFlow side: a call
     sends only the row indices and the channel mask, and the gather, the masking, the tail and the argmax run in
     one compiled function.
 
-    :param tail: The tail model (cut output → network output).
+    Where the layers that read the cut are linear in its channels (see :func:`channel_linear_front`), pruned
+    channels are left out of those layers' sums instead of being multiplied by zero: the same sums without their
+    zero terms, at a cost proportional to the number of channels kept.
+
+    :param tail: The tail model (cut output → network output), or its :class:`CompiledTail` (to share the traced
+           functions between several caches).
     :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``.
     :param batch_size: Rows per call.
     """
 
-    def __init__(self, tail: keras.Model, activations: np.ndarray, batch_size: int) -> None:
+    def __init__(self, tail: keras.Model | CompiledTail, activations: np.ndarray, batch_size: int) -> None:
         self.batch_size = batch_size
         self._activations = tf.convert_to_tensor(activations, dtype=tf.float32)
         self._n = int(activations.shape[0])
-        n_channels = int(activations.shape[-1])
-        specs = [
-            tf.TensorSpec(self._activations.shape, tf.float32),
-            tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([n_channels], tf.float32),
-        ]
-
-        def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-            out = tail(tf.gather(cache, rows) * mask, training=False)
-            return tf.argmax(out, axis=-1, output_type=tf.int64)
-
-        self._forward = tf.function(forward, input_signature=specs)
+        self._n_channels = int(activations.shape[-1])
+        compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
+        self._forward, self._compact = compiled.forward, compiled.compact
 
     def __call__(self, rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
         """
@@ -661,9 +818,14 @@ class CachedTail:
         :return: Their labels.
         """
         rows = np.arange(self._n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        mask = tf.convert_to_tensor(np.asarray(mask, dtype=np.float32))
+        mask = np.asarray(mask, dtype=np.float32)
+        kept = np.flatnonzero(mask)
+        if self._compact is not None and 0 < kept.size < self._n_channels and np.all(mask[kept] == 1):
+            function, argument = self._compact, tf.convert_to_tensor(kept.astype(np.int32))
+        else:
+            function, argument = self._forward, tf.convert_to_tensor(mask)
         parts = [
-            self._forward(self._activations, tf.convert_to_tensor(rows[start : start + self.batch_size]), mask).numpy()
+            function(self._activations, tf.convert_to_tensor(rows[start : start + self.batch_size]), argument).numpy()
             for start in range(0, len(rows), self.batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
