@@ -24,6 +24,7 @@ BENCHMARK_COLUMNS = (
     ("poisoned_flagged", "triggered test flagged %"),
     ("clean_flagged", "clean test flagged %"),
     ("seconds", "seconds"),
+    ("peak_rss_mib", "peak MiB"),
     ("notes", "notes"),
 )
 
@@ -32,7 +33,8 @@ LEGEND = (
     "Percentages are of the test set (clean accuracy; attack success on triggered images of the other classes; "
     "test inputs flagged or abstained on) or of the training set (poison detection TPR: poisoned samples flagged; "
     "FPR: clean samples flagged); – where a figure does not apply. Seconds: wall time of the defence alone, from the "
-    "trained BadNet to its figures (work shared by the rows of one defence counted in each)."
+    "trained BadNet to its figures (work shared by the rows of one defence counted in each). Peak MiB: the process's "
+    "peak resident memory while the defence ran (the data and the BadNet included)."
 )
 
 #: File names written by :func:`write_benchmark`.
@@ -115,6 +117,7 @@ METRICS = (
     "poisoned_flagged",
     "clean_flagged",
     "seconds",
+    "peak_rss_mib",
 )
 #: The axes that make a group (one table): every cell of a group differs from the others by its seed only.
 GROUP_AXES = ("data", "arch", "model", "attack", "poison_rate")

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 #: Label given to an abstention (an all-zero score row) of an ART abstaining predictor.
 ABSTAIN = -1
 
-#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say.
+#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say;
+#: ``peak_rss_mib`` is the peak resident memory of the process while the row's defence ran (set by the runner).
 ROW_KEYS = (
     "defence",
     "clean_accuracy",
@@ -44,6 +45,7 @@ ROW_KEYS = (
     "seconds",
     "note",
     "error",
+    "peak_rss_mib",
 )
 
 
@@ -123,6 +125,7 @@ def _row(
     clean_flagged: float | None = None,
     note: str | None = None,
     error: str | None = None,
+    peak_rss_mib: float | None = None,
 ) -> dict:
     """
     :return: A result row with every key of :data:`ROW_KEYS`, numbers as plain floats (JSON-ready).
@@ -138,6 +141,7 @@ def _row(
         "seconds": round(float(seconds), 2),
         "note": note,
         "error": error,
+        "peak_rss_mib": None if peak_rss_mib is None else float(peak_rss_mib),
     }
     for key in ROW_KEYS[1:8]:
         if values[key] is not None:
