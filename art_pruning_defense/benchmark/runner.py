@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_pruning_defense.benchmark._memory import PeakRSS
+from art_pruning_defense.benchmark._memory import PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
@@ -64,6 +64,7 @@ def run_benchmark(
     with PeakRSS() as peak:
         data = load_benchmark_data(config)
     memory["data"] = peak.mib
+    release_memory()
     sizes = {
         "train": len(data.x_train),
         "poisoned": int(np.count_nonzero(data.is_poison_train)),
@@ -93,6 +94,7 @@ def run_benchmark(
             run.bad_labels(name)  # shared by the defences: counted in none of their rows
         logger.info("Predicted B's labels on the test and training sets in %.1f s.", time.perf_counter() - begin)
     memory["training"] = peak.mib
+    release_memory()
 
     rows: list[dict] = []
     selected = [DEFENCES[name] for name in DEFENCES if name in config.defences]
@@ -122,6 +124,7 @@ def run_benchmark(
                     f" (error: {row['error']})" if row["error"] else "",
                 )
             rows.extend(new_rows)
+            release_memory()  # the defence's networks and caches, before the next one (B and the data stay)
     logger.info("Benchmark finished in %.1f s.", time.perf_counter() - started)
     return rows
 
