@@ -467,11 +467,15 @@ class FinePruning(Transformer):
 
         # Pass 1: channel means on the clean data, keeping the activations when they fit in the cache.
         means = _sweep.ChannelMeans()
-        cache: list[np.ndarray] | None = [] if len(x) <= chunk else None
+        cache: np.ndarray | None = None
+        start = 0
         for activations in self._activations(head_predict, x, self.batch_size):
             means.update(activations)
-            if cache is not None:
-                cache.append(activations)
+            if len(x) <= chunk:  # filled in place: no list of batches beside their concatenation
+                if cache is None:
+                    cache = np.empty((len(x), *activations.shape[1:]), dtype=activations.dtype)
+                cache[start : start + len(activations)] = activations
+                start += len(activations)
         order = _sweep.rank_channels(means.mean)
 
         # Pass 2: the sweep, chunk by chunk; only the tail of the network runs at each step.
@@ -499,7 +503,7 @@ class FinePruning(Transformer):
             return counts
 
         with progress:
-            clean_counts = run(x, labels, None if cache is None else np.concatenate(cache), "x")
+            clean_counts = run(x, labels, cache, "x")
             cache = None
             poisoned_counts = None if poisoned_x is None else run(poisoned_x, targets, None, "poisoned_x")
 
