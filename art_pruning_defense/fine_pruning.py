@@ -30,6 +30,7 @@ import weakref
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
+import tensorflow as tf
 from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
@@ -666,17 +667,18 @@ class FinePruning(Transformer):
                         "Raise max_cache_bytes or use fewer validation samples."
                     )
                 head_predict = BatchPredictor(head)
-                clean_cache = np.concatenate(list(self._activations(head_predict, x, self.batch_size)))
-                poisoned_cache = np.concatenate(
-                    list(self._activations(head_predict, poisoned_x, self.batch_size, name="poisoned_x"))
-                )
+                clean_cache = self._activation_cache(head_predict, x, "x")
                 means = _sweep.ChannelMeans()
                 means.update(clean_cache)
                 order = _sweep.rank_channels(means.mean)
                 self.mean_activation_[point.layer_name] = means.mean
                 self.ranking_[point.layer_name] = order
                 clean_active = _sweep.active_channels(clean_cache)
+                # One TensorFlow copy of each cache, shared by the budgets' tails; the numpy copy goes at once.
+                clean_cache = tf.convert_to_tensor(clean_cache, dtype=tf.float32)
+                poisoned_cache = self._activation_cache(head_predict, poisoned_x, "poisoned_x")
                 poisoned_active = _sweep.active_channels(poisoned_cache)
+                poisoned_cache = tf.convert_to_tensor(poisoned_cache, dtype=tf.float32)
                 for budget in budgets:
                     tail = CompiledTail(split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1])
                     min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
@@ -691,6 +693,7 @@ class FinePruning(Transformer):
                         min_hits,
                         on_candidate=progress.update,
                     )
+                del clean_cache, poisoned_cache
         self.sweeps_ = {}
         self._masks = masks
         for budget in budgets:
@@ -803,6 +806,22 @@ class FinePruning(Transformer):
         if not _is_identity(self.classifier):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
         return np.asarray(x, dtype=np.float32)
+
+    def _activation_cache(self, head_predict: BatchPredictor, x: np.ndarray, name: str) -> np.ndarray:
+        """
+        :return: The activations at the cut of all of ``x``, filled batch by batch into one float32 array (no list
+                 of batches and concatenated copy side by side).
+        """
+        cache: np.ndarray | None = None
+        start = 0
+        for activations in self._activations(head_predict, x, self.batch_size, name=name):
+            if cache is None:
+                cache = np.empty((len(x), *activations.shape[1:]), dtype=np.float32)
+            cache[start : start + len(activations)] = activations
+            start += len(activations)
+        if cache is None:
+            raise ValueError(f"{name} holds no samples.")
+        return cache
 
     def _activations(
         self,

@@ -58,6 +58,8 @@ def test_benchmark_smoke_run_rows(smoke_rows):
         for key in bench.ROW_KEYS[1:7]:
             assert row[key] is None or 0.0 <= row[key] <= 100.0, (row["defence"], key, row[key])
         assert row["seconds"] >= 0.0
+        # The process's peak while the defence ran: at least what TensorFlow, the data and B take (> 100 MiB).
+        assert isinstance(row["peak_rss_mib"], float) and row["peak_rss_mib"] > 100.0, row
     rows = {row["defence"]: row for row in smoke_rows}
     assert rows["no defence"]["attack_success_rate"] > 50 and rows["no defence"]["clean_accuracy"] > 80
     assert all(row["error"] is None for name, row in rows.items() if name != "broken")

@@ -136,6 +136,10 @@ def test_cell_files_and_report(local_grid):
         assert set(record["versions"]) >= {"art_pruning_defense", "adversarial-robustness-toolbox", "tensorflow"}
         assert record["data"]["poisoned"] == round(0.1 * record["data"]["train"])
         assert [row["defence"] for row in record["rows"]][0] == "no defence"
+        # Peak resident memory, per defence row and per stage (MiB; TensorFlow alone takes hundreds).
+        assert all(row["peak_rss_mib"] > 100.0 for row in record["rows"])
+        assert sorted(record["peak_rss_mib"]) == ["data", "defences", "training"]
+        assert all(value > 100.0 for value in record["peak_rss_mib"].values())
     results = json.loads((out / "results.json").read_text())
     (group,) = results["groups"]
     assert group["seeds"] == [0, 1] and results["unfinished"] == []
@@ -147,6 +151,7 @@ def test_cell_files_and_report(local_grid):
     assert "## badnets on digits, small-cnn, poison rate 0.1 (seeds 0, 1)" in markdown
     assert f"| no defence | {row['clean_accuracy_mean']:.2f} ± {row['clean_accuracy_std']:.2f} |" in markdown
     assert "art-prune benchmark --epochs 2" in markdown
+    assert "| seconds | peak MiB | notes |" in markdown and row["peak_rss_mib_mean"] > 100.0
     assert (out / "results_badnets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "roc_badnets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -27,6 +27,7 @@ BENCHMARK_COLUMNS = (
     ("tpr_at_1pct_fpr", "TPR % at 1 % FPR"),
     ("poison_detection_auroc", "poison detection AUROC"),
     ("seconds", "seconds"),
+    ("peak_rss_mib", "peak MiB"),
     ("notes", "notes"),
 )
 
@@ -42,7 +43,8 @@ LEGEND = (
     "clean vs triggered test images, the threshold read from the test ROC; poison detection AUROC: of the GoodNet "
     "score on the training set (activation clustering and spectral signatures expose no comparable per-sample "
     "score). Seconds: wall time of the defence alone, from the trained BadNet to its figures (work shared by the "
-    "rows of one defence counted in each)."
+    "rows of one defence counted in each). Peak MiB: the process's peak resident memory while the defence ran (the "
+    "data and the BadNet included)."
 )
 
 #: File names written by :func:`write_benchmark`.
@@ -136,6 +138,7 @@ METRICS = (
     "tpr_at_1pct_fpr",
     "poison_detection_auroc",
     "seconds",
+    "peak_rss_mib",
 )
 #: The axes that make a group (one table): every cell of a group differs from the others by its seed only.
 GROUP_AXES = ("data", "arch", "model", "attack", "poison_rate")

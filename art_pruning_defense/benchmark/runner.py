@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from art_pruning_defense.benchmark._memory import PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
@@ -29,6 +30,7 @@ def run_benchmark(
     verbose: bool = True,
     stage: Callable[[str], None] | None = None,
     summary: dict | None = None,
+    memory: dict | None = None,
 ) -> list[dict]:
     """
     Poison the data, train the BadNet and measure every selected defence on it.
@@ -39,13 +41,16 @@ def run_benchmark(
     :param verbose: Show a progress bar over the defences (and ART's own bars).
     :param stage: Called with the name of each stage as it starts (``"data"``, ``"training"``, a defence's name).
     :param summary: Filled with the data's sizes (training, poisoned, validation, test, triggered test).
+    :param memory: Filled with the peak resident memory (MiB) of the ``"data"`` and ``"training"`` stages (B's
+           training and its labels on the evaluation sets).
     :return: One row per measured model, in registry order, with the keys of :data:`ROW_KEYS`: ``defence``;
              ``clean_accuracy`` and ``attack_success_rate`` on the test data (percent); ``poison_detection_tpr`` and
              ``poison_detection_fpr`` (percent of poisoned, resp. clean, training samples flagged; ``None`` for
              defences that do not filter the training set); ``poisoned_flagged`` and ``clean_flagged`` (percent of
              triggered, resp. clean, test inputs flagged or abstained on; ``None`` for defences that never flag);
              ``seconds`` (wall time of this defence alone, from the trained BadNet to its figures; work shared
-             between rows of one defence is counted in each); ``note``; ``error``.
+             between rows of one defence is counted in each); ``note``; ``error``; ``peak_rss_mib`` (the peak
+             resident memory of this process while the defence ran, MiB: the data, B and what the defence added).
     """
     if not isinstance(config, BenchmarkConfig):
         raise TypeError(f"config must be a BenchmarkConfig, got {type(config).__name__}.")
@@ -55,7 +60,11 @@ def run_benchmark(
     stage = stage or (lambda name: None)
     started = time.perf_counter()
     stage("data")
-    data = load_benchmark_data(config)
+    memory = {} if memory is None else memory
+    with PeakRSS() as peak:
+        data = load_benchmark_data(config)
+    memory["data"] = peak.mib
+    release_memory()
     sizes = {
         "train": len(data.x_train),
         "poisoned": int(np.count_nonzero(data.is_poison_train)),
@@ -76,13 +85,16 @@ def run_benchmark(
     )
     stage("training")
     begin = time.perf_counter()
-    classifier = train_badnet(data.x_train, data.y_train, data.n_classes, config)
-    logger.info("Trained the BadNet (%d epochs) in %.1f s.", config.epochs, time.perf_counter() - begin)
-    run = _Run(config=config, data=data, classifier=classifier, verbose=verbose)
-    begin = time.perf_counter()
-    for name in ("test", "test_poisoned", "train"):
-        run.bad_labels(name)  # shared by the defences: counted in none of their rows
-    logger.info("Predicted B's labels on the test and training sets in %.1f s.", time.perf_counter() - begin)
+    with PeakRSS() as peak:
+        classifier = train_badnet(data.x_train, data.y_train, data.n_classes, config)
+        logger.info("Trained the BadNet (%d epochs) in %.1f s.", config.epochs, time.perf_counter() - begin)
+        run = _Run(config=config, data=data, classifier=classifier, verbose=verbose)
+        begin = time.perf_counter()
+        for name in ("test", "test_poisoned", "train"):
+            run.bad_labels(name)  # shared by the defences: counted in none of their rows
+        logger.info("Predicted B's labels on the test and training sets in %.1f s.", time.perf_counter() - begin)
+    memory["training"] = peak.mib
+    release_memory()
 
     rows: list[dict] = []
     selected = [DEFENCES[name] for name in DEFENCES if name in config.defences]
@@ -94,14 +106,16 @@ def run_benchmark(
             logger.info("Running %s: %s.", defence.name, defence.description)
             seed_everything(config.seed)
             begin = time.perf_counter()
-            try:
-                new_rows = defence.run(run)
-            except Exception as error:  # record the failure of one defence, go on with the others
-                logger.warning("%s failed: %s: %s", defence.name, type(error).__name__, error, exc_info=True)
-                seconds = time.perf_counter() - begin
-                message = f"{type(error).__name__}: {error}"
-                new_rows = [_row(name, seconds, error=message) for name in defence.row_names(config)]
+            with PeakRSS() as peak:
+                try:
+                    new_rows = defence.run(run)
+                except Exception as error:  # record the failure of one defence, go on with the others
+                    logger.warning("%s failed: %s: %s", defence.name, type(error).__name__, error, exc_info=True)
+                    seconds = time.perf_counter() - begin
+                    message = f"{type(error).__name__}: {error}"
+                    new_rows = [_row(name, seconds, error=message) for name in defence.row_names(config)]
             for row in new_rows:
+                row["peak_rss_mib"] = peak.mib
                 logger.info(
                     "%s: clean accuracy %s, attack success rate %s%s.",
                     row["defence"],
@@ -110,6 +124,7 @@ def run_benchmark(
                     f" (error: {row['error']})" if row["error"] else "",
                 )
             rows.extend(new_rows)
+            release_memory()  # the defence's networks and caches, before the next one (B and the data stay)
     logger.info("Benchmark finished in %.1f s.", time.perf_counter() - started)
     return rows
 
@@ -160,14 +175,17 @@ def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[st
     :param verbose: Show the defences' progress bar (and ART's).
     :param stage: Called with each stage's name as it starts.
     :return: The cell's record: ``key``, ``config`` (as given), ``resolved`` (defaults filled in), ``attack`` (its
-             options), ``versions``, ``data`` (sizes), ``rows`` (see :func:`run_benchmark`) and ``seconds``.
+             options), ``versions``, ``data`` (sizes), ``rows`` (see :func:`run_benchmark`), ``seconds`` and
+             ``peak_rss_mib`` (the peak resident memory, MiB, of the ``data`` and ``training`` stages and over the
+             ``defences``).
     """
     from art_pruning_defense.benchmark.store import cell_key
 
     _deterministic()
     start = time.perf_counter()
     summary: dict[str, Any] = {}
-    rows = run_benchmark(config, verbose=verbose, stage=stage, summary=summary)
+    memory: dict[str, float] = {}
+    rows = run_benchmark(config, verbose=verbose, stage=stage, summary=summary, memory=memory)
     return {
         "key": cell_key(config),
         "config": json_ready(config.as_dict()),
@@ -177,6 +195,7 @@ def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[st
         "data": summary,
         "rows": rows,
         "seconds": round(time.perf_counter() - start, 2),
+        "peak_rss_mib": {**memory, "defences": max((row["peak_rss_mib"] for row in rows), default=None)},
     }
 
 

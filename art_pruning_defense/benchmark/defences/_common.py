@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 #: Label given to an abstention (an all-zero score row) of an ART abstaining predictor.
 ABSTAIN = -1
 
-#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say.
+#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say;
+#: ``peak_rss_mib`` is the peak resident memory of the process while the row's defence ran (set by the runner).
 ROW_KEYS = (
     "defence",
     "clean_accuracy",
@@ -48,6 +49,7 @@ ROW_KEYS = (
     "note",
     "error",
     "roc",
+    "peak_rss_mib",
 )
 
 #: The false-positive rate (a share) at which ``tpr_at_1pct_fpr`` is read.
@@ -243,6 +245,7 @@ def _row(
     note: str | None = None,
     error: str | None = None,
     roc: dict | None = None,
+    peak_rss_mib: float | None = None,
 ) -> dict:
     """
     :param auroc: AUROC (0–1) of the row's test-time detector, clean vs triggered test inputs.
@@ -266,6 +269,7 @@ def _row(
         "note": note,
         "error": error,
         "roc": roc,
+        "peak_rss_mib": None if peak_rss_mib is None else float(peak_rss_mib),
     }
     for key in ROW_KEYS[1:11]:
         if values[key] is not None:
