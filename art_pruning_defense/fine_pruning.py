@@ -35,7 +35,7 @@ from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
 from art_pruning_defense import _defaults, _sweep
-from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream
+from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream, rebatch
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
@@ -587,23 +587,9 @@ class FinePruning(Transformer):
 
         def run(source: "ArrayBatches | StreamBatches") -> _sweep.SweepCounts:
             counts = _sweep.SweepCounts.zeros(len(order) + 1)
-            held: list[np.ndarray] = []
-            references: list[np.ndarray] = []
-            n_held = 0
-            for batch in source.batches():
-                activations = head_predict(self._prepared(batch.x), self.batch_size)
-                labels = batch.y
-                while len(activations):
-                    take = min(chunk - n_held, len(activations))
-                    held.append(activations[:take])
-                    references.append(labels[:take])
-                    n_held += take
-                    activations, labels = activations[take:], labels[take:]
-                    if n_held == chunk:
-                        counts += sweep(held, references)
-                        held, references, n_held = [], [], 0
-            if n_held:
-                counts += sweep(held, references)
+            activations = ((head_predict(self._prepared(b.x), self.batch_size), b.y) for b in source.batches())
+            for held, references in rebatch(activations, chunk):  # chunks of max_cache_bytes, whatever the batches
+                counts += sweep([held], [references])
             return counts
 
         with progress:

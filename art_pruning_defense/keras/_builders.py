@@ -142,12 +142,7 @@ def fine_tune(
     """
     from tqdm.auto import tqdm
 
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = batchnorm == "train"
-    pad = augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0
+    pad = _prepare_fine_tuning(model, batchnorm, augment)
     with tqdm(total=epochs, desc="Fine-tuning", unit="epoch", disable=not verbose, leave=False) as progress:
         fit_classifier(
             model,
@@ -163,6 +158,21 @@ def fine_tune(
             on_epoch=lambda _: progress.update(),
         )
     return model
+
+
+def _prepare_fine_tuning(model: keras.Model, batchnorm: str, augment: bool) -> int:
+    """
+    :param batchnorm: ``"train"`` or ``"frozen"``: set the BatchNormalization layers trainable or not.
+    :param augment: Whether to shift the inputs at random.
+    :return: The shifts' padding (0 without augmentation).
+    :raises ValueError: If ``batchnorm`` is neither.
+    """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = batchnorm == "train"
+    return augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0
 
 
 def fine_tune_stream(
@@ -201,12 +211,7 @@ def fine_tune_stream(
     from art_pruning_defense._stream import rebatch
     from art_pruning_defense.keras._architectures import augment as shift, make_optimizer
 
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = batchnorm == "train"
-    pad = augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0
+    pad = _prepare_fine_tuning(model, batchnorm, augment)
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     model.compile(
