@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: The tail of the network is evaluated in batches this many times larger than ``batch_size``.
 TAIL_BATCH_FACTOR = 8
+#: Fine-tuning runs that may be tried: a run that leaves B' worse on its own clean data than the pruned copy was has
+#: diverged, and is redone from the pruned copy at half the learning rate.
+MAX_FINE_TUNE_ATTEMPTS = 4
 
 #: The pruning strategies.
 STRATEGIES = ("activation", "attack_aware")
@@ -716,9 +719,6 @@ class FinePruning(Transformer):
             masks = self._activation_masks(step)
             channels = {self._point.layer_name: self.ranking_[:step].tolist()}
         n_pruned = int(sum(np.count_nonzero(mask == 0) for mask in masks.values()))
-        # Seed before cloning: the clone's dropout layers draw their seeds when they are created.
-        seed_everything(int(self.seed))
-        model = multi_masked_copy(self._model, masks)
         logger.info(
             "Fine-pruning: %d of %d channels pruned, retraining for %d epochs on %d clean samples.",
             n_pruned,
@@ -726,29 +726,13 @@ class FinePruning(Transformer):
             self.fine_tune_epochs,
             clean.n_samples,
         )
-        options = {
-            "epochs": self.fine_tune_epochs,
-            "learning_rate": float(self.fine_tune_learning_rate),
-            "batch_size": self.fine_tune_batch_size,
-            "seed": int(self.seed),
-            "verbose": self.verbose,
-            "optimizer": self.fine_tune_optimizer,
-            "batchnorm": self.fine_tune_batchnorm,
-            "augment": self.fine_tune_augment,
-        }
-        if clean.is_stream:
-            fine_tune_stream(
-                model, lambda: ((self._prepared(b.x), b.y) for b in clean.batches()), clean.n_samples, **options
-            )
-        else:
-            fine_tune(model, self._prepared(clean.x), clean.y, **options)
-        predict = BatchPredictor(model, labels_only=True)
         bad_predict = BatchPredictor(self._model, labels_only=True)
 
-        def measure(source: "ArrayBatches | StreamBatches") -> tuple[float, float]:
+        def measure(model: "keras.Model", source: "ArrayBatches | StreamBatches") -> tuple[float, float]:
             """
-            :return: Percent of samples on their reference label, and percent on which B' and B differ.
+            :return: Percent of samples on their reference label, and percent on which the model and B differ.
             """
+            predict = BatchPredictor(model, labels_only=True)
             hits = changed = n = 0
             for batch in source.batches():
                 prepared = self._prepared(batch.x)
@@ -758,19 +742,67 @@ class FinePruning(Transformer):
                 n += len(labels)
             return float(_sweep.percent(hits, n)), float(_sweep.percent(changed, n))
 
-        accuracy, flagged = measure(clean)
+        learning_rate = float(self.fine_tune_learning_rate)
+        pruned_accuracy = None
+        for attempt in range(MAX_FINE_TUNE_ATTEMPTS):
+            # Seed before cloning: the clone's dropout layers draw their seeds when they are created.
+            seed_everything(int(self.seed))
+            model = multi_masked_copy(self._model, masks)
+            if pruned_accuracy is None:
+                pruned_accuracy = measure(model, clean)[0]
+            options = {
+                "epochs": self.fine_tune_epochs,
+                "learning_rate": learning_rate,
+                "batch_size": self.fine_tune_batch_size,
+                "seed": int(self.seed),
+                "verbose": self.verbose,
+                "optimizer": self.fine_tune_optimizer,
+                "batchnorm": self.fine_tune_batchnorm,
+                "augment": self.fine_tune_augment,
+            }
+            if clean.is_stream:
+                fine_tune_stream(
+                    model, lambda: ((self._prepared(b.x), b.y) for b in clean.batches()), clean.n_samples, **options
+                )
+            else:
+                fine_tune(model, self._prepared(clean.x), clean.y, **options)
+            accuracy, flagged = measure(model, clean)
+            # Training on the clean data cannot rightly leave the model worse on that very data than before: the
+            # optimisation diverged (a too large step for this network). Retry from the pruned copy, half the rate.
+            if accuracy >= pruned_accuracy or attempt == MAX_FINE_TUNE_ATTEMPTS - 1:
+                break
+            logger.warning(
+                "Fine-tuning at learning rate %g diverged (%.2f %% on the clean data it trained on, %.2f %% before); "
+                "retrying at %g.",
+                learning_rate,
+                accuracy,
+                pruned_accuracy,
+                learning_rate / 2,
+            )
+            learning_rate /= 2
+        if accuracy < pruned_accuracy:
+            logger.warning(
+                "Fine-tuning left the model at %.2f %% on its clean data, below the pruned model's %.2f %%, after %d "
+                "attempts down to learning rate %g.",
+                accuracy,
+                pruned_accuracy,
+                MAX_FINE_TUNE_ATTEMPTS,
+                learning_rate,
+            )
         summary = {
             "channels_pruned": n_pruned,
             "fraction_pruned": n_pruned / self._n_prunable,
             "pruned_channels": channels,
             "epochs": self.fine_tune_epochs,
+            "learning_rate": learning_rate,
+            "pruned_accuracy": pruned_accuracy,
             "clean_accuracy": accuracy,
             "clean_flagged": flagged,
             "attack_success_rate": None,
             "poisoned_flagged": None,
         }
         if poisoned is not None:
-            summary["attack_success_rate"], summary["poisoned_flagged"] = measure(poisoned)
+            summary["attack_success_rate"], summary["poisoned_flagged"] = measure(model, poisoned)
         self.fine_pruned_model_ = model
         self.fine_tune_ = summary
 

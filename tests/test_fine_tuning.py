@@ -145,3 +145,50 @@ def test_same_inputs_and_seed_give_the_same_outputs(digits_badnet):
         runs.append((defence.sweep_, defence.fine_tune_, defence.fine_pruned_model_.get_weights()))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     assert all(np.array_equal(a, b) for a, b in zip(runs[0][2], runs[1][2]))
+
+
+def test_diverged_fine_tuning_is_redone_at_half_the_rate(tiny_data, monkeypatch, caplog):
+    """A fine-tuning run that leaves B' worse on its own clean data than the pruned copy is redone, rate halved."""
+    import art_pruning_defense.fine_pruning as fine_pruning_module
+
+    real = fine_pruning_module.fine_tune
+    rates = []
+
+    def diverging_once(model, x, y, **options):
+        rates.append(options["learning_rate"])
+        if len(rates) == 1:  # as a diverged run ends: one class for every input, the rarest of the labels
+            weights = model.get_weights()
+            weights[-2] = np.zeros_like(weights[-2])
+            weights[-1] = np.where(np.arange(len(weights[-1])) == rarest, 50.0, 0.0).astype(weights[-1].dtype)
+            model.set_weights(weights)
+            return model
+        return real(model, x, y, **options)
+
+    monkeypatch.setattr(fine_pruning_module, "fine_tune", diverging_once)
+    model = conv_block_model(batch_norm=True, activation="tanh")
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    rarest = int(np.argmin(np.bincount(y, minlength=model.outputs[0].shape[-1])))
+    defence = FinePruning(
+        KerasClassifier(model, clip_values=(0.0, 1.0)), fine_tune_epochs=2, fine_tune_learning_rate=0.02, verbose=False
+    )
+    with caplog.at_level("WARNING", logger="art_pruning_defense.fine_pruning"):
+        defence.fit(x, y)
+    assert rates == [0.02, 0.01]
+    summary = defence.fine_tune_
+    assert summary["learning_rate"] == 0.01 and summary["clean_accuracy"] >= summary["pruned_accuracy"]
+    assert "diverged" in caplog.text and "retrying at 0.01" in caplog.text
+
+
+def test_fine_tuning_that_works_is_run_once(tiny_data, monkeypatch):
+    import art_pruning_defense.fine_pruning as fine_pruning_module
+
+    real = fine_pruning_module.fine_tune
+    calls = []
+    monkeypatch.setattr(fine_pruning_module, "fine_tune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = conv_block_model(batch_norm=True, activation="tanh")
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    defence = FinePruning(KerasClassifier(model, clip_values=(0.0, 1.0)), fine_tune_epochs=2, verbose=False)
+    defence.fit(x, y)
+    assert len(calls) == 1 and defence.fine_tune_["learning_rate"] == defence.fine_tune_learning_rate
