@@ -711,11 +711,13 @@ class FinePruning(Transformer):
         if self.strategy == "attack_aware":
             masks = self._masks[self.prune_until]
             accepted = self.sweeps_[self.prune_until][1:]
+            pruned_accuracy = self.sweeps_[self.prune_until][-1].clean_accuracy
             channels = {p.layer_name: [r.channel for r in accepted if r.layer == p.layer_name] for p in self._points}
         else:
             step = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], [self.prune_until])[self.prune_until]
             # With every channel gone the output no longer depends on the input: nothing left to fine-tune.
             step = min(step, self._point.n_channels - 1)
+            pruned_accuracy = self.sweep_[step].clean_accuracy
             masks = self._activation_masks(step)
             channels = {self._point.layer_name: self.ranking_[:step].tolist()}
         n_pruned = int(sum(np.count_nonzero(mask == 0) for mask in masks.values()))
@@ -743,13 +745,12 @@ class FinePruning(Transformer):
             return float(_sweep.percent(hits, n)), float(_sweep.percent(changed, n))
 
         learning_rate = float(self.fine_tune_learning_rate)
-        pruned_accuracy = None
+        # The sweep measured the pruned copy on this very data: its accuracy before fine-tuning, without a pass.
+        pruned_accuracy = float(pruned_accuracy)
         for attempt in range(MAX_FINE_TUNE_ATTEMPTS):
             # Seed before cloning: the clone's dropout layers draw their seeds when they are created.
             seed_everything(int(self.seed))
             model = multi_masked_copy(self._model, masks)
-            if pruned_accuracy is None:
-                pruned_accuracy = measure(model, clean)[0]
             options = {
                 "epochs": self.fine_tune_epochs,
                 "learning_rate": learning_rate,
