@@ -44,6 +44,8 @@ def _fine_pruning(run: _Run) -> list[dict]:
         f"{summary['channels_pruned']} of {defence.prune_point.n_channels} channels pruned, "
         f"{summary['epochs']} epochs of fine-tuning"
     )
+    if summary["learning_rate"] != defence.fine_tune_learning_rate:
+        note += f" at rate {summary['learning_rate']:g} (diverged at {defence.fine_tune_learning_rate:g})"
     goodnet_row = _row(
         "fine-pruning GoodNet",
         evaluated,
