@@ -49,7 +49,7 @@ _EXPORTS = {
     "Defence": "defences",
     "defence_names": "defences",
     "ABSTAIN": "defences._common",
-    "ROW_KEYS": "defences._common",
+    "ROW_KEYS": "report",
     "_Run": "defences._common",
     "_row": "defences._common",
     "_detection_rates": "defences._common",

@@ -14,6 +14,26 @@ from art_pruning_defense.reports import markdown_table, plot_tradeoff, write_jso
 
 logger = logging.getLogger(__name__)
 
+#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say;
+#: ``peak_rss_mib`` is the peak resident memory of the process while the row's defence ran (set by the runner).
+ROW_KEYS = (
+    "defence",
+    "clean_accuracy",
+    "attack_success_rate",
+    "poison_detection_tpr",
+    "poison_detection_fpr",
+    "poisoned_flagged",
+    "clean_flagged",
+    "auroc",
+    "tpr_at_1pct_fpr",
+    "poison_detection_auroc",
+    "seconds",
+    "note",
+    "error",
+    "roc",
+    "peak_rss_mib",
+)
+
 #: Columns of ``results.md``: (key, header).
 BENCHMARK_COLUMNS = (
     ("defence", "defence"),
@@ -126,20 +146,8 @@ def write_benchmark(
 # The grid's report: mean ± std over seeds.
 # ---------------------------------------------------------------------------------------------------------------------
 
-#: The figures of a row that are averaged over seeds.
-METRICS = (
-    "clean_accuracy",
-    "attack_success_rate",
-    "poison_detection_tpr",
-    "poison_detection_fpr",
-    "poisoned_flagged",
-    "clean_flagged",
-    "auroc",
-    "tpr_at_1pct_fpr",
-    "poison_detection_auroc",
-    "seconds",
-    "peak_rss_mib",
-)
+#: The figures of a row that are averaged over seeds: every number of :data:`ROW_KEYS`.
+METRICS = tuple(key for key in ROW_KEYS if key not in ("defence", "note", "error", "roc"))
 #: The axes that make a group (one table): every cell of a group differs from the others by its seed only.
 GROUP_AXES = ("data", "arch", "model", "attack", "poison_rate")
 #: The plot of each attack: ``results_<attack>.png``.

@@ -20,6 +20,7 @@ from art.utils import to_categorical
 from art_pruning_defense import _metrics, _sweep
 from art_pruning_defense.badnet import BadNetData
 from art_pruning_defense.benchmark.config import BenchmarkConfig
+from art_pruning_defense.benchmark.report import ROW_KEYS
 from art_pruning_defense.benchmark.training import train_badnet
 from art_pruning_defense.goodnet import GoodNetClassifier
 from art_pruning_defense.keras import BatchPredictor, outputs_probabilities
@@ -31,26 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Label given to an abstention (an all-zero score row) of an ART abstaining predictor.
 ABSTAIN = -1
-
-#: Keys of every row, in order. ``note`` and ``error`` are ``None`` unless there is something to say;
-#: ``peak_rss_mib`` is the peak resident memory of the process while the row's defence ran (set by the runner).
-ROW_KEYS = (
-    "defence",
-    "clean_accuracy",
-    "attack_success_rate",
-    "poison_detection_tpr",
-    "poison_detection_fpr",
-    "poisoned_flagged",
-    "clean_flagged",
-    "auroc",
-    "tpr_at_1pct_fpr",
-    "poison_detection_auroc",
-    "seconds",
-    "note",
-    "error",
-    "roc",
-    "peak_rss_mib",
-)
 
 #: The false-positive rate (a share) at which ``tpr_at_1pct_fpr`` is read.
 DETECTION_FPR = 0.01
