@@ -579,12 +579,13 @@ class FinePruning(Transformer):
         )
 
         def sweep(activations: list[np.ndarray], references: list[np.ndarray]) -> _sweep.SweepCounts:
-            activations = np.concatenate(activations)
+            # Cached with the channels in pruning order, step k keeps the last channels: a slice, not a gather.
+            in_order = np.concatenate([a[..., order] for a in activations])
             return _sweep.sweep_chunk(
-                _sweep.active_channels(activations),
+                _sweep.active_channels(in_order)[:, np.argsort(order)],
                 np.concatenate(references),
                 order,
-                CachedTail(compiled_tail, activations, tail_batch),
+                CachedTail(compiled_tail, in_order, tail_batch, channel_order=order),
                 on_step=progress.update,
             )
 

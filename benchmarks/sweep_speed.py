@@ -168,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  package accuracy {sweep_accuracy.round(4).tolist()} asr {sweep_asr.round(4).tolist()}", file=sys.stderr
         )
         return 1
-    print(
-        f"curves agree on {k} steps (max difference {max(np.abs(sweep_accuracy - accuracy).max(), np.abs(sweep_asr - asr).max()):.1e})"
-    )
+    difference = max(np.abs(sweep_accuracy - accuracy).max(), np.abs(sweep_asr - asr).max())
+    print(f"curves agree on {k} steps (max difference {difference:.1e})")
 
     images = 2 * args.n
     print()

@@ -123,7 +123,7 @@ def test_tail_leaves_pruned_channels_out_of_the_layers_that_read_the_cut():
 
     maps = _random_maps((300, 5, 4, 60))
     cached = CachedTail(tail, maps, batch_size=128)
-    assert cached._compact is not None
+    assert cached._compiled.compact is not None
     rng = np.random.default_rng(1)
     for kept in (59, 30, 5, 1):
         mask = np.zeros(60, dtype=np.float32)
@@ -134,6 +134,35 @@ def test_tail_leaves_pruned_channels_out_of_the_layers_that_read_the_cut():
     # All pruned, or nothing pruned: the masked evaluation.
     for mask in (np.zeros(60, np.float32), np.ones(60, np.float32)):
         np.testing.assert_array_equal(cached(None, mask), np.argmax(tail.predict(maps * mask, verbose=0), axis=1))
+
+
+def test_tail_cached_in_pruning_order_gives_the_labels_of_the_masked_model():
+    from art_pruning_defense.keras import build_deepid
+    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+
+    model = build_deepid(n_classes=7)
+    _, tail = split(model, "pool_3")
+    maps = _random_maps((200, 5, 4, 60), seed=3)
+    order = np.random.default_rng(4).permutation(60)
+    compiled = CompiledTail(tail)
+    cached = CachedTail(compiled, maps[..., order], batch_size=256, channel_order=order)
+    rows = np.arange(0, 200, 3)
+    used = []
+    for name in ("suffix", "compact", "forward_reordered"):
+        function = getattr(compiled, name)
+        setattr(compiled, name, lambda *a, _f=function, _n=name: used.append(_n) or _f(*a))
+    # The sweep's masks (the first channels of the order pruned), any other mask, nothing and everything pruned.
+    masks = [np.ones(60, np.float32), np.zeros(60, np.float32)]
+    for pruned in (1, 17, 59):
+        masks.append(np.ones(60, np.float32))
+        masks[-1][order[:pruned]] = 0
+    masks.append((np.random.default_rng(5).random(60) < 0.5).astype(np.float32))
+    for mask in masks:
+        expected = np.argmax(tail.predict(maps[rows] * mask, verbose=0), axis=1)
+        np.testing.assert_array_equal(cached(rows, mask), expected)
+    assert used == ["forward_reordered"] * 2 + ["suffix"] * 3 + ["compact"]
+    with pytest.raises(ValueError, match="permutation of the 60 channels"):
+        CachedTail(compiled, maps, 64, channel_order=np.arange(59))
 
 
 def test_dense_on_the_feature_map_is_a_linear_front_and_other_readers_are_not():

@@ -727,43 +727,58 @@ class CompiledTail:
     The compiled evaluation of a tail, shared by the caches of the clean and the poisoned data (traced once):
 
     - ``forward(cache, rows, mask) → labels``: the masked cut through the whole tail;
-    - ``compact(cache, rows, kept) → labels``: only the kept channels through the layers that read the cut, then
-      the rest of the tail (``None`` where those layers are not linear in the channels, see
-      :func:`channel_linear_front`).
+    - ``forward_reordered(cache, rows, mask, channels) → labels``: the same on a cache whose channels are stored in
+      another order (``channels`` puts them back in the model's order first);
+    - ``compact(cache, rows, positions, kept) → labels``: only the kept channels (``positions`` in the cache, ``kept``
+      in the model's numbering) through the layers that read the cut, then the rest of the tail;
+    - ``suffix(cache, rows, kept) → labels``: as ``compact`` where the kept channels are the last ``len(kept)`` ones of
+      the cache (a slice instead of a gather).
+
+    ``compact`` and ``suffix`` are ``None`` where the layers that read the cut are not linear in its channels (see
+    :func:`channel_linear_front`).
 
     :param tail: The tail model (cut output → network output), as made by :func:`split`.
     """
 
     def __init__(self, tail: keras.Model) -> None:
         self.tail = tail
-        self.forward, self.compact = _tail_functions(tail, tuple(int(d) for d in tail.inputs[0].shape[1:]))
+        functions = _tail_functions(tail, tuple(int(d) for d in tail.inputs[0].shape[1:]))
+        self.forward, self.forward_reordered, self.compact, self.suffix = functions
 
 
-def _tail_functions(tail: keras.Model, sample_shape: tuple[int, ...]) -> tuple[Any, Any]:
+def _tail_functions(tail: keras.Model, sample_shape: tuple[int, ...]) -> tuple[Any, Any, Any, Any]:
     """
     :param tail: The tail model.
     :param sample_shape: Shape of one sample's activations at the cut, channels last.
-    :return: ``(forward, compact)`` as described in :class:`CompiledTail`.
+    :return: ``(forward, forward_reordered, compact, suffix)`` as described in :class:`CompiledTail`.
     """
     n_channels = sample_shape[-1]
     spatial = list(sample_shape[:-1])
     cache_spec = tf.TensorSpec([None, *sample_shape], tf.float32)
     rows_spec = tf.TensorSpec([None], tf.int64)
+    mask_spec = tf.TensorSpec([n_channels], tf.float32)
+    index_spec = tf.TensorSpec([None], tf.int32)
 
-    def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-        out = tail(tf.gather(cache, rows) * mask, training=False)
+    def labels(out: tf.Tensor) -> tf.Tensor:
         return tf.argmax(out, axis=-1, output_type=tf.int64)
 
-    forward_function = tf.function(
-        forward, input_signature=[cache_spec, rows_spec, tf.TensorSpec([n_channels], tf.float32)]
+    def forward(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        return labels(tail(tf.gather(cache, rows) * mask, training=False))
+
+    def forward_reordered(cache: tf.Tensor, rows: tf.Tensor, mask: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+        return labels(tail(tf.gather(tf.gather(cache, rows), channels, axis=-1) * mask, training=False))
+
+    forward_function = tf.function(forward, input_signature=[cache_spec, rows_spec, mask_spec])
+    reordered_function = tf.function(
+        forward_reordered, input_signature=[cache_spec, rows_spec, mask_spec, tf.TensorSpec([n_channels], tf.int32)]
     )
     split_front = channel_linear_front(tail)
     if split_front is None:
-        return forward_function, None
+        return forward_function, reordered_function, None, None
     fronts, rest = split_front
 
-    def compact(cache: tf.Tensor, rows: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
-        x = tf.gather(tf.gather(cache, rows), kept, axis=-1)
+    def through_fronts(x: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
+        """The kept channels ``x`` (in the order of ``kept``) through the fronts and the rest of the tail."""
         outputs = []
         for front in fronts:
             layer = front.layer
@@ -780,11 +795,17 @@ def _tail_functions(tail: keras.Model, sample_shape: tuple[int, ...]) -> tuple[A
             if layer.activation is not None:
                 out = layer.activation(out)
             outputs.append(out)
-        out = rest(outputs, training=False)
-        return tf.argmax(out, axis=-1, output_type=tf.int64)
+        return labels(rest(outputs, training=False))
 
-    compact_function = tf.function(compact, input_signature=[cache_spec, rows_spec, tf.TensorSpec([None], tf.int32)])
-    return forward_function, compact_function
+    def compact(cache: tf.Tensor, rows: tf.Tensor, positions: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
+        return through_fronts(tf.gather(tf.gather(cache, rows), positions, axis=-1), kept)
+
+    def suffix(cache: tf.Tensor, rows: tf.Tensor, kept: tf.Tensor) -> tf.Tensor:
+        return through_fronts(tf.gather(cache, rows)[..., n_channels - tf.size(kept) :], kept)
+
+    compact_function = tf.function(compact, input_signature=[cache_spec, rows_spec, index_spec, index_spec])
+    suffix_function = tf.function(suffix, input_signature=[cache_spec, rows_spec, index_spec])
+    return forward_function, reordered_function, compact_function, suffix_function
 
 
 class CachedTail:
@@ -795,37 +816,67 @@ class CachedTail:
 
     Where the layers that read the cut are linear in its channels (see :func:`channel_linear_front`), pruned
     channels are left out of those layers' sums instead of being multiplied by zero: the same sums without their
-    zero terms, at a cost proportional to the number of channels kept.
+    zero terms, at a cost proportional to the number of channels kept. Cached with its channels in pruning order
+    (``channel_order``), a sweep's kept channels are the last ones of the cache: a slice rather than a gather.
 
     :param tail: The tail model (cut output → network output), or its :class:`CompiledTail` (to share the traced
            functions between several caches).
     :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``.
     :param batch_size: Rows per call.
+    :param channel_order: The model's channel stored at each channel position of ``activations`` (a permutation of
+           ``0 .. n_channels - 1``; default: the model's own order). Masks passed to a call always number channels
+           as the model does.
     """
 
-    def __init__(self, tail: keras.Model | CompiledTail, activations: np.ndarray, batch_size: int) -> None:
+    def __init__(
+        self,
+        tail: keras.Model | CompiledTail,
+        activations: np.ndarray,
+        batch_size: int,
+        channel_order: np.ndarray | None = None,
+    ) -> None:
         self.batch_size = batch_size
         self._activations = tf.convert_to_tensor(activations, dtype=tf.float32)
         self._n = int(activations.shape[0])
         self._n_channels = int(activations.shape[-1])
-        compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
-        self._forward, self._compact = compiled.forward, compiled.compact
+        if channel_order is None:
+            self._order = None
+        else:
+            self._order = np.asarray(channel_order, dtype=np.int64)
+            if sorted(self._order.tolist()) != list(range(self._n_channels)):
+                raise ValueError(
+                    f"channel_order must be a permutation of the {self._n_channels} channels, got {channel_order!r}"
+                )
+            self._restore = tf.convert_to_tensor(np.argsort(self._order).astype(np.int32))
+        self._compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
+
+    def _function(self, mask: np.ndarray) -> tuple[Any, tuple[tf.Tensor, ...]]:
+        """
+        :return: The compiled function for this mask and its arguments after the cache and the rows.
+        """
+        compiled = self._compiled
+        stored = mask if self._order is None else mask[self._order]  # the mask in the cache's channel order
+        positions = np.flatnonzero(stored)
+        if compiled.compact is not None and 0 < positions.size < self._n_channels and np.all(stored[positions] == 1):
+            kept = positions if self._order is None else self._order[positions]
+            kept = tf.convert_to_tensor(kept.astype(np.int32))
+            if positions[0] == self._n_channels - positions.size:  # kept: the last channels of the cache
+                return compiled.suffix, (kept,)
+            return compiled.compact, (tf.convert_to_tensor(positions.astype(np.int32)), kept)
+        if self._order is None:
+            return compiled.forward, (tf.convert_to_tensor(mask),)
+        return compiled.forward_reordered, (tf.convert_to_tensor(mask), self._restore)
 
     def __call__(self, rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
         """
         :param rows: Indices of the samples to evaluate (``None``: all).
-        :param mask: One value per channel (1 keep, 0 prune).
+        :param mask: One value per channel (1 keep, 0 prune), in the model's channel order.
         :return: Their labels.
         """
         rows = np.arange(self._n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        mask = np.asarray(mask, dtype=np.float32)
-        kept = np.flatnonzero(mask)
-        if self._compact is not None and 0 < kept.size < self._n_channels and np.all(mask[kept] == 1):
-            function, argument = self._compact, tf.convert_to_tensor(kept.astype(np.int32))
-        else:
-            function, argument = self._forward, tf.convert_to_tensor(mask)
+        function, arguments = self._function(np.asarray(mask, dtype=np.float32))
         parts = [
-            function(self._activations, tf.convert_to_tensor(rows[start : start + self.batch_size]), argument).numpy()
+            function(self._activations, tf.convert_to_tensor(rows[start : start + self.batch_size]), *arguments).numpy()
             for start in range(0, len(rows), self.batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

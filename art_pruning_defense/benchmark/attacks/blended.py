@@ -1,7 +1,7 @@
 """
 Blended (Chen et al. 2017): the trigger is blended into the whole image, x' = (1 − α)·x + α·t, the sample
-relabelled with the target. The trigger t is a fixed random-noise image (uniform in [0, 1], drawn from ``trigger_seed``, the
-same for every cell); α = 0.15 by default (the paper's blending ratio for training).
+relabelled with the target. The trigger t is a fixed random-noise image (uniform in [0, 1], drawn from
+``trigger_seed``, the same for every cell); α = 0.15 by default (the paper's blending ratio for training).
 
 | Paper link: https://arxiv.org/abs/1712.05526
 """
