@@ -32,11 +32,23 @@ def _check_float32_range(x: np.ndarray, name: str, where: str = "") -> None:
     """
     :raises ValueError: If a float array wider than float32 holds finite values that float32 cannot hold.
     """
-    if x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size and float(np.max(np.abs(x))) > FLOAT32_MAX:
+    wide = x.dtype.kind == "f" and x.dtype.itemsize > 4 and x.size
+    if wide and max(-float(np.min(x)), float(np.max(x))) > FLOAT32_MAX:
         raise ValueError(
             f"{name} holds values beyond float32's range (|value| > {FLOAT32_MAX:.3g}){where}; the network computes "
             "in float32, where they would become infinite."
         )
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """
+    :param x: A numeric array.
+    :return: Whether it holds no NaN and no infinity (for floats: two reductions, NaN and infinities propagate to the
+             minimum or the maximum; no element-wise temporary the size of ``x``).
+    """
+    if x.dtype.kind != "f" or x.size == 0:
+        return True
+    return bool(np.isfinite(np.min(x)) and np.isfinite(np.max(x)))
 
 
 def is_lazy_array(x: object) -> bool:
@@ -57,7 +69,7 @@ def check_finite_batch(batch: np.ndarray, start: int, name: str = "x") -> None:
     :param name: Name used in error messages.
     """
     where = f" (in samples {start}..{start + (batch.shape[0] if batch.ndim else 1) - 1})"
-    if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
+    if np.issubdtype(batch.dtype, np.floating) and not all_finite(batch):
         raise ValueError(f"{name} holds NaN or infinite values{where}; all inputs must be finite.")
     _check_float32_range(batch, name, where)
 
@@ -98,7 +110,7 @@ def check_inputs(
         shown = tuple("?" if e is None else e for e in expected)
         raise ValueError(f"{name} has shape {sample_shape} per sample, but the model expects {shown}.")
     if not lazy:
-        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        if np.issubdtype(x.dtype, np.floating) and not all_finite(x):
             raise ValueError(f"{name} holds NaN or infinite values; all inputs must be finite.")
         _check_float32_range(x, name)
     return x
