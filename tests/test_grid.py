@@ -230,3 +230,26 @@ def test_yaml_grid_file_errors(tmp_path, name, text, error, match):
     with pytest.raises(error, match=match) as caught:
         grid_config.make_grid(grid_config.load_grid_file(str(path)), source=str(path))
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def _record(seed: int, attack_success: float) -> dict:
+    config = {"data": "d.npz", "arch": "small-cnn", "model": None, "attack": "sig", "poison_rate": 0.1, "seed": seed}
+    rows = [
+        {"defence": "no defence", "clean_accuracy": 98.0, "attack_success_rate": attack_success},
+        {"defence": "fine-pruning", "clean_accuracy": 97.0, "attack_success_rate": 0.5},
+    ]
+    return {"config": config, "attack": {"name": "sig", "options": {}}, "rows": rows}
+
+
+def test_report_says_where_the_backdoor_did_not_take_hold():
+    from art_pruning_defense.benchmark.report import aggregate, grid_markdown
+
+    strong = grid_markdown(aggregate([_record(0, 99.0), _record(1, 50.0)]), "art-prune benchmark")
+    assert "did not take hold" not in strong
+    groups = aggregate([_record(0, 99.0), _record(1, 0.14), _record(2, 49.9)])
+    assert groups[0]["weak_backdoor"] == [(1, 0.14), (2, 49.9)]
+    text = grid_markdown(groups, "art-prune benchmark")
+    expected = "**The backdoor did not take hold** (seed 1: 0.14 %, seed 2: 49.90 % attack success without a defence"
+    assert expected in text
+    # The warning stands above the group's table, and the table keeps every defence's row.
+    assert text.index("did not take hold") < text.index("| fine-pruning |")

@@ -150,6 +150,12 @@ def write_benchmark(
 METRICS = tuple(key for key in ROW_KEYS if key not in ("defence", "note", "error", "roc"))
 #: The axes that make a group (one table): every cell of a group differs from the others by its seed only.
 GROUP_AXES = ("data", "arch", "model", "attack", "poison_rate")
+
+#: The row of the BadNet itself (the ``none`` defence).
+UNDEFENDED = "no defence"
+#: Below this attack success (percent) without a defence, a cell's backdoor has not taken hold: the report says so,
+#: since the defences' attack-success figures then say little. A reporting rule, not a parameter of any defence.
+IMPLANTED_ASR = 50.0
 #: The plot of each attack: ``results_<attack>.png``.
 PLOT_NAME = "results_{attack}.png"
 #: The ROC plot of each attack: ``roc_<attack>.png``.
@@ -269,8 +275,31 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
             row["errors"] = [f"seed {seed}: {r['error']}" for seed, r in per_seed if r.get("error")]
             row["notes"] = [f"seed {seed}: {r['note']}" for seed, r in per_seed if r.get("note")]
             rows.append(row)
-        result.append({**group, "seeds": [record["config"]["seed"] for record in cells], "rows": rows})
+        weak = [
+            (record["config"]["seed"], row["attack_success_rate"])
+            for record in cells
+            for row in record["rows"]
+            if row["defence"] == UNDEFENDED
+            and row.get("attack_success_rate") is not None
+            and row["attack_success_rate"] < IMPLANTED_ASR
+        ]
+        result.append(
+            {**group, "seeds": [record["config"]["seed"] for record in cells], "rows": rows, "weak_backdoor": weak}
+        )
     return result
+
+
+def _weak_backdoor_text(weak: Sequence[tuple[int, float]]) -> str:
+    """
+    :param weak: ``(seed, attack success %)`` of the cells whose BadNet has an attack success below
+           :data:`IMPLANTED_ASR` without a defence.
+    :return: The report's warning about them.
+    """
+    seeds = ", ".join(f"seed {seed}: {asr:.2f} %" for seed, asr in weak)
+    return (
+        f"**The backdoor did not take hold** ({seeds} attack success without a defence, below {IMPLANTED_ASR:g} %): "
+        "the defences' attack-success figures say little about this attack here."
+    )
 
 
 def _mean_std_text(mean: float | None, std: float | None, digits: int = 2) -> str | None:
@@ -296,6 +325,8 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
         options = (group.get("attack_options") or {}).get("options")
         if options:
             lines += ["Attack options: " + ", ".join(f"{k}={v}" for k, v in options.items()) + ".", ""]
+        if group.get("weak_backdoor"):
+            lines += [_weak_backdoor_text(group["weak_backdoor"]), ""]
         shown = []
         for row in group["rows"]:
             cells: dict[str, Any] = {"defence": row["defence"]}

@@ -8,10 +8,11 @@ import time
 
 from art_pruning_defense.benchmark.defences import register
 from art_pruning_defense.benchmark.defences._common import _row, _Run, _test_metrics
+from art_pruning_defense.benchmark.report import UNDEFENDED
 
 
-@register("none", "no defence: the BadNet B itself", lambda config: ["no defence"])
+@register("none", "no defence: the BadNet B itself", lambda config: [UNDEFENDED])
 def _no_defence(run: _Run) -> list[dict]:
     start = time.perf_counter()
     metrics = _test_metrics(run, run.bad_labels("test"), run.bad_labels("test_poisoned"))
-    return [_row("no defence", time.perf_counter() - start, **metrics)]
+    return [_row(UNDEFENDED, time.perf_counter() - start, **metrics)]
