@@ -329,12 +329,17 @@ def test_sequential_copy_for_neural_cleanse():
 
 def test_cli_benchmark_writes_the_table(tmp_path, capsys):
     out = tmp_path / "bench"
+    # A setting the command line has no option for comes from a grid file (3 epochs of fine-tuning, as the smoke run).
+    grid = tmp_path / "grid.toml"
+    grid.write_text("fine_tune_epochs = 3\n")
     argv = [
         "benchmark",
         "--data",
         "digits",
         "--epochs",
         "12",
+        "--grid",
+        str(grid),
         "--out",
         str(out),
         "--quiet",
@@ -345,6 +350,7 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
         "strip",
     ]
     assert main(argv) == 0
+    assert json.loads((out / "grid.json").read_text())["settings"]["fine_tune_epochs"] == 3
     assert sorted(os.listdir(out)) == [
         ".art-prune-output",
         "cells",
