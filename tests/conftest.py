@@ -17,11 +17,13 @@ from art.estimators.classification import KerasClassifier  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def _frozen_heap():
     """
-    Move what the imports made (TensorFlow, Keras, ART, the test modules: some 400,000 objects) out of the garbage
-    collector's sight, once: the ``gc.collect()`` of ``clear_session`` after every test then no longer walks them (it
-    took 0.2–0.6 s a test, a few minutes over the suite). Objects made later, by the tests, are collected as before.
+    Before each test module: collect, then move every surviving object (TensorFlow, Keras, ART, Ray and the other
+    imports, session fixtures: some 400,000 objects) out of the garbage collector's sight. The ``gc.collect()`` of
+    ``clear_session`` after every test then no longer walks them: it took 0.2–0.6 s a test, minutes over the suite.
+    Objects made by the module's fixtures and tests are collected as before.
     """
     gc.collect()
     gc.freeze()
