@@ -21,21 +21,46 @@ def _failing(run: bench._Run) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def smoke_rows():
-    """One small digits benchmark (with an extra defence that raises), shared by the tests below."""
+def smoke_run():
+    """
+    One small digits benchmark (with an extra defence that raises), shared by the tests below: its rows, and the data
+    and BadNet it measured them on (caught on their way into the run).
+    """
     import keras
+
+    from art_pruning_defense.benchmark import runner
+
+    caught = {}
+    real_load, real_train = runner.load_benchmark_data, runner.train_badnet
+
+    def load(config):
+        caught["data"] = real_load(config)
+        return caught["data"]
+
+    def train(*args, **kwargs):
+        caught["classifier"] = real_train(*args, **kwargs)
+        return caught["classifier"]
 
     registry = dict(bench.DEFENCES)
     bench.DEFENCES["always-fails"] = bench.Defence("always-fails", "raises", _failing, lambda config: ["broken"])
     try:
-        keras.utils.set_random_seed(0)
-        config = bench.BenchmarkConfig(
-            data="digits", epochs=12, fine_tune_epochs=3, defences=SMOKE_DEFENCES + ("always-fails",)
-        )
-        return bench.run_benchmark(config, verbose=False)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(runner, "load_benchmark_data", load)
+            patch.setattr(runner, "train_badnet", train)
+            keras.utils.set_random_seed(0)
+            config = bench.BenchmarkConfig(
+                data="digits", epochs=12, fine_tune_epochs=3, defences=SMOKE_DEFENCES + ("always-fails",)
+            )
+            rows = bench.run_benchmark(config, verbose=False)
     finally:
         bench.DEFENCES.clear()
         bench.DEFENCES.update(registry)
+    return rows, caught["data"], caught["classifier"]
+
+
+@pytest.fixture(scope="module")
+def smoke_rows(smoke_run):
+    return smoke_run[0]
 
 
 def test_benchmark_smoke_run_rows(smoke_rows):
@@ -94,15 +119,15 @@ def test_benchmark_smoke_run_rows(smoke_rows):
     assert all(broken[key] is None for key in bench.ROW_KEYS[1:7])
 
 
-def test_benchmark_detection_matches_the_detector():
-    """The pruning rows' detection rates are FinePruningDetector's with fine_tune_epochs=0 and accuracy_drop=X."""
+def test_benchmark_detection_matches_the_detector(smoke_run):
+    """
+    The pruning rows' detection rates are FinePruningDetector's with fine_tune_epochs=0 and accuracy_drop=X, on the
+    smoke run's own data and BadNet (which the defences run after pruning must have left untouched).
+    """
     from art_pruning_defense import FinePruningDetector
     from art_pruning_defense._metrics import detection_metrics
 
-    config = bench.BenchmarkConfig(data="digits", epochs=12, defences=["pruning"]).resolved()
-    data = bench.load_benchmark_data(config)
-    classifier = bench.train_badnet(data.x_train, data.y_train, data.n_classes, config)
-    rows = bench.DEFENCES["pruning"].run(bench._Run(config, data, classifier, verbose=False))
+    rows, data, classifier = smoke_run
     for drop in (4.0, 10.0):
         detector = FinePruningDetector(
             classifier, data.x_train, data.y_train, data.x_valid, data.y_valid, accuracy_drop=drop, fine_tune_epochs=0
@@ -304,12 +329,17 @@ def test_sequential_copy_for_neural_cleanse():
 
 def test_cli_benchmark_writes_the_table(tmp_path, capsys):
     out = tmp_path / "bench"
+    # A setting the command line has no option for comes from a grid file (3 epochs of fine-tuning, as the smoke run).
+    grid = tmp_path / "grid.toml"
+    grid.write_text("fine_tune_epochs = 3\n")
     argv = [
         "benchmark",
         "--data",
         "digits",
         "--epochs",
         "12",
+        "--grid",
+        str(grid),
         "--out",
         str(out),
         "--quiet",
@@ -320,6 +350,7 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
         "strip",
     ]
     assert main(argv) == 0
+    assert json.loads((out / "grid.json").read_text())["settings"]["fine_tune_epochs"] == 3
     assert sorted(os.listdir(out)) == [
         ".art-prune-output",
         "cells",
