@@ -524,6 +524,17 @@ def _quiet_libraries(verbose: bool) -> None:
         absl.logging.set_verbosity(absl.logging.ERROR)
 
 
+def _release_tensorflow_memory() -> None:
+    """
+    Let TensorFlow hand freed tensors back to the system (the benchmark's memory: see
+    :func:`art_pruning_defense.benchmark._memory.use_system_allocator`). Called before TensorFlow is imported.
+    """
+    from art_pruning_defense.benchmark._memory import use_system_allocator
+
+    if not use_system_allocator():
+        logging.getLogger(__name__).debug("TensorFlow was imported already: its memory pool stays as it is.")
+
+
 @contextlib.contextmanager
 def _stderr_muted() -> Iterator[None]:
     """
@@ -590,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_arguments(args)
         with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
+            if args.command == "benchmark":
+                _release_tensorflow_memory()
             if getattr(args, "needs_tensorflow", True):
                 _quiet_libraries(args.verbose)
             code = int(args.func(args))

@@ -285,6 +285,28 @@ def test_abstentions_and_detection_rates():
     assert bench._detection_rates(flagged[2:], is_poison[2:]) == (None, 100.0)
 
 
+def test_predict_in_chunks_keeps_order_and_random_draws():
+    """ART's predictors take the whole array at once; in slices they give the same rows, drawing the same numbers."""
+    from art_pruning_defense.benchmark.defences._common import _predict_in_chunks
+
+    x = np.arange(10, dtype=np.float32)[:, None]
+    sizes = []
+
+    def predict(part: np.ndarray) -> np.ndarray:
+        sizes.append(len(part))
+        return part + np.random.random(len(part))[:, None]  # one draw per input, in order (as ART's STRIP)
+
+    np.random.seed(5)
+    whole = predict(x)
+    np.random.seed(5)
+    sizes.clear()
+    assert np.array_equal(_predict_in_chunks(predict, x, 4), whole)
+    assert sizes == [4, 4, 2]
+    sizes.clear()
+    assert _predict_in_chunks(predict, x[:3], 4).shape == (3, 1) and sizes == [3]  # one call where it fits
+    assert _predict_in_chunks(predict, x[:0], 4).shape == (0, 1)
+
+
 def test_neural_cleanse_learning_rate_survives_reset():
     """ART's reset zeroes every optimiser variable, Keras 3's learning rate included; the benchmark restores it."""
     import contextlib
@@ -327,7 +349,8 @@ def test_sequential_copy_for_neural_cleanse():
     assert np.any(model.get_layer("output").get_weights()[0] != 0)  # independent weights
 
 
-def test_cli_benchmark_writes_the_table(tmp_path, capsys):
+def test_cli_benchmark_writes_the_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", raising=False)
     out = tmp_path / "bench"
     # A setting the command line has no option for comes from a grid file (3 epochs of fine-tuning, as the smoke run).
     grid = tmp_path / "grid.toml"
@@ -351,6 +374,8 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert json.loads((out / "grid.json").read_text())["settings"]["fine_tune_epochs"] == 3
+    # The benchmark asks for TensorFlow's system allocator (a no-op here, TensorFlow being loaded already).
+    assert os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] == "1"
     assert sorted(os.listdir(out)) == [
         ".art-prune-output",
         "cells",

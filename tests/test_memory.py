@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from art_pruning_defense.benchmark._memory import PeakRSS, max_rss_bytes, rss_bytes
 
@@ -98,3 +99,45 @@ def test_release_memory_collects_cycles():
         assert alive() is None
     finally:
         gc.enable()
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}
+    environment.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300, check=True
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_use_system_allocator_sets_the_variable_before_tensorflow():
+    """Set where unset, an explicit value kept; TensorFlow imported already: reported as too late."""
+    from art_pruning_defense.benchmark._memory import use_system_allocator
+
+    code = (
+        "import os, sys; from art_pruning_defense.benchmark._memory import use_system_allocator as u; "
+        "print(u(), os.environ['TF_ONEDNN_USE_SYSTEM_ALLOCATOR'], 'tensorflow' in sys.modules)"
+    )
+    assert _python(code, {}) == "True 1 False"
+    assert _python(code, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}) == "True 0 False"
+    import tensorflow  # noqa: F401  (imported by the other tests anyway)
+
+    assert use_system_allocator() is False
+
+
+def test_system_allocator_hands_freed_tensors_back():
+    """TensorFlow's oneDNN pool keeps a freed 256 MiB tensor resident; with the system allocator it goes back."""
+    code = (
+        "from art_pruning_defense.benchmark._memory import rss_bytes, release_memory; import tensorflow as tf; "
+        "t = tf.ones((64, 2**20)); t.numpy(); before = rss_bytes(); del t; release_memory(); "
+        "print((before - rss_bytes()) // 2**20)"
+    )
+    pooled = int(_python(code, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "0"}))
+    returned = int(_python(code, {"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}))
+    assert returned >= 200, returned
+    if pooled >= 200:
+        pytest.skip(f"TensorFlow's pool now hands freed memory back by itself ({pooled} MiB)")

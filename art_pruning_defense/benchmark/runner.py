@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_pruning_defense.benchmark._memory import PeakRSS, release_memory
+from art_pruning_defense.benchmark._memory import SYSTEM_ALLOCATOR_VARIABLE, PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
@@ -359,7 +359,12 @@ def _run_ray(
 
     started_here = not ray.is_initialized()
     if started_here:
-        env = {"TF_DETERMINISTIC_OPS": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env = {
+            "TF_DETERMINISTIC_OPS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            # Freed tensors go back to the system (see use_system_allocator), in the workers as here.
+            SYSTEM_ALLOCATOR_VARIABLE: os.environ.get(SYSTEM_ALLOCATOR_VARIABLE, "1"),
+        }
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(_cell_task)

@@ -43,6 +43,7 @@ from art_pruning_defense.benchmark.defences._common import (
     _abstaining_labels,
     _art_output,
     _guarded,
+    _predict_in_chunks,
     _row,
     _Run,
     _test_metrics,
@@ -153,11 +154,14 @@ def _neural_cleanse(run: _Run) -> list[dict]:
         def measure(mitigation: str = mitigation, name: str = name, begin: float = begin) -> dict:
             seed_everything(config.seed)
             classifier = _NeuralCleanse(_sequential_copy(run.model, x_val[:PROBE_SIZE]), triggers=triggers, **params)
+            def predict(x: np.ndarray) -> np.ndarray:
+                return classifier.predict(x, batch_size=config.predict_batch_size)
+
             with _art_output(run.verbose), _without_unfiltered_warning():
                 classifier.mitigate(x_val, y_val, mitigation_types=[mitigation])
-                clean = _abstaining_labels(classifier.predict(data.x_test, batch_size=config.predict_batch_size))
-                poisoned = _abstaining_labels(
-                    classifier.predict(data.x_test_poisoned, batch_size=config.predict_batch_size)
+                clean, poisoned = (
+                    _abstaining_labels(_predict_in_chunks(predict, x, config.predict_batch_size))
+                    for x in (data.x_test, data.x_test_poisoned)
                 )
             metrics = _test_metrics(run, clean, poisoned, flags=True)
             detail = note

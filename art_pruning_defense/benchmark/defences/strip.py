@@ -26,6 +26,7 @@ from art_pruning_defense.benchmark.defences._common import (
     _abstaining_labels,
     _art_output,
     _as_probabilities,
+    _predict_in_chunks,
     _row,
     _Run,
     _test_detection,
@@ -86,8 +87,10 @@ def _strip(run: _Run) -> list[dict]:
     )
     with _art_output(run.verbose):
         strip.mitigate(data.x_valid)
-    clean = _abstaining_labels(strip.predict(data.x_test))
-    poisoned = _abstaining_labels(strip.predict(data.x_test_poisoned))
+    clean, poisoned = (
+        _abstaining_labels(_predict_in_chunks(strip.predict, x, config.predict_batch_size))
+        for x in (data.x_test, data.x_test_poisoned)
+    )
     metrics = _test_metrics(run, clean, poisoned, flags=True)
     score = {
         name: strip_scores(
