@@ -31,15 +31,37 @@ def _cell(value: Any, digits: int) -> str:
     return str(value)
 
 
+def _is_number(value: Any) -> bool:
+    """
+    :return: Whether ``value`` is a number, or text that shows one (``"0.8357"``, ``"79.82 ± 1.20"``).
+    """
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
+        return True
+    try:
+        float(str(value).split(" ± ")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _is_text(rows: Sequence[dict], key: str) -> bool:
+    """
+    :return: Whether a column holds text: some row has a value there that is neither missing nor a number.
+    """
+    return any(row.get(key) is not None and not _is_number(row.get(key)) for row in rows)
+
+
 def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], digits: int = 2) -> str:
     """
     :param rows: One dict per row.
     :param columns: ``(key, header)`` pairs, in order.
     :param digits: Decimals for floats.
-    :return: A GitHub-flavoured markdown table (``–`` where a value does not apply).
+    :return: A GitHub-flavoured markdown table (``–`` where a value does not apply): the first column and columns
+             of text left-aligned, columns of numbers right-aligned.
     """
     header = "| " + " | ".join(title for _, title in columns) + " |"
-    rule = "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(columns))) + "|"
+    rule = "|" + "|".join(" --- " if i == 0 or _is_text(rows, key) else " ---: " for i, (key, _) in enumerate(columns))
+    rule += "|"
     body = ["| " + " | ".join(_cell(row.get(key), digits) for key, _ in columns) + " |" for row in rows]
     return "\n".join([header, rule, *body])
 

@@ -96,3 +96,17 @@ def test_sweep_plot_labels_each_step_once(tmp_path, monkeypatch):
     plot_sweep(records, {2.0: 5, 4.0: 5, 10.0: 7}, str(tmp_path / "sweep.png"))
     assert labels == ["X=2, 4", "X=10"]
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_markdown_table_left_aligns_text_and_right_aligns_numbers():
+    from art_pruning_defense.reports import markdown_table
+
+    rows = [
+        {"defence": "no defence", "clean": 79.82, "auroc": "0.8357", "mean": "75.88 ± 1.20", "notes": None},
+        {"defence": "pruning", "clean": 75, "auroc": None, "mean": "70.10 ± 0.50", "notes": "17 of 64 channels"},
+    ]
+    columns = [("defence", "defence"), ("clean", "clean %"), ("auroc", "AUROC"), ("mean", "mean"), ("notes", "notes")]
+    lines = markdown_table(rows, columns).splitlines()
+    assert lines[1] == "| --- | ---: | ---: | ---: | --- |"
+    assert lines[2] == "| no defence | 79.82 | 0.8357 | 75.88 ± 1.20 | – |"
+    assert lines[3] == "| pruning | 75 | – | 70.10 ± 0.50 | 17 of 64 channels |"
