@@ -27,7 +27,7 @@ import logging
 import math
 import numbers
 import weakref
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -44,8 +44,10 @@ from art_pruning_defense.keras import (
     BATCHNORM_MODES,
     BatchPredictor,
     CachedTail,
+    CompiledHead,
     CompiledTail,
     PrunePoint,
+    RecomputedTail,
     as_functional,
     copy_model,
     find_prune_point,
@@ -67,11 +69,28 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+class _CutView(NamedTuple):
+    """
+    What the attack-aware pass needs of one cut: the channel means on the clean data, the ranking, which channels
+    are active on which clean and poisoned sample, and ``rows(tail)``: a budget's tail (a :class:`CompiledTail`) as
+    the rows functions on the clean and the poisoned data.
+    """
+
+    means: np.ndarray
+    order: np.ndarray
+    clean_active: np.ndarray
+    poisoned_active: np.ndarray
+    rows: Callable[[CompiledTail], tuple[CachedTail, CachedTail]]
+
+
 #: The compiled head and tail of each model, by cut: ``{user model: {cut name: (head, head_predict, tail)}}``.
 #: Keyed weakly, and nothing in the values refers to the user's model object, so an entry goes with its model.
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: The tail of the network is evaluated in batches this many times larger than ``batch_size``.
 TAIL_BATCH_FACTOR = 8
+#: Where the attack-aware pass recomputes a cut's activations (:class:`RecomputedTail`), a call's activations stay
+#: within this many bytes (fewer rows per call at a large cut).
+RECOMPUTED_CALL_BYTES = 32 * 2**20
 #: Fine-tuning runs that may be tried: a run that leaves B' worse on its own clean data than the pruned copy was has
 #: diverged, and is redone from the pruned copy at half the learning rate.
 MAX_FINE_TUNE_ATTEMPTS = 4
@@ -176,7 +195,9 @@ class FinePruning(Transformer):
         :param batch_size: Samples per forward pass.
         :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
                computed once and reused at every step when they fit; otherwise the data is swept in chunks of this
-               size and the part of the network before the layer runs twice.
+               size and the part of the network before the layer runs twice. With ``strategy="attack_aware"``, a
+               layer whose activations on the clean and the poisoned data exceed it keeps the (preprocessed) inputs
+               instead and runs the part of the network before the layer again for each evaluation.
         :param fine_tune_epochs: Fine-pruning: epochs of retraining on the clean data after pruning to
                ``prune_until``; 0 (the default) for pruning only. See the README for the recommended setting.
         :param fine_tune_learning_rate: The initial learning rate of fine-tuning.
@@ -649,41 +670,28 @@ class FinePruning(Transformer):
         with progress:
             for point in reversed(self._points):
                 head = split(self._model, point.cut_name)[0]
-                needed = 4 * (len(x) + len(poisoned_x)) * math.prod(int(d) for d in head.outputs[0].shape[1:])
-                if needed > self.max_cache_bytes:
-                    raise ValueError(
-                        f"strategy='attack_aware' keeps the activations of one layer in memory: {point.cut_name} needs "
-                        f"{needed / 2**20:.0f} MiB, more than max_cache_bytes={self.max_cache_bytes / 2**20:.0f} MiB. "
-                        "Raise max_cache_bytes or use fewer validation samples."
-                    )
                 head_predict = BatchPredictor(head)
-                clean_cache = self._activation_cache(head_predict, x, "x")
-                means = _sweep.ChannelMeans()
-                means.update(clean_cache)
-                order = _sweep.rank_channels(means.mean)
-                self.mean_activation_[point.layer_name] = means.mean
-                self.ranking_[point.layer_name] = order
-                clean_active = _sweep.active_channels(clean_cache)
-                # One TensorFlow copy of each cache, shared by the budgets' tails; the numpy copy goes at once.
-                clean_cache = tf.convert_to_tensor(clean_cache, dtype=tf.float32)
-                poisoned_cache = self._activation_cache(head_predict, poisoned_x, "poisoned_x")
-                poisoned_active = _sweep.active_channels(poisoned_cache)
-                poisoned_cache = tf.convert_to_tensor(poisoned_cache, dtype=tf.float32)
+                cut_bytes = 4 * (len(x) + len(poisoned_x)) * math.prod(int(d) for d in head.outputs[0].shape[1:])
+                if cut_bytes <= self.max_cache_bytes:
+                    view = self._cached_cut(head_predict, x, poisoned_x)
+                else:
+                    view = self._recomputed_cut(head_predict, x, poisoned_x, point.cut_name, cut_bytes)
+                self.mean_activation_[point.layer_name] = view.means
+                self.ranking_[point.layer_name] = view.order
                 for budget in budgets:
                     tail = CompiledTail(split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1])
                     min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
                     masks[budget][point] = _sweep.attack_aware_pass(
                         states[budget],
                         point.layer_name,
-                        clean_active,
-                        poisoned_active,
-                        order,
-                        CachedTail(tail, clean_cache, TAIL_BATCH_FACTOR * self.batch_size),
-                        CachedTail(tail, poisoned_cache, TAIL_BATCH_FACTOR * self.batch_size),
+                        view.clean_active,
+                        view.poisoned_active,
+                        view.order,
+                        *view.rows(tail),
                         min_hits,
                         on_candidate=progress.update,
                     )
-                del clean_cache, poisoned_cache
+                del view
         self.sweeps_ = {}
         self._masks = masks
         for budget in budgets:
@@ -697,6 +705,83 @@ class FinePruning(Transformer):
             )
         self.sweep_ = self.sweeps_[max(self.accuracy_drops)]
         self.steps_ = {drop: len(self.sweeps_[drop]) - 1 for drop in self.accuracy_drops}
+
+    def _cached_cut(self, head_predict: BatchPredictor, x: np.ndarray, poisoned_x: np.ndarray) -> _CutView:
+        """
+        :return: The attack-aware pass's view of one cut, from the activations of all of ``x`` and ``poisoned_x``
+                 held in memory (one TensorFlow copy of each, shared by the budgets' tails).
+        """
+        tail_batch = TAIL_BATCH_FACTOR * self.batch_size
+        clean_cache = self._activation_cache(head_predict, x, "x")
+        means = _sweep.ChannelMeans()
+        means.update(clean_cache)
+        order = _sweep.rank_channels(means.mean)
+        clean_active = _sweep.active_channels(clean_cache)
+        clean_cache = tf.convert_to_tensor(clean_cache, dtype=tf.float32)  # the numpy copy goes at once
+        poisoned_cache = self._activation_cache(head_predict, poisoned_x, "poisoned_x")
+        poisoned_active = _sweep.active_channels(poisoned_cache)
+        poisoned_cache = tf.convert_to_tensor(poisoned_cache, dtype=tf.float32)
+        return _CutView(
+            means.mean,
+            order,
+            clean_active,
+            poisoned_active,
+            lambda tail: (CachedTail(tail, clean_cache, tail_batch), CachedTail(tail, poisoned_cache, tail_batch)),
+        )
+
+    def _recomputed_cut(
+        self, head_predict: BatchPredictor, x: np.ndarray, poisoned_x: np.ndarray, cut_name: str, cut_bytes: int
+    ) -> _CutView:
+        """
+        As :meth:`_cached_cut` where the cut's activations would exceed ``max_cache_bytes``: the means and the active
+        channels are reduced batch by batch, and the preprocessed inputs are kept instead of the activations, the
+        head run again on the rows of each evaluation (:class:`RecomputedTail`).
+
+        :param cut_name: Name of the cut (for the messages).
+        :param cut_bytes: Size of the activations at the cut on ``x`` and ``poisoned_x`` (for the messages).
+        :raises ValueError: If the preprocessed inputs do not fit in ``max_cache_bytes`` either.
+        """
+        head = head_predict.model
+        input_bytes = 4 * (len(x) + len(poisoned_x)) * math.prod(int(d) for d in head.inputs[0].shape[1:])
+        if input_bytes > self.max_cache_bytes:
+            raise ValueError(
+                f"strategy='attack_aware' keeps either the activations at {cut_name} "
+                f"({cut_bytes / 2**20:.0f} MiB) or the inputs ({input_bytes / 2**20:.0f} MiB) of x and poisoned_x in "
+                f"memory; both exceed max_cache_bytes={self.max_cache_bytes / 2**20:.0f} MiB. Raise max_cache_bytes "
+                "or use fewer validation samples."
+            )
+        means = _sweep.ChannelMeans()
+        clean_active = []
+        for activations in self._activations(head_predict, x, self.batch_size, name="x"):
+            means.update(activations)
+            clean_active.append(_sweep.active_channels(activations))
+        poisoned_active = [
+            _sweep.active_channels(a)
+            for a in self._activations(head_predict, poisoned_x, self.batch_size, name="poisoned_x")
+        ]
+        sample_bytes = 4 * math.prod(int(d) for d in head.outputs[0].shape[1:])
+        # The head's activations of a call are transient here: rows per call bounded by their size too.
+        tail_batch = max(1, min(TAIL_BATCH_FACTOR * self.batch_size, RECOMPUTED_CALL_BYTES // sample_bytes))
+        compiled_head = CompiledHead(head)
+        clean_inputs = np.asarray(self._prepared(np.asarray(x)), dtype=np.float32)
+        poisoned_inputs = np.asarray(self._prepared(np.asarray(poisoned_x)), dtype=np.float32)
+        logger.info(
+            "Attack-aware pass at %s: its activations (%.0f MiB) exceed max_cache_bytes; keeping the inputs "
+            "(%.0f MiB) and recomputing the head per evaluation.",
+            cut_name,
+            cut_bytes / 2**20,
+            input_bytes / 2**20,
+        )
+        return _CutView(
+            means.mean,
+            _sweep.rank_channels(means.mean),
+            np.concatenate(clean_active),
+            np.concatenate(poisoned_active),
+            lambda tail: (
+                RecomputedTail(compiled_head, tail, clean_inputs, tail_batch),
+                RecomputedTail(compiled_head, tail, poisoned_inputs, tail_batch),
+            ),
+        )
 
     def _fine_prune(
         self, clean: "ArrayBatches | StreamBatches", poisoned: "ArrayBatches | StreamBatches | None"

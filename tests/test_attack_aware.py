@@ -71,3 +71,39 @@ def test_strategy_parameters_are_checked(digits_badnet):
         FinePruning(classifier, layer_names=["conv_1"])
     with pytest.raises(ValueError, match="Unknown layer_name 'nope'"):
         FinePruning(classifier, strategy="attack_aware", layer_names=["conv_2", "nope"])
+
+
+def _sample_bytes(shape) -> int:
+    return 4 * int(np.prod([int(d) for d in shape[1:]]))
+
+
+def test_cuts_too_large_for_the_cache_are_recomputed_from_the_inputs_with_the_same_result(attack_aware, caplog):
+    data, classifier, cached = attack_aware
+    n = len(data.x_valid) + len(data.x_valid_poisoned)
+    input_bytes = n * _sample_bytes(data.x_valid.shape)
+    model = classifier.model
+    cut_bytes = {p.layer_name: n * _sample_bytes(model.get_layer(p.cut_name).output.shape) for p in cached.prune_points}
+    assert all(size > input_bytes for size in cut_bytes.values())  # else the test would not reach the new path
+    defence = FinePruning(
+        classifier, strategy="attack_aware", accuracy_drops=(2, 10), max_cache_bytes=input_bytes, verbose=False
+    )
+    with caplog.at_level("INFO", logger="art_pruning_defense.fine_pruning"):
+        defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)
+    assert sum("recomputing the head" in r.getMessage() for r in caplog.records) == len(cut_bytes)
+    for layer in cut_bytes:
+        np.testing.assert_array_equal(defence.ranking_[layer], cached.ranking_[layer])
+        np.testing.assert_allclose(defence.mean_activation_[layer], cached.mean_activation_[layer], rtol=1e-6)
+    assert defence.sweeps_ == cached.sweeps_
+    for drop in (2, 10):
+        for layer, channels in cached.pruned_channels(drop).items():
+            np.testing.assert_array_equal(defence.pruned_channels(drop)[layer], channels)
+
+
+def test_attack_aware_refuses_a_cache_bound_below_the_inputs(digits_badnet):
+    data, classifier = digits_badnet
+    n = len(data.x_valid) + len(data.x_valid_poisoned)
+    defence = FinePruning(
+        classifier, strategy="attack_aware", max_cache_bytes=n * _sample_bytes(data.x_valid.shape) - 1, verbose=False
+    )
+    with pytest.raises(ValueError, match=r"keeps either the activations at .* or the inputs .* both exceed"):
+        defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)

@@ -20,8 +20,6 @@ from art_pruning_defense._validation import check_drops, check_positive_int
 #: ``BenchmarkConfig.data`` value of the embedded data set (scikit-learn's digits, upsampled to 16×16).
 DIGITS = "digits"
 
-#: Activation cache of the attack-aware rows (2 GiB).
-ATTACK_AWARE_CACHE_BYTES = 2 * 2**30
 #: The defender's clean validation split, by data source (the digits split is fixed by
 #: :func:`~art_pruning_defense.badnet.digits_badnet_data`).
 DEFAULT_N_VALID_NPZ = 5000

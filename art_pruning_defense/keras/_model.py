@@ -867,6 +867,13 @@ class CachedTail:
             return compiled.forward, (tf.convert_to_tensor(mask),)
         return compiled.forward_reordered, (tf.convert_to_tensor(mask), self._restore)
 
+    def _cut(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """
+        :param rows: Indices of a call's samples.
+        :return: The activations the call reads and the rows of its samples in them.
+        """
+        return self._activations, rows
+
     def __call__(self, rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
         """
         :param rows: Indices of the samples to evaluate (``None``: all).
@@ -876,10 +883,69 @@ class CachedTail:
         rows = np.arange(self._n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         function, arguments = self._function(np.asarray(mask, dtype=np.float32))
         parts = [
-            function(self._activations, tf.convert_to_tensor(rows[start : start + self.batch_size]), *arguments).numpy()
+            function(*self._cut(tf.convert_to_tensor(rows[start : start + self.batch_size])), *arguments).numpy()
             for start in range(0, len(rows), self.batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+class CompiledHead:
+    """
+    The compiled evaluation of a head (input → cut) on rows of an input tensor, shared by the clean and the poisoned
+    :class:`RecomputedTail` of one cut (traced once): ``head(inputs, rows) → activations at the cut``.
+
+    :param head: The head model, as made by :func:`split`.
+    """
+
+    def __init__(self, head: keras.Model) -> None:
+        self.head = head
+        self.n_channels = int(head.outputs[0].shape[-1])
+        inputs_spec = tf.TensorSpec([None, *head.inputs[0].shape[1:]], tf.float32)
+
+        def forward(inputs: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+            return head(tf.gather(inputs, rows), training=False)
+
+        self._forward = tf.function(forward, input_signature=[inputs_spec, tf.TensorSpec([None], tf.int64)])
+
+    def __call__(self, inputs: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+        """
+        :param inputs: The network's (preprocessed) inputs.
+        :param rows: Indices of the samples.
+        :return: The head's output on those samples.
+        """
+        return self._forward(inputs, rows)
+
+
+class RecomputedTail(CachedTail):
+    """
+    A :class:`CachedTail` that keeps the network's inputs instead of the activations at the cut, and runs the head
+    on a call's rows before the tail: memory of the inputs rather than of the cut's activations (which, at an early
+    convolution, are many times larger), for the head's forward pass on each call. The tail's part is the same
+    compiled function as a cached tail's, so the labels are those of a cached tail on the head's activations.
+
+    :param head: The head model (input → cut), as made by :func:`split`, or its :class:`CompiledHead` (to share it).
+    :param tail: The tail model (cut output → network output), or its :class:`CompiledTail`.
+    :param inputs: The inputs, preprocessed as the head expects them, shape ``(n, ...)``.
+    :param batch_size: Rows per call.
+    """
+
+    def __init__(
+        self,
+        head: keras.Model | CompiledHead,
+        tail: keras.Model | CompiledTail,
+        inputs: np.ndarray,
+        batch_size: int,
+    ) -> None:
+        self.batch_size = batch_size
+        self._head = head if isinstance(head, CompiledHead) else CompiledHead(head)
+        self._inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
+        self._n = int(inputs.shape[0])
+        self._n_channels = self._head.n_channels
+        self._order = None
+        self._compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
+
+    def _cut(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self._head(self._inputs, rows), tf.range(tf.size(rows, out_type=tf.int64), dtype=tf.int64)
 
 
 def save_model(model: keras.Model, path: str) -> None:
