@@ -252,7 +252,9 @@ def rebatch(pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> 
     """
     :param pairs: ``(inputs, labels)`` batches of any sizes.
     :param batch_size: Samples per output batch.
-    :return: The same samples, in the same order, in batches of ``batch_size`` (the last may be smaller).
+    :return: The same samples, in the same order, in batches of ``batch_size`` (the last may be smaller). While the
+             caller holds an output batch, this generator holds none of its samples (only those of the input batch
+             it is cutting), so a batch the caller drops is freed.
     """
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
@@ -265,7 +267,16 @@ def rebatch(pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> 
             held += take
             x, y = x[take:], y[take:]
             if held == batch_size:
-                yield np.concatenate(xs), np.concatenate(ys)
-                xs, ys, held = [], [], 0
+                held = 0
+                yield _joined(xs), _joined(ys)
     if held:
-        yield np.concatenate(xs), np.concatenate(ys)
+        yield _joined(xs), _joined(ys)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """
+    :return: The parts concatenated; ``parts`` is emptied.
+    """
+    joined = np.concatenate(parts)
+    parts.clear()
+    return joined

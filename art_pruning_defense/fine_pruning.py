@@ -600,26 +600,32 @@ class FinePruning(Transformer):
         )
 
         def sweep(activations: list[np.ndarray], references: list[np.ndarray]) -> _sweep.SweepCounts:
+            """
+            :param activations: A chunk's activations, batch by batch: the list is emptied once they are copied
+                   (held by nothing else, they go then), so that at most two copies of a chunk are ever held.
+            """
             # Cached with the channels in pruning order, step k keeps the last channels: a slice, not a gather.
             in_order = np.concatenate([a[..., order] for a in activations])
-            return _sweep.sweep_chunk(
-                _sweep.active_channels(in_order)[:, np.argsort(order)],
-                np.concatenate(references),
-                order,
-                CachedTail(compiled_tail, in_order, tail_batch, channel_order=order),
-                on_step=progress.update,
-            )
+            activations.clear()
+            active = _sweep.active_channels(in_order)[:, np.argsort(order)]
+            tail = CachedTail(compiled_tail, in_order, tail_batch, channel_order=order)  # TensorFlow's copy
+            del in_order
+            return _sweep.sweep_chunk(active, np.concatenate(references), order, tail, on_step=progress.update)
 
         def run(source: "ArrayBatches | StreamBatches") -> _sweep.SweepCounts:
             counts = _sweep.SweepCounts.zeros(len(order) + 1)
             activations = ((head_predict(self._prepared(b.x), self.batch_size), b.y) for b in source.batches())
             for held, references in rebatch(activations, chunk):  # chunks of max_cache_bytes, whatever the batches
-                counts += sweep([held], [references])
+                parts = [held]
+                del held
+                counts += sweep(parts, [references])
             return counts
 
         with progress:
             if cache is not None:
-                clean_counts = sweep([a for a, _ in cache], [r for _, r in cache])
+                parts, references = [a for a, _ in cache], [r for _, r in cache]
+                cache = None
+                clean_counts = sweep(parts, references)
             else:
                 clean_counts = run(clean)
             cache = None

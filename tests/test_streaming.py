@@ -233,3 +233,25 @@ def test_bad_streams_in_goodnet_and_fit_arguments(tiny_classifier, bad_data):
     with pytest.raises(ValueError, match="x_clean is empty"):
         goodnet.calibrate(tf.data.Dataset.from_tensor_slices(x[:0]).batch(3))
     assert goodnet.threshold_ is None
+
+
+def test_rebatch_gives_the_samples_in_order_and_keeps_none_of_a_batch_it_gave():
+    import weakref
+
+    from art_pruning_defense._stream import rebatch
+
+    made = []
+
+    def make(i: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.full((3, 2), i, dtype=np.float32)
+        made.append(weakref.ref(x))
+        return x, np.full(3, i)
+
+    batches = rebatch((make(i) for i in range(4)), 5)
+    x, y = next(batches)
+    assert x.shape == (5, 2) and y.tolist() == [0, 0, 0, 1, 1]
+    # The first input batch went entirely into the output: nothing but the output holds its samples.
+    assert made[0]() is None
+    rest = list(batches)
+    assert [len(b) for b, _ in rest] == [5, 2]
+    assert np.concatenate([y] + [r for _, r in rest]).tolist() == np.repeat(np.arange(4), 3).tolist()
