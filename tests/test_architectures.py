@@ -241,3 +241,55 @@ def test_attack_aware_default_layers_are_blocks_on_every_path():
     assert last_prunable_layers(as_functional(resnet), 3) == [f"stage3_block{b}_out" for b in (1, 2, 3)]
     defence = FinePruning(KerasClassifier(deepid, clip_values=(0.0, 255.0)), strategy="attack_aware")
     assert [p.layer_name for p in defence.prune_points] == ["conv_1", "conv_2", "conv_3"]
+
+
+def _augment_whole(x: np.ndarray, rng: np.random.Generator, pad: int, flip: bool) -> np.ndarray:
+    """The augmentation written for the whole array at once (the definition that the chunked one must reproduce)."""
+    n, height, width = x.shape[:3]
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    out = np.stack([padded[i, dy[i] : dy[i] + height, dx[i] : dx[i] + width] for i in range(n)])
+    if flip:
+        flipped = rng.random(n) < 0.5
+        out[flipped] = out[flipped, :, ::-1]
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4096])
+def test_augment_in_chunks_and_by_rows_equals_the_whole_array(monkeypatch, chunk):
+    from art_pruning_defense.keras import _architectures
+
+    monkeypatch.setattr(_architectures, "AUGMENT_CHUNK", chunk)
+    x = np.random.default_rng(0).random((10, 6, 5, 3), dtype=np.float32)
+    rows = np.array([7, 2, 2, 9, 0])
+    whole = _augment_whole(x, np.random.default_rng(1), pad=2, flip=True)
+    assert np.array_equal(_architectures.augment(x, np.random.default_rng(1), 2, True), whole)
+    assert np.array_equal(
+        _architectures.augment(x, np.random.default_rng(1), 2, True, rows=rows),
+        _augment_whole(x[rows], np.random.default_rng(1), pad=2, flip=True),
+    )
+    assert not np.array_equal(whole, _augment_whole(x, np.random.default_rng(2), pad=2, flip=True))
+
+
+@pytest.mark.parametrize("augment_pad", [0, 1])
+def test_fit_classifier_on_rows_equals_fitting_the_copy(augment_pad):
+    """Training on ``rows`` of x (no copy kept) gives the very weights of training on ``x[rows]``."""
+    from art_pruning_defense.keras import fit_classifier
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 8, 8, 3), dtype=np.float32)
+    y = rng.integers(0, 3, 60)
+    rows = np.sort(rng.choice(60, 40, replace=False))
+
+    def trained(**kwargs) -> list[np.ndarray]:
+        keras.utils.set_random_seed(0)
+        model = build_architecture("small-cnn", (8, 8, 3), 3)
+        fit_classifier(model, epochs=2, batch_size=16, augment_pad=augment_pad, augment_flip=augment_pad > 0, **kwargs)
+        return model.get_weights()
+
+    by_rows = trained(x=x, y=y, rows=rows)
+    copied = trained(x=x[rows], y=y[rows])
+    assert all(np.array_equal(a, b) for a, b in zip(by_rows, copied))
+    other = trained(x=x, y=y, rows=rows[::-1])  # another order of the same rows trains otherwise
+    assert not all(np.array_equal(a, b) for a, b in zip(by_rows, other))

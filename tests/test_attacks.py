@@ -154,3 +154,15 @@ def test_clean_label_uses_arts_pgd_and_keeps_labels():
     assert np.max(np.abs(out.x[out.is_poison] - trigger_only)) <= 0.3 + 1e-5  # within PGD's eps
     assert 0.0 <= out.x.min() and out.x.max() <= 1.0
     assert np.array_equal(out.x[~out.is_poison], x[~out.is_poison])
+
+
+@pytest.mark.parametrize("name", ["badnets", "wanet"])  # wanet also modifies further samples (its noise mode)
+def test_poisoning_in_place_gives_the_same_set(name):
+    """``copy=False`` (what the benchmark uses: no second copy of the training set) poisons x itself, identically."""
+    x, y = _data(shape=(12, 14, 3))
+    copied = make_attack(name, target=1, poison_rate=0.1, seed=5).poison(x, y)
+    inplace_x = x.copy()
+    inplace = make_attack(name, target=1, poison_rate=0.1, seed=5).poison(inplace_x, y, copy=False)
+    assert inplace.x is inplace_x and np.array_equal(inplace.x, copied.x)
+    assert np.array_equal(inplace.y, copied.y) and np.array_equal(inplace.is_modified, copied.is_modified)
+    assert np.array_equal(x, _data(shape=(12, 14, 3))[0])  # the copying call left its input alone

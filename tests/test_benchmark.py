@@ -307,6 +307,35 @@ def test_predict_in_chunks_keeps_order_and_random_draws():
     assert _predict_in_chunks(predict, x[:0], 4).shape == (0, 1)
 
 
+def test_chunked_activations_equal_arts_whole_call(monkeypatch):
+    """ART's filtering defences get the activations of one whole ``get_activations`` call, slice by slice."""
+    import keras
+    from art.estimators.classification import KerasClassifier
+
+    from art_pruning_defense.benchmark.defences import _common
+    from art_pruning_defense.keras import build_architecture
+
+    monkeypatch.setattr(_common, "ACTIVATION_CHUNK", 32)
+    keras.utils.set_random_seed(0)
+    model = build_architecture("small-cnn", (8, 8, 1), 3)
+    x = np.random.default_rng(0).random((100, 8, 8, 1), dtype=np.float32)
+    whole = KerasClassifier(model, clip_values=(0.0, 1.0))
+    chunked = _common._ChunkedActivations(model, clip_values=(0.0, 1.0))
+    calls = []
+    monkeypatch.setattr(
+        KerasClassifier,
+        "get_activations",
+        lambda self, part, *args, _original=KerasClassifier.get_activations, **kwargs: (
+            calls.append(len(part)) or _original(self, part, *args, **kwargs)
+        ),
+    )
+    layer = len(whole.layer_names) - 1  # the layer ART's activation clustering and spectral signatures read
+    expected = whole.get_activations(x, layer)
+    calls.clear()
+    assert np.array_equal(chunked.get_activations(x, layer, batch_size=128), expected)
+    assert calls == [32, 32, 32, 4]
+
+
 def test_neural_cleanse_learning_rate_survives_reset():
     """ART's reset zeroes every optimiser variable, Keras 3's learning rate included; the benchmark restores it."""
     import contextlib

@@ -17,12 +17,15 @@ if TYPE_CHECKING:
     import keras
 
 
-def train_badnet(x: np.ndarray, y: np.ndarray, n_classes: int, config: BenchmarkConfig) -> KerasClassifier:
+def train_badnet(
+    x: np.ndarray, y: np.ndarray, n_classes: int, config: BenchmarkConfig, rows: np.ndarray | None = None
+) -> KerasClassifier:
     """
     :param x: Training images in [0, 1], channels last.
     :param y: Integer labels.
     :param n_classes: Number of classes.
     :param config: Architecture (or model file), seed, epochs, batch size and augmentation (defaults resolved here).
+    :param rows: Train on these samples only (as on ``x[rows]``, without that copy); ``None``: all.
     :return: The network, freshly initialised from the seed and trained, as an ART ``KerasClassifier`` with clip
              values (0, 1).
     """
@@ -46,6 +49,7 @@ def train_badnet(x: np.ndarray, y: np.ndarray, n_classes: int, config: Benchmark
         augment_pad=AUGMENT_PADDING if augment else 0,
         augment_flip=augment and config.flip,
         seed=config.seed,
+        rows=rows,
     )
     return KerasClassifier(model, clip_values=(0.0, 1.0))
 

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 WEIGHT_DECAY = 1e-4
 #: VGG-11's configuration A: channels per conv, "M" for a 2×2 max-pooling.
 VGG11_LAYERS: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+#: Images :func:`augment` crops and flips at a time (bounds its temporaries: a CIFAR-sized set padded whole is 1 GB).
+AUGMENT_CHUNK = 4096
 
 
 def _l2(weight_decay: float) -> keras.regularizers.Regularizer | None:
@@ -205,31 +207,46 @@ def build_architecture(name: str, input_shape: tuple[int, int, int], n_classes: 
     return ARCHITECTURES[name].build(tuple(int(d) for d in input_shape), int(n_classes))
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, pad: int, flip: bool) -> np.ndarray:
+def augment(
+    x: np.ndarray, rng: np.random.Generator, pad: int, flip: bool, rows: np.ndarray | None = None
+) -> np.ndarray:
     """
     The standard augmentation of small natural images: a random crop of the image padded with ``pad`` zero pixels on
     each side, and (``flip``) a horizontal flip with probability 1/2.
+
+    Images are augmented :data:`AUGMENT_CHUNK` at a time, so that beyond its result it holds the padded copy of one
+    chunk, not of the whole set; the random draws are made for the whole set first, so the result does not depend on
+    the chunk size.
 
     :param x: Images, shape ``(n, height, width, channels)``.
     :param rng: Random generator.
     :param pad: Padding in pixels (0: no crop).
     :param flip: Flip horizontally at random (off for data where mirroring changes the class, e.g. digits).
+    :param rows: Augment only these images of ``x``, in this order (the same as augmenting ``x[rows]``, without that
+           copy); ``None``: all.
     :return: Augmented copies of the images.
     """
-    n, height, width = x.shape[:3]
-    out = np.empty_like(x)
+    n = len(x) if rows is None else len(rows)
+    height, width = x.shape[1:3]
     if pad > 0:
-        padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         dy = rng.integers(0, 2 * pad + 1, n)
         dx = rng.integers(0, 2 * pad + 1, n)
-        rows = dy[:, None] + np.arange(height)[None, :]
-        cols = dx[:, None] + np.arange(width)[None, :]
-        out[:] = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    else:
-        out[:] = x
-    if flip:
-        flipped = rng.random(n) < 0.5
-        out[flipped] = out[flipped, :, ::-1]
+    flipped = rng.random(n) < 0.5 if flip else None
+    out = np.empty((n, *x.shape[1:]), dtype=x.dtype)
+    for start in range(0, n, AUGMENT_CHUNK):
+        stop = min(n, start + AUGMENT_CHUNK)
+        part = x[start:stop] if rows is None else x[rows[start:stop]]
+        target = out[start:stop]
+        if pad > 0:
+            padded = np.pad(part, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+            crop_rows = dy[start:stop, None] + np.arange(height)[None, :]
+            crop_cols = dx[start:stop, None] + np.arange(width)[None, :]
+            target[:] = padded[np.arange(stop - start)[:, None, None], crop_rows[:, :, None], crop_cols[:, None, :]]
+        else:
+            target[:] = part
+        if flipped is not None:
+            chunk_flipped = flipped[start:stop]
+            target[chunk_flipped] = target[chunk_flipped, :, ::-1]
     return out
 
 
@@ -260,13 +277,18 @@ def fit_classifier(
     augment_flip: bool = False,
     seed: int = 0,
     on_epoch: Callable[[int], None] | None = None,
+    rows: np.ndarray | None = None,
 ) -> keras.Model:
     """
     Train a classifier on integer labels (compiles the model), with optional augmentation drawn afresh each epoch.
 
+    Keras gets each epoch's inputs as one backend tensor, made from a numpy copy that is dropped at once, so that
+    training holds ``x`` and one copy of the (augmented) inputs rather than ``x``, the augmented copy and the copy that
+    Keras would make of it.
+
     :param model: The model (trained in place).
     :param x: Inputs.
-    :param y: Integer labels.
+    :param y: Integer labels of ``x``.
     :param epochs: Epochs.
     :param batch_size: Batch size.
     :param optimizer: ``"adam"`` or ``"sgd"`` (see :func:`make_optimizer`).
@@ -275,10 +297,14 @@ def fit_classifier(
     :param augment_flip: Random horizontal flips.
     :param seed: Seed for shuffling and augmentation.
     :param on_epoch: Called with the epoch number (from 1) after each epoch (progress).
+    :param rows: Train on these samples of ``x`` and ``y`` only, in this order (the same training as on ``x[rows]``,
+           without keeping that copy); ``None``: all.
     :return: The model.
     """
+    n = len(x) if rows is None else len(rows)
+    labels = y if rows is None else y[rows]
     keras.utils.set_random_seed(seed)
-    steps = epochs * math.ceil(len(x) / batch_size)
+    steps = epochs * math.ceil(n / batch_size)
     model.compile(
         optimizer=make_optimizer(optimizer, learning_rate, steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
@@ -287,13 +313,14 @@ def fit_classifier(
         callbacks = (
             [] if on_epoch is None else [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: on_epoch(e + 1))]
         )
-        model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+        inputs = x if rows is None else keras.ops.convert_to_tensor(x[rows])
+        model.fit(inputs, labels, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
         return model
     rng = np.random.default_rng(seed)
     for epoch in range(1, epochs + 1):
-        model.fit(
-            augment(x, rng, augment_pad, augment_flip), y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0
-        )
+        inputs = keras.ops.convert_to_tensor(augment(x, rng, augment_pad, augment_flip, rows))
+        model.fit(inputs, labels, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
+        del inputs
         if on_epoch is not None:
             on_epoch(epoch)
     return model

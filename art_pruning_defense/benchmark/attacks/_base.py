@@ -129,12 +129,14 @@ class Attack:
         pool = np.count_nonzero(y == self.target) if self.clean_label else len(y)
         return max(1, int(round(self.poison_rate * pool)))
 
-    def poison(self, x: np.ndarray, y: np.ndarray) -> PoisonedData:
+    def poison(self, x: np.ndarray, y: np.ndarray, copy: bool = True) -> PoisonedData:
         """
         Poison a training set.
 
         :param x: Clean training images, float32 in [0, 1], ``(n, height, width, channels)``.
         :param y: Their integer labels ``(n,)``.
+        :param copy: ``False``: poison the images of ``x`` in place (saves a copy of the training set; its clean
+               images are then gone, and the result's ``x`` is ``x`` itself).
         :return: The poisoned training set, which samples are poisoned, and the test-time trigger.
         :raises ValueError: If the images or labels are malformed, or there are too few samples to poison.
         """
@@ -152,7 +154,7 @@ class Attack:
             )
         rng = np.random.default_rng(self.seed)
         chosen = np.sort(rng.choice(candidates, size=n, replace=False))
-        x_out, y_out = x.copy(), y.astype(np.int64, copy=True)
+        x_out, y_out = (x.copy() if copy else x), y.astype(np.int64, copy=True)
         x_out[chosen] = self._poison_samples(x[chosen], y[chosen])
         if not self.clean_label:
             y_out[chosen] = self.target

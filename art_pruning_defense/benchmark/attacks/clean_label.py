@@ -52,10 +52,11 @@ class CleanLabel(Attack):
         self._x_clean: np.ndarray | None = None
         self._y_clean: np.ndarray | None = None
 
-    def poison(self, x: np.ndarray, y: np.ndarray):  # noqa: D102 - documented in Attack
+    def poison(self, x: np.ndarray, y: np.ndarray, copy: bool = True):  # noqa: D102 - documented in Attack
+        # The proxy trains on the clean images in _poison_samples, before any image of x is replaced.
         self._x_clean, self._y_clean = x, np.asarray(y)
         try:
-            return super().poison(x, y)
+            return super().poison(x, y, copy=copy)
         finally:
             self._x_clean = self._y_clean = None
 

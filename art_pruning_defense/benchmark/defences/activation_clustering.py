@@ -22,7 +22,7 @@ def _activation_clustering(run: _Run) -> list[dict]:
     from art.defences.detector.poison import ActivationDefence
 
     def detect(y_onehot: np.ndarray) -> list[int]:
-        defence = ActivationDefence(run.classifier, run.data.x_train, y_onehot)
+        defence = ActivationDefence(run.chunked_classifier(), run.data.x_train, y_onehot)
         _, is_clean = defence.detect_poison(**ACTIVATION_CLUSTERING_PARAMS)
         return is_clean
 

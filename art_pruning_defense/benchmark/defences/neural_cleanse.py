@@ -33,11 +33,6 @@ from art.utils import to_categorical
 from art_pruning_defense.benchmark.config import NC_MITIGATIONS, PROBE_SIZE
 from art_pruning_defense.keras import seed_everything
 
-if TYPE_CHECKING:
-    import keras
-
-logger = logging.getLogger(__name__)
-
 from art_pruning_defense.benchmark.defences import register
 from art_pruning_defense.benchmark.defences._common import (
     _abstaining_labels,
@@ -49,6 +44,11 @@ from art_pruning_defense.benchmark.defences._common import (
     _test_metrics,
     _without_unfiltered_warning,
 )
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger(__name__)
 
 
 class _NeuralCleanse(KerasNeuralCleanse):

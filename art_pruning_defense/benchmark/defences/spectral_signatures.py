@@ -24,7 +24,7 @@ def _spectral_signatures(run: _Run) -> list[dict]:
 
     def detect(y_onehot: np.ndarray) -> list[int]:
         defence = SpectralSignatureDefense(
-            run.classifier,
+            run.chunked_classifier(),
             run.data.x_train,
             y_onehot,
             expected_pp_poison=float(np.mean(run.data.is_poison_train)),
