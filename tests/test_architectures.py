@@ -293,3 +293,30 @@ def test_fit_classifier_on_rows_equals_fitting_the_copy(augment_pad):
     assert all(np.array_equal(a, b) for a, b in zip(by_rows, copied))
     other = trained(x=x, y=y, rows=rows[::-1])  # another order of the same rows trains otherwise
     assert not all(np.array_equal(a, b) for a, b in zip(by_rows, other))
+
+
+def test_training_inputs_are_shared_with_tensorflow_without_a_copy():
+    """Augmented inputs are made aligned and handed to Keras as a tensor over the same memory; others are copied."""
+    from art_pruning_defense._aligned import TENSOR_ALIGNMENT, aligned_empty
+    from art_pruning_defense.keras import _architectures
+    from art_pruning_defense.keras._model import shared_tensor
+
+    x = np.random.default_rng(0).random((20, 6, 5, 3), dtype=np.float32)
+    augmented = _architectures.augment(x, np.random.default_rng(1), 1, True)
+    assert augmented.ctypes.data % TENSOR_ALIGNMENT == 0 and augmented.flags.c_contiguous
+    shared = _architectures._fit_inputs(augmented)
+    assert np.array_equal(np.asarray(shared), augmented)
+    augmented[0, 0, 0, 0] = 7.0  # the same memory: the tensor sees the change
+    assert float(shared[0, 0, 0, 0]) == 7.0
+    # Not shareable (misaligned, float64, strided, read-only): the same values, copied (or left to Keras).
+    misaligned = aligned_empty((x.size + 1,), np.float32)[1:].reshape(x.shape)
+    misaligned[...] = x
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    for array in (misaligned, x.astype(np.float64), x[:, ::2], read_only):
+        assert _architectures._fit_inputs(array) is array
+        copied = shared_tensor(array)
+        assert np.array_equal(np.asarray(copied), np.asarray(array, np.float32))
+    copied = shared_tensor(misaligned)
+    misaligned[0, 0, 0, 0] = 7.0
+    assert float(copied[0, 0, 0, 0]) == x[0, 0, 0, 0]

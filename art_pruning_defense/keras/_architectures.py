@@ -23,6 +23,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from art_pruning_defense._aligned import aligned_empty, is_shareable
 from art_pruning_defense._defaults import ARCH_NAMES
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def augment(
         dy = rng.integers(0, 2 * pad + 1, n)
         dx = rng.integers(0, 2 * pad + 1, n)
     flipped = rng.random(n) < 0.5 if flip else None
-    out = np.empty((n, *x.shape[1:]), dtype=x.dtype)
+    out = aligned_empty((n, *x.shape[1:]), x.dtype)  # fit_classifier can hand it to TensorFlow without a copy
     for start in range(0, n, AUGMENT_CHUNK):
         stop = min(n, start + AUGMENT_CHUNK)
         part = x[start:stop] if rows is None else x[rows[start:stop]]
@@ -282,9 +283,8 @@ def fit_classifier(
     """
     Train a classifier on integer labels (compiles the model), with optional augmentation drawn afresh each epoch.
 
-    Keras gets each epoch's inputs as one backend tensor, made from a numpy copy that is dropped at once, so that
-    training holds ``x`` and one copy of the (augmented) inputs rather than ``x``, the augmented copy and the copy that
-    Keras would make of it.
+    Keras gets each epoch's inputs (augmented, or ``x[rows]``) as a tensor that shares their memory
+    (:func:`_fit_inputs`), so that training holds ``x`` and one copy of them, not also the copy Keras would make.
 
     :param model: The model (trained in place).
     :param x: Inputs.
@@ -313,17 +313,35 @@ def fit_classifier(
         callbacks = (
             [] if on_epoch is None else [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: on_epoch(e + 1))]
         )
-        inputs = x if rows is None else keras.ops.convert_to_tensor(x[rows])
+        inputs = x
+        if rows is not None:
+            inputs = _fit_inputs(np.take(x, rows, axis=0, out=aligned_empty((n, *x.shape[1:]), x.dtype)))
         model.fit(inputs, labels, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
         return model
     rng = np.random.default_rng(seed)
     for epoch in range(1, epochs + 1):
-        inputs = keras.ops.convert_to_tensor(augment(x, rng, augment_pad, augment_flip, rows))
+        inputs = _fit_inputs(augment(x, rng, augment_pad, augment_flip, rows))
         model.fit(inputs, labels, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
-        del inputs
+        del inputs  # before the next epoch's images are made
         if on_epoch is not None:
             on_epoch(epoch)
     return model
+
+
+def _fit_inputs(x: np.ndarray) -> object:
+    """
+    :param x: Training inputs made for one fit (not used elsewhere while it runs).
+    :return: ``x`` as ``model.fit`` should take it: on the TensorFlow backend, an aligned float32 array
+             (:func:`~art_pruning_defense._aligned.is_shareable`) becomes a tensor sharing its memory
+             (:func:`~art_pruning_defense.keras._model.shared_tensor`), since Keras would otherwise convert the whole
+             array into a tensor of its own, a second copy for the whole fit. Anything else is returned as it is. The
+             batches, their order and their values are the same either way.
+    """
+    if keras.backend.backend() != "tensorflow" or not is_shareable(x):
+        return x
+    from art_pruning_defense.keras._model import shared_tensor
+
+    return shared_tensor(x)
 
 
 def outputs_probabilities(model: keras.Model) -> bool:

@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from art_pruning_defense._aligned import is_shareable  # noqa: E402
 from art_pruning_defense._io import atomic_file  # noqa: E402
 from art_pruning_defense._limits import check_keras_archive  # noqa: E402
 from art_pruning_defense.data import check_input_file  # noqa: E402
@@ -591,6 +592,24 @@ def weights_equal(first: keras.Model, second: keras.Model) -> bool:
     """
     a, b = first.get_weights(), second.get_weights()
     return len(a) == len(b) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def shared_tensor(array: np.ndarray) -> tf.Tensor:
+    """
+    A float32 tensor of ``array``: sharing its memory (through DLPack) where it is a writeable, C-contiguous float32
+    array aligned for TensorFlow (:func:`~art_pruning_defense._aligned.is_shareable`, as
+    :func:`~art_pruning_defense._aligned.aligned_empty` makes them), else a copy (``tf.convert_to_tensor``). The same
+    values either way. The tensor keeps the array's memory alive; the array must not change while the tensor is used.
+
+    :param array: The values.
+    :return: The tensor.
+    """
+    if is_shareable(array):
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except (AttributeError, BufferError, TypeError, ValueError, tf.errors.OpError):  # pragma: no cover
+            pass  # no DLPack in this numpy or TensorFlow: copy
+    return tf.convert_to_tensor(array, dtype=tf.float32)
 
 
 class BatchPredictor:
