@@ -140,13 +140,24 @@ class ChannelMeans:
         return self._sum / self._count
 
 
+#: Activations compared with zero at a time by :func:`active_channels` (the comparison's boolean copy is a quarter
+#: of their float32 size: a whole activation cache at once would add that much to the cache itself).
+ACTIVE_CHUNK_VALUES = 16 * 2**20
+
+
 def active_channels(activations: np.ndarray) -> np.ndarray:
     """
     :param activations: Activations, shape ``(n, ..., n_channels)``.
-    :return: Boolean array ``(n, n_channels)``: whether the sample's map of that channel has any non-zero value.
+    :return: Boolean array ``(n, n_channels)``: whether the sample's map of that channel has any non-zero value
+             (found a few samples at a time, :data:`ACTIVE_CHUNK_VALUES` values each).
     """
     n, n_channels = activations.shape[0], activations.shape[-1]
-    return np.any(activations.reshape(n, -1, n_channels) != 0, axis=1)
+    maps = activations.reshape(n, -1, n_channels)
+    active = np.empty((n, n_channels), dtype=bool)
+    step = max(1, ACTIVE_CHUNK_VALUES // max(1, maps.shape[1] * n_channels))
+    for start in range(0, n, step):
+        np.any(maps[start : start + step] != 0, axis=1, out=active[start : start + step])
+    return active
 
 
 def sweep_chunk(

@@ -35,6 +35,7 @@ from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
 from art_pruning_defense import _defaults, _sweep
+from art_pruning_defense._aligned import aligned_empty
 from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream, rebatch
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
@@ -59,6 +60,7 @@ from art_pruning_defense.keras import (
     multi_masked_copy,
     n_outputs,
     resolve_layer_name,
+    shared_tensor,
     split,
     weights_equal,
 )
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from art.utils import CLASSIFIER_TYPE
 
 logger = logging.getLogger(__name__)
+
 
 class _CutView(NamedTuple):
     """
@@ -601,14 +604,21 @@ class FinePruning(Transformer):
 
         def sweep(activations: list[np.ndarray], references: list[np.ndarray]) -> _sweep.SweepCounts:
             """
-            :param activations: A chunk's activations, batch by batch: the list is emptied once they are copied
-                   (held by nothing else, they go then), so that at most two copies of a chunk are ever held.
+            :param activations: A chunk's activations, batch by batch: the list is emptied as they are copied (held
+                   by nothing else, each batch goes then), so that one copy of a chunk and one batch are held.
             """
-            # Cached with the channels in pruning order, step k keeps the last channels: a slice, not a gather.
-            in_order = np.concatenate([a[..., order] for a in activations])
+            # Cached with the channels in pruning order, step k keeps the last channels: a slice, not a gather. The
+            # cache is filled batch by batch, each batch dropped once copied, and is aligned so that TensorFlow
+            # shares it rather than copying it: one copy of the chunk in all.
+            in_order = aligned_empty((sum(len(a) for a in activations), *activations[0].shape[1:]), np.float32)
+            start = 0
+            for i, part in enumerate(activations):
+                in_order[start : start + len(part)] = part[..., order]
+                start += len(part)
+                activations[i] = part = None
             activations.clear()
             active = _sweep.active_channels(in_order)[:, np.argsort(order)]
-            tail = CachedTail(compiled_tail, in_order, tail_batch, channel_order=order)  # TensorFlow's copy
+            tail = CachedTail(compiled_tail, shared_tensor(in_order), tail_batch, channel_order=order)
             del in_order
             return _sweep.sweep_chunk(active, np.concatenate(references), order, tail, on_step=progress.update)
 

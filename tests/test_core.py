@@ -208,3 +208,16 @@ def _masks(order, n_channels):
     for channel in order:
         mask[channel] = 0
         yield mask.copy()
+
+
+def test_active_channels_in_chunks_equal_the_whole_array_at_once(monkeypatch):
+    """active_channels compares a few samples with zero at a time (memory); the flags are those of one comparison."""
+    rng = np.random.default_rng(0)
+    for shape in [(37, 5, 4, 6), (300, 9, 9, 8), (3, 7), (5, 1, 1, 3)]:
+        acts = (np.maximum(rng.normal(size=shape), 0) * (rng.random(shape) < 0.02)).astype(np.float32)
+        expected = np.any(acts.reshape(shape[0], -1, shape[-1]) != 0, axis=1)
+        assert shape[0] < 300 or (expected.any() and not expected.all())  # a mix of active and silent maps
+        for values in (1, 100, _sweep.ACTIVE_CHUNK_VALUES):
+            monkeypatch.setattr(_sweep, "ACTIVE_CHUNK_VALUES", values)
+            got = _sweep.active_channels(acts)
+            assert got.dtype == bool and np.array_equal(got, expected), (shape, values)

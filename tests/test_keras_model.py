@@ -189,3 +189,30 @@ def test_dense_on_the_feature_map_is_a_linear_front_and_other_readers_are_not():
     x = keras.layers.BatchNormalization()(inputs)
     bn_tail = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
     assert channel_linear_front(bn_tail) is None
+
+
+def test_a_cached_tail_over_a_shared_cache_gives_the_labels_of_one_over_a_copy():
+    """The sweep's cache is handed to TensorFlow without a copy (DLPack): same labels, same memory."""
+    import tensorflow as tf
+
+    from art_pruning_defense._aligned import aligned_empty
+    from art_pruning_defense.keras import CachedTail, shared_tensor
+
+    _, tail = split(conv_block_model(), "pool")
+    maps = np.maximum(np.random.default_rng(3).normal(size=(40, *tail.inputs[0].shape[1:])), 0).astype(np.float32)
+    aligned = aligned_empty(maps.shape, np.float32)
+    aligned[...] = maps
+    shared = shared_tensor(aligned)
+    aligned[0, 0, 0, 0] += 1.0  # the same memory: the tensor sees the change
+    assert float(shared[0, 0, 0, 0]) == maps[0, 0, 0, 0] + 1.0
+    aligned[0, 0, 0, 0] = maps[0, 0, 0, 0]
+    mask = np.ones(tail.inputs[0].shape[-1], np.float32)
+    mask[0] = 0
+    order = np.random.default_rng(4).permutation(len(mask))
+    for channel_order, cache in ((None, aligned), (order, np.ascontiguousarray(maps[..., order]))):
+        expected = CachedTail(tail, cache.copy(), 16, channel_order=channel_order)(None, mask)
+        held = shared_tensor(cache)
+        assert np.array_equal(CachedTail(tail, held, 16, channel_order=channel_order)(None, mask), expected)
+        assert np.array_equal(CachedTail(tail, held, 16, channel_order=channel_order)([5, 2], mask), expected[[5, 2]])
+    with pytest.raises(TypeError, match="float32 tensor or an array, got a float64 tensor"):
+        CachedTail(tail, tf.constant(maps, dtype=tf.float64), 16)

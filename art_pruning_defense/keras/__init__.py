@@ -47,6 +47,7 @@ from art_pruning_defense.keras._model import (
     nested_layer_names,
     resolve_layer_name,
     save_model,
+    shared_tensor,
     split,
     weights_equal,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "outputs_probabilities",
     "save_model",
     "seed_everything",
+    "shared_tensor",
     "small_cnn",
     "split",
     "train",

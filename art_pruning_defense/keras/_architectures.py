@@ -1,7 +1,8 @@
 """
 Standard image classifiers for the benchmarks, and the training recipe that goes with them.
 
-Keras only (no TensorFlow import), so that the builders and the recipe run on any Keras 3 backend.
+Keras only (TensorFlow is imported only on its backend, to hand training inputs over without a copy), so that the
+builders and the recipe run on any Keras 3 backend.
 
 - ``small-cnn``: the CNN of Keras's MNIST example and of ART's poisoning examples (:func:`mnist_cnn`).
 - ``resnet20``: the CIFAR ResNet of He et al. (2016), section 4.2: a 3×3 stem of 16 channels, three stages of three
@@ -333,7 +334,7 @@ def _fit_inputs(x: np.ndarray) -> object:
     :param x: Training inputs made for one fit (not used elsewhere while it runs).
     :return: ``x`` as ``model.fit`` should take it: on the TensorFlow backend, an aligned float32 array
              (:func:`~art_pruning_defense._aligned.is_shareable`) becomes a tensor sharing its memory
-             (:func:`~art_pruning_defense.keras._model.shared_tensor`), since Keras would otherwise convert the whole
+             (:func:`~art_pruning_defense.keras.shared_tensor`), since Keras would otherwise convert the whole
              array into a tensor of its own, a second copy for the whole fit. Anything else is returned as it is. The
              batches, their order and their values are the same either way.
     """

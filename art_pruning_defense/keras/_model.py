@@ -840,7 +840,8 @@ class CachedTail:
 
     :param tail: The tail model (cut output → network output), or its :class:`CompiledTail` (to share the traced
            functions between several caches).
-    :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``.
+    :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``: an array (copied) or a float32
+           tensor (used as it is; :func:`shared_tensor` makes one that shares an array's memory).
     :param batch_size: Rows per call.
     :param channel_order: The model's channel stored at each channel position of ``activations`` (a permutation of
            ``0 .. n_channels - 1``; default: the model's own order). Masks passed to a call always number channels
@@ -850,11 +851,13 @@ class CachedTail:
     def __init__(
         self,
         tail: keras.Model | CompiledTail,
-        activations: np.ndarray,
+        activations: np.ndarray | tf.Tensor,
         batch_size: int,
         channel_order: np.ndarray | None = None,
     ) -> None:
         self.batch_size = batch_size
+        if tf.is_tensor(activations) and activations.dtype != tf.float32:
+            raise TypeError(f"activations must be a float32 tensor or an array, got a {activations.dtype.name} tensor.")
         self._activations = tf.convert_to_tensor(activations, dtype=tf.float32)
         self._n = int(activations.shape[0])
         self._n_channels = int(activations.shape[-1])

@@ -154,6 +154,7 @@ def _neural_cleanse(run: _Run) -> list[dict]:
         def measure(mitigation: str = mitigation, name: str = name, begin: float = begin) -> dict:
             seed_everything(config.seed)
             classifier = _NeuralCleanse(_sequential_copy(run.model, x_val[:PROBE_SIZE]), triggers=triggers, **params)
+
             def predict(x: np.ndarray) -> np.ndarray:
                 return classifier.predict(x, batch_size=config.predict_batch_size)
 
