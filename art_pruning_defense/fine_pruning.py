@@ -30,7 +30,6 @@ import weakref
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
-import tensorflow as tf
 from art.defences.transformer.transformer import Transformer
 from tqdm.auto import tqdm
 
@@ -733,10 +732,11 @@ class FinePruning(Transformer):
         means.update(clean_cache)
         order = _sweep.rank_channels(means.mean)
         clean_active = _sweep.active_channels(clean_cache)
-        clean_cache = tf.convert_to_tensor(clean_cache, dtype=tf.float32)  # the numpy copy goes at once
+        # Aligned caches, so TensorFlow shares them (one copy of each, not a numpy and a TensorFlow one).
+        clean_cache = shared_tensor(clean_cache)
         poisoned_cache = self._activation_cache(head_predict, poisoned_x, "poisoned_x")
         poisoned_active = _sweep.active_channels(poisoned_cache)
-        poisoned_cache = tf.convert_to_tensor(poisoned_cache, dtype=tf.float32)
+        poisoned_cache = shared_tensor(poisoned_cache)
         return _CutView(
             means.mean,
             order,
@@ -931,13 +931,13 @@ class FinePruning(Transformer):
     def _activation_cache(self, head_predict: BatchPredictor, x: np.ndarray, name: str) -> np.ndarray:
         """
         :return: The activations at the cut of all of ``x``, filled batch by batch into one float32 array (no list
-                 of batches and concatenated copy side by side).
+                 of batches and concatenated copy side by side), aligned so that :func:`shared_tensor` shares it.
         """
         cache: np.ndarray | None = None
         start = 0
         for activations in self._activations(head_predict, x, self.batch_size, name=name):
             if cache is None:
-                cache = np.empty((len(x), *activations.shape[1:]), dtype=np.float32)
+                cache = aligned_empty((len(x), *activations.shape[1:]), np.float32)
             cache[start : start + len(activations)] = activations
             start += len(activations)
         if cache is None:

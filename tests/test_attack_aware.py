@@ -107,3 +107,19 @@ def test_attack_aware_refuses_a_cache_bound_below_the_inputs(digits_badnet):
     )
     with pytest.raises(ValueError, match=r"keeps either the activations at .* or the inputs .* both exceed"):
         defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)
+
+
+def test_activation_caches_are_shared_with_tensorflow_not_copied(attack_aware):
+    """The attack-aware caches are aligned, so TensorFlow reads them in place (one copy of each, not two)."""
+    from art_pruning_defense._aligned import is_shareable
+    from art_pruning_defense.keras import BatchPredictor, shared_tensor, split
+
+    data, classifier, defence = attack_aware
+    point = defence.prune_points[0]
+    head = split(classifier.model, point.cut_name)[0]
+    cache = defence._activation_cache(BatchPredictor(head), data.x_valid, "x")
+    assert is_shareable(cache)
+    np.testing.assert_allclose(cache, head.predict(defence._prepared(data.x_valid), verbose=0), rtol=1e-5, atol=1e-6)
+    tensor = shared_tensor(cache)
+    cache[0].flat[0] += 1.0  # the same memory: the tensor sees the change
+    assert float(np.asarray(tensor)[0].flat[0]) == float(cache[0].flat[0])
