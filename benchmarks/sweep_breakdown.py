@@ -9,6 +9,12 @@ The inputs are those of ``sweep_speed.py`` (11,547 clean and 11,547 sunglasses i
 with the time spent in the head's compiled prediction (``BatchPredictor.__call__``: conversion of the inputs, the
 head, the copy of the activations back) and in the tail's (``CachedTail.__call__``) counted apart; the rest is
 bookkeeping (input checks, preprocessing, channel means, activity masks, label counts, caches).
+
+Each repeat also times a bound that no exact sweep of this form goes below: the head's pass plus, for every
+re-evaluation the sweep makes (a sample, at each step that prunes one of its active channels but the last), the
+layers after those that read the cut (for DeepID ``fc_2`` and the 1,283-way ``output``), run on the fronts' outputs
+computed beforehand, in calls of the sweep's tail size. Only the front layers' work, over the kept channels, and the
+bookkeeping separate the sweep from it.
 """
 
 from __future__ import annotations
@@ -72,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
 
         cls.__call__ = wrapper
 
+    rest_only = _rest_only(model, x, px, args.batch_size)
     timed(adapter.BatchPredictor, "head")  # the floor's calls are cleared before each sweep
     timed(adapter.CachedTail, "tail")
     print(
-        "| repeat | floor s | sweep s | sweep / floor | head s (/ floor) | tail s (/ floor) | bookkeeping s (/ floor) |"
+        "| repeat | floor s | sweep s | sweep / floor | head s (/ floor) | tail s (/ floor) | bookkeeping s (/ floor) "
+        "| after the fronts only s (/ floor) | bound: head + after the fronts (/ floor) |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for repeat in range(1, args.repeats + 1):
         start = time.perf_counter()
         predict(x, args.batch_size)
@@ -91,12 +99,65 @@ def main(argv: list[str] | None = None) -> int:
         sweep = time.perf_counter() - start
         head, tail = spent.get("head", 0.0), spent.get("tail", 0.0)
         rest = sweep - head - tail
-        cells = " | ".join(f"{v:.2f} ({v / floor:.2f})" for v in (head, tail, rest))
+        after = rest_only()
+        cells = " | ".join(f"{v:.2f} ({v / floor:.2f})" for v in (head, tail, rest, after, head + after))
         print(f"| {repeat} | {floor:.2f} | {sweep:.2f} | {sweep / floor:.2f} | {cells} |", flush=True)
     print()
+    print(f"re-evaluations: {rest_only.count} ({rest_only.count / (len(x) + len(px)):.2f} per image)")
     print(f"load average: {os.getloadavg()[0]:.2f}")
     print("command: python benchmarks/sweep_breakdown.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])))
     return 0
+
+
+class _RestOnly:
+    """
+    Times the layers after the fronts (see ``channel_linear_front``) on as many rows as the sweep re-evaluates.
+    """
+
+    def __init__(self, rest: object, inputs: list, count: int, rows_per_call: int) -> None:
+        self.count = count
+        self._rest, self._inputs, self._rows = rest, inputs, rows_per_call
+
+    def __call__(self) -> float:
+        n = int(self._inputs[0].shape[0])
+        start = time.perf_counter()
+        done = 0
+        while done < self.count:
+            size = min(self._rows, self.count - done, n)
+            self._rest([t[:size] for t in self._inputs]).numpy()
+            done += size
+        return time.perf_counter() - start
+
+
+def _rest_only(model: object, x: np.ndarray, px: np.ndarray, batch_size: int) -> _RestOnly:
+    """
+    :return: A timer of the layers after the fronts on the sweep's number of re-evaluations at ``pool_3``.
+    """
+    import tensorflow as tf
+
+    from art_pruning_defense import _sweep
+    from art_pruning_defense.fine_pruning import TAIL_BATCH_FACTOR
+    from art_pruning_defense.keras import BatchPredictor
+    from art_pruning_defense.keras._model import channel_linear_front, split
+
+    head, tail = split(model, "pool_3")
+    fronts, rest = channel_linear_front(tail)
+    head_predict = BatchPredictor(head)
+    count = 0
+    for data in (x, px):
+        active = _sweep.active_channels(head_predict(data, batch_size))
+        count += int(np.maximum(active.sum(axis=1) - 1, 0).sum())  # the last one is the all-zero input, shared
+    rows = TAIL_BATCH_FACTOR * batch_size
+    activations = tf.constant(head_predict(x[:rows], batch_size))
+    inputs = []
+    for front in fronts:
+        layer_input = tf.reshape(activations, [activations.shape[0], -1]) if front.flatten else activations
+        inputs.append(tf.constant(front.layer(layer_input)))
+    signature = [[tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in inputs]]
+    forward = tf.function(lambda outputs: tf.argmax(rest(outputs, training=False), axis=-1), input_signature=signature)
+    timer = _RestOnly(forward, inputs, count, rows)
+    timer()  # trace
+    return timer
 
 
 if __name__ == "__main__":
