@@ -15,8 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from art_pruning_defense.benchmark._memory import (
-    DEFENCE_MMAP_THRESHOLD,
-    DEFENCE_TRIM_THRESHOLD,
+    DEFENCE_MALLOC_THRESHOLD,
     SYSTEM_ALLOCATOR_VARIABLE,
     PeakRSS,
     malloc_thresholds,
@@ -108,7 +107,7 @@ def run_benchmark(
     progress = tqdm(selected, desc="Benchmark", unit="defence", disable=not verbose)
     # Training keeps glibc's adaptive thresholds (the peak of a large run is there); the defences, which free and
     # allocate the same few-MiB tensors at every step, keep their freed heap instead of faulting it in again.
-    with progress, malloc_thresholds(DEFENCE_MMAP_THRESHOLD, DEFENCE_TRIM_THRESHOLD):
+    with progress, malloc_thresholds(DEFENCE_MALLOC_THRESHOLD):
         for defence in progress:
             progress.set_postfix_str(defence.name)
             stage(defence.name)
