@@ -141,30 +141,3 @@ def test_system_allocator_hands_freed_tensors_back():
     assert returned >= 200, returned
     if pooled >= 200:
         pytest.skip(f"TensorFlow's pool now hands freed memory back by itself ({pooled} MiB)")
-
-
-def test_malloc_thresholds_keep_freed_heap_within_the_block_only():
-    """Within the block a freed 64 MiB array stays in the heap (no page faults to get it back); after it, it goes."""
-    code = (
-        "import numpy as np; from art_pruning_defense.benchmark._memory import rss_bytes, malloc_thresholds\n"
-        "def kept():\n"
-        "    before = rss_bytes(); a = np.ones(2**23); del a; return (rss_bytes() - before) // 2**20\n"
-        "with malloc_thresholds(256 * 2**20) as applied:\n"
-        "    inside = kept()\n"
-        "after = kept()\n"
-        "print(applied, inside, after)"
-    )
-    applied, inside, after = _python(code, {}).split()
-    if applied != "True":
-        pytest.skip("not glibc: the thresholds cannot be set")
-    assert int(inside) >= 60, inside
-    assert int(after) <= 4, after
-
-
-@pytest.mark.parametrize("threshold", [0, -1, 2**31, 1.5, True, "256"])
-def test_malloc_thresholds_reject_bad_values(threshold):
-    from art_pruning_defense.benchmark._memory import malloc_thresholds
-
-    with pytest.raises(ValueError, match="threshold must be an int of bytes"):
-        with malloc_thresholds(threshold):
-            pass

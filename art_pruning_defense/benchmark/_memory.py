@@ -12,8 +12,6 @@ import os
 import resource
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 
 #: Interval between two samples of the resident memory.
@@ -22,14 +20,6 @@ SAMPLE_SECONDS = 0.02
 #: The environment variable that makes TensorFlow's oneDNN CPU allocator allocate from the C library (see
 #: :func:`use_system_allocator`).
 SYSTEM_ALLOCATOR_VARIABLE = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
-
-#: glibc's ``mallopt`` parameters (``malloc.h``) and their documented defaults, restored after
-#: :func:`malloc_thresholds`.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_DEFAULT_TRIM_THRESHOLD = _DEFAULT_MMAP_THRESHOLD = 128 * 1024
-
-#: Thresholds the benchmark sets while its defences run (:func:`malloc_thresholds`).
-DEFENCE_MALLOC_THRESHOLD = 256 * 2**20
 
 _STATM = "/proc/self/statm"
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -115,38 +105,6 @@ def release_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
-
-
-@contextmanager
-def malloc_thresholds(threshold: int) -> Iterator[bool]:
-    """
-    Within the block, the C library serves allocations below ``threshold`` bytes from its heap and keeps up to
-    ``threshold`` bytes of freed heap rather than handing them back to the system at once (glibc's
-    ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``). With TensorFlow on the C library's allocator (see
-    :func:`use_system_allocator`) a tensor of a few MiB freed and allocated again at every step otherwise goes back
-    to the kernel each time and returns as fresh pages to zero: measured on the MNIST benchmark, 86 million page
-    faults and 200 s of system time against 16 million and 64 s with these thresholds at 256 MiB. The price is
-    memory: freed blocks below the threshold stay in the heap until it is trimmed. On leaving, both return to glibc's
-    documented defaults (128 KiB; glibc then no longer adapts them to the sizes freed, as it does before any
-    ``mallopt``) and the heap is trimmed. Does nothing outside glibc; changes no figure.
-
-    :param threshold: Bytes, for both thresholds (at most ``2**31 - 1``: ``mallopt`` takes an ``int``).
-    :return: A context manager yielding whether the thresholds were set.
-    """
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 0 < threshold < 2**31:
-        raise ValueError(f"threshold must be an int of bytes in 1 .. 2**31 - 1, got {threshold!r}.")
-    libc = _libc()
-    mallopt = getattr(libc, "mallopt", None)
-    applied = bool(
-        mallopt is not None and mallopt(_M_MMAP_THRESHOLD, threshold) and mallopt(_M_TRIM_THRESHOLD, threshold)
-    )
-    try:
-        yield applied
-    finally:
-        if mallopt is not None:
-            mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP_THRESHOLD)
-            mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-            libc.malloc_trim(0)
 
 
 def use_system_allocator() -> bool:

@@ -14,13 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_pruning_defense.benchmark._memory import (
-    DEFENCE_MALLOC_THRESHOLD,
-    SYSTEM_ALLOCATOR_VARIABLE,
-    PeakRSS,
-    malloc_thresholds,
-    release_memory,
-)
+from art_pruning_defense.benchmark._memory import SYSTEM_ALLOCATOR_VARIABLE, PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
@@ -105,9 +99,7 @@ def run_benchmark(
     rows: list[dict] = []
     selected = [DEFENCES[name] for name in DEFENCES if name in config.defences]
     progress = tqdm(selected, desc="Benchmark", unit="defence", disable=not verbose)
-    # Training keeps glibc's adaptive thresholds (the peak of a large run is there); the defences, which free and
-    # allocate the same few-MiB tensors at every step, keep their freed heap instead of faulting it in again.
-    with progress, malloc_thresholds(DEFENCE_MALLOC_THRESHOLD):
+    with progress:
         for defence in progress:
             progress.set_postfix_str(defence.name)
             stage(defence.name)
