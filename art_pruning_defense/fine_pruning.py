@@ -88,11 +88,9 @@ class _CutView(NamedTuple):
 #: The compiled head and tail of each model, by cut: ``{user model: {cut name: (head, head_predict, tail)}}``.
 #: Keyed weakly, and nothing in the values refers to the user's model object, so an entry goes with its model.
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: The tail of the network is evaluated in batches this many times larger than ``batch_size``.
+#: The tail of the network is evaluated in batches this many times larger than ``batch_size`` (fewer rows where a
+#: call's widest tensor would exceed the adapter's ``CALL_BYTES``).
 TAIL_BATCH_FACTOR = 8
-#: Where the attack-aware pass recomputes a cut's activations (:class:`RecomputedTail`), a call's activations stay
-#: within this many bytes (fewer rows per call at a large cut).
-RECOMPUTED_CALL_BYTES = 32 * 2**20
 #: Fine-tuning runs that may be tried: a run that leaves B' worse on its own clean data than the pruned copy was has
 #: diverged, and is redone from the pruned copy at half the learning rate.
 MAX_FINE_TUNE_ATTEMPTS = 4
@@ -775,9 +773,8 @@ class FinePruning(Transformer):
             _sweep.active_channels(a)
             for a in self._activations(head_predict, poisoned_x, self.batch_size, name="poisoned_x")
         ]
-        sample_bytes = 4 * math.prod(int(d) for d in head.outputs[0].shape[1:])
-        # The head's activations of a call are transient here: rows per call bounded by their size too.
-        tail_batch = max(1, min(TAIL_BATCH_FACTOR * self.batch_size, RECOMPUTED_CALL_BYTES // sample_bytes))
+        # RecomputedTail takes fewer rows per call where the head's activations of a call would be too wide.
+        tail_batch = TAIL_BATCH_FACTOR * self.batch_size
         compiled_head = CompiledHead(head)
         clean_inputs = np.asarray(self._prepared(np.asarray(x)), dtype=np.float32)
         poisoned_inputs = np.asarray(self._prepared(np.asarray(poisoned_x)), dtype=np.float32)

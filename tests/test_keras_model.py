@@ -216,3 +216,63 @@ def test_a_cached_tail_over_a_shared_cache_gives_the_labels_of_one_over_a_copy()
         assert np.array_equal(CachedTail(tail, held, 16, channel_order=channel_order)([5, 2], mask), expected[[5, 2]])
     with pytest.raises(TypeError, match="float32 tensor or an array, got a float64 tensor"):
         CachedTail(tail, tf.constant(maps, dtype=tf.float64), 16)
+
+
+def test_widest_row_bytes_reads_every_layer_and_nested_models():
+    from art_pruning_defense.keras import widest_row_bytes
+
+    inputs = keras.Input((8, 8, 3))
+    wide = keras.layers.Conv2D(16, 3, padding="same")(inputs)  # 8 * 8 * 16 floats: the widest
+    narrow = keras.layers.Dense(5)(keras.layers.Flatten()(keras.layers.MaxPooling2D(4)(wide)))
+    inner = keras.Model(inputs, narrow)
+    assert widest_row_bytes(inner) == 8 * 8 * 16 * 4
+    outer_inputs = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_inputs, keras.layers.Dense(2)(inner(outer_inputs)))
+    assert widest_row_bytes(outer) == 8 * 8 * 16 * 4  # found inside the nested model
+    free = keras.Input((None, None, 3))
+    assert widest_row_bytes(keras.Model(free, keras.layers.Conv2D(4, 3)(free))) == 0  # not known in advance
+
+
+def test_calls_are_split_where_their_widest_tensor_would_exceed_the_bound(monkeypatch):
+    """With the C library's allocator, fewer rows per call where a call's activations would be wide; the outputs are
+    those of whole batches."""
+    import art_pruning_defense.keras._model as adapter
+    from art_pruning_defense.keras import BatchPredictor, CachedTail, rows_per_call, widest_row_bytes
+
+    monkeypatch.setattr(adapter, "tensors_from_c_library", lambda: False)
+    assert rows_per_call(adapter.CALL_BYTES // 100, 300) == 300  # oneDNN's pool: as asked
+    monkeypatch.setattr(adapter, "tensors_from_c_library", lambda: True)
+    assert rows_per_call(0, 300) == 300  # unknown width: as asked
+    assert rows_per_call(adapter.CALL_BYTES // 100, 300) == 100
+    assert rows_per_call(adapter.CALL_BYTES * 2, 300) == 1
+    model = conv_block_model(batch_norm=True)
+    x = np.random.default_rng(5).random((50, 10, 10, 3), dtype=np.float32)
+    expected = BatchPredictor(model)(x, batch_size=64)
+    _, tail = split(model, "pool")
+    maps = np.maximum(np.random.default_rng(6).normal(size=(30, *tail.inputs[0].shape[1:])), 0).astype(np.float32)
+    mask = np.ones(tail.inputs[0].shape[-1], np.float32)
+    unbounded = CachedTail(tail, maps, 64)
+    monkeypatch.setattr(adapter, "CALL_BYTES", 7 * widest_row_bytes(model))
+    predictor = BatchPredictor(model)
+    sizes = []
+    forward = predictor._forward
+    predictor._forward = lambda batch: sizes.append(int(batch.shape[0])) or forward(batch)
+    np.testing.assert_array_equal(predictor(x, batch_size=64), expected)
+    assert sizes == [7] * 7 + [1]
+    monkeypatch.setattr(adapter, "CALL_BYTES", 4 * widest_row_bytes(tail))
+    bounded = CachedTail(tail, maps, 64)
+    assert (unbounded.batch_size, bounded.batch_size) == (64, 4)
+    np.testing.assert_array_equal(bounded(None, mask), unbounded(None, mask))
+
+
+def test_the_allocator_is_read_from_the_environment(monkeypatch):
+    from art_pruning_defense.keras._model import tensors_from_c_library
+
+    monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
+    assert tensors_from_c_library()
+    monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "true")
+    assert tensors_from_c_library()
+    from tensorflow.python.util import _pywrap_util_port
+
+    monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "0")
+    assert tensors_from_c_library() == (not _pywrap_util_port.IsMklEnabled())

@@ -46,10 +46,12 @@ from art_pruning_defense.keras._model import (
     n_outputs,
     nested_layer_names,
     resolve_layer_name,
+    rows_per_call,
     save_model,
     shared_tensor,
     split,
     weights_equal,
+    widest_row_bytes,
 )
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "default_prune_layer",
     "nested_layer_names",
     "resolve_layer_name",
+    "rows_per_call",
     "check_probability_output",
     "build_deepid",
     "copy_model",
@@ -98,4 +101,5 @@ __all__ = [
     "split",
     "train",
     "weights_equal",
+    "widest_row_bytes",
 ]

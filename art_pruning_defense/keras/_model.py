@@ -612,9 +612,78 @@ def shared_tensor(array: np.ndarray) -> tf.Tensor:
     return tf.convert_to_tensor(array, dtype=tf.float32)
 
 
+#: Bound on the widest tensor of one compiled call (a call's rows at the model's widest layer), in bytes, where
+#: TensorFlow allocates its tensors with the C library's ``malloc`` (see :func:`tensors_from_c_library`). glibc's
+#: malloc gives a block above its dynamic mmap threshold (which rises to at most 32 MiB on 64-bit systems) a fresh
+#: mapping from the kernel and unmaps it when it is freed, so such a tensor costs one page fault per 4 KiB page on
+#: every call; below the threshold, freed memory is reused. (On MNIST's benchmark CNN, a prediction pass over 55,000
+#: images in calls of 256, whose second convolution outputs 37.7 MB per call, took 2.0 million page faults and
+#: 7.6 s; in calls of 128, 443 faults and 5.4 s, the same outputs bit for bit.) Calls are split into fewer rows where
+#: needed; what they compute per row does not change. oneDNN's pool, TensorFlow's default on x86, reuses its memory
+#: itself: there, calls keep the rows asked for.
+CALL_BYTES = 8 * 2**20
+#: The environment variable that makes oneDNN builds of TensorFlow allocate from the C library (read at start-up).
+SYSTEM_ALLOCATOR_VARIABLE = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
+
+
+def tensors_from_c_library() -> bool:
+    """
+    :return: Whether TensorFlow allocates this process's CPU tensors with the C library's ``malloc``: where oneDNN is
+             off (TensorFlow's default allocator) or ``TF_ONEDNN_USE_SYSTEM_ALLOCATOR`` is true (as ``art-prune
+             benchmark`` sets it); ``False`` where oneDNN's pool serves them.
+    """
+    if os.environ.get(SYSTEM_ALLOCATOR_VARIABLE, "").strip().lower() in ("1", "true"):
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - another TensorFlow layout: assume the C library
+        return True
+    return not bool(getattr(_pywrap_util_port, "IsMklEnabled", lambda: False)())
+
+
+def widest_row_bytes(model: keras.Model) -> int:
+    """
+    :param model: A Functional or Sequential model (nested models are looked into).
+    :return: The bytes of one sample at the model's widest tensor (its inputs and every layer's outputs); 0 where a
+             shape is not known in advance (a free spatial size).
+    """
+    widest = 0
+    try:
+        tensors = list(model.inputs)
+        for layer, node in _graph_nodes(model):
+            if isinstance(layer, keras.Model):
+                inner = widest_row_bytes(layer)
+                if inner == 0:
+                    return 0
+                widest = max(widest, inner)
+            tensors.extend(node.output_tensors)
+        for tensor in tensors:
+            dims = tuple(tensor.shape[1:])
+            if any(d is None for d in dims):
+                return 0
+            widest = max(widest, int(np.prod(dims, dtype=np.int64)) * np.dtype(tensor.dtype).itemsize)
+    except (AttributeError, TypeError, ValueError):  # a model without a static graph (subclassed): no bound
+        return 0
+    return widest
+
+
+def rows_per_call(row_bytes: int, rows: int) -> int:
+    """
+    :param row_bytes: Bytes of one row at the widest tensor of a call (see :func:`widest_row_bytes`; 0: unknown).
+    :param rows: The rows per call asked for.
+    :return: ``rows``, or fewer where ``rows`` rows would make a tensor wider than :data:`CALL_BYTES` and TensorFlow
+             allocates from the C library (:func:`tensors_from_c_library`); at least 1.
+    """
+    if row_bytes <= 0 or not tensors_from_c_library():
+        return rows
+    return max(1, min(rows, CALL_BYTES // row_bytes))
+
+
 class BatchPredictor:
     """
-    Compiled, batched evaluation of a model on numpy arrays (traced once, whatever the batch size).
+    Compiled, batched evaluation of a model on numpy arrays (traced once, whatever the batch size). A batch whose
+    activations at the model's widest layer would exceed :data:`CALL_BYTES` is run in several calls where that
+    matters (see :func:`rows_per_call`; the same outputs).
 
     :param model: The model.
     :param labels_only: Return the argmax label per sample instead of the whole output.
@@ -623,6 +692,7 @@ class BatchPredictor:
     def __init__(self, model: keras.Model, labels_only: bool = False) -> None:
         self.model = model
         self.labels_only = labels_only
+        self.row_bytes = widest_row_bytes(model)
         self._dtype = model.inputs[0].dtype
         spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], dtype=self._dtype)
 
@@ -635,12 +705,13 @@ class BatchPredictor:
     def __call__(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """
         :param x: Inputs.
-        :param batch_size: Samples per call.
+        :param batch_size: Samples per call (fewer where :data:`CALL_BYTES` asks for it).
         :return: Outputs (or labels), concatenated over batches.
         """
+        step = rows_per_call(self.row_bytes, batch_size)
         parts = [
-            self._forward(tf.convert_to_tensor(x[start : start + batch_size], dtype=self._dtype)).numpy()
-            for start in range(0, len(x), batch_size)
+            self._forward(tf.convert_to_tensor(x[start : start + step], dtype=self._dtype)).numpy()
+            for start in range(0, len(x), step)
         ]
         return np.concatenate(parts, axis=0)
 
@@ -754,13 +825,14 @@ class CompiledTail:
       the cache (a slice instead of a gather).
 
     ``compact`` and ``suffix`` are ``None`` where the layers that read the cut are not linear in its channels (see
-    :func:`channel_linear_front`).
+    :func:`channel_linear_front`). ``row_bytes`` is the tail's widest tensor per row (:func:`widest_row_bytes`).
 
     :param tail: The tail model (cut output → network output), as made by :func:`split`.
     """
 
     def __init__(self, tail: keras.Model) -> None:
         self.tail = tail
+        self.row_bytes = widest_row_bytes(tail)
         functions = _tail_functions(tail, tuple(int(d) for d in tail.inputs[0].shape[1:]))
         self.forward, self.forward_reordered, self.compact, self.suffix = functions
 
@@ -842,7 +914,7 @@ class CachedTail:
            functions between several caches).
     :param activations: Cached activations at the cut, shape ``(n, ..., n_channels)``: an array (copied) or a float32
            tensor (used as it is; :func:`shared_tensor` makes one that shares an array's memory).
-    :param batch_size: Rows per call.
+    :param batch_size: Rows per call (fewer where a call's widest tensor would exceed :data:`CALL_BYTES`).
     :param channel_order: The model's channel stored at each channel position of ``activations`` (a permutation of
            ``0 .. n_channels - 1``; default: the model's own order). Masks passed to a call always number channels
            as the model does.
@@ -855,7 +927,8 @@ class CachedTail:
         batch_size: int,
         channel_order: np.ndarray | None = None,
     ) -> None:
-        self.batch_size = batch_size
+        self._compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
+        self.batch_size = rows_per_call(self._compiled.row_bytes, batch_size)
         if tf.is_tensor(activations) and activations.dtype != tf.float32:
             raise TypeError(f"activations must be a float32 tensor or an array, got a {activations.dtype.name} tensor.")
         self._activations = tf.convert_to_tensor(activations, dtype=tf.float32)
@@ -870,7 +943,6 @@ class CachedTail:
                     f"channel_order must be a permutation of the {self._n_channels} channels, got {channel_order!r}"
                 )
             self._restore = tf.convert_to_tensor(np.argsort(self._order).astype(np.int32))
-        self._compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
 
     def _function(self, mask: np.ndarray) -> tuple[Any, tuple[tf.Tensor, ...]]:
         """
@@ -922,6 +994,7 @@ class CompiledHead:
     def __init__(self, head: keras.Model) -> None:
         self.head = head
         self.n_channels = int(head.outputs[0].shape[-1])
+        self.row_bytes = widest_row_bytes(head)
         inputs_spec = tf.TensorSpec([None, *head.inputs[0].shape[1:]], tf.float32)
 
         def forward(inputs: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -948,7 +1021,8 @@ class RecomputedTail(CachedTail):
     :param head: The head model (input → cut), as made by :func:`split`, or its :class:`CompiledHead` (to share it).
     :param tail: The tail model (cut output → network output), or its :class:`CompiledTail`.
     :param inputs: The inputs, preprocessed as the head expects them, shape ``(n, ...)``.
-    :param batch_size: Rows per call.
+    :param batch_size: Rows per call (fewer where a call's widest tensor, in the head or the tail, would exceed
+           :data:`CALL_BYTES`).
     """
 
     def __init__(
@@ -958,13 +1032,13 @@ class RecomputedTail(CachedTail):
         inputs: np.ndarray,
         batch_size: int,
     ) -> None:
-        self.batch_size = batch_size
         self._head = head if isinstance(head, CompiledHead) else CompiledHead(head)
+        self._compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
+        self.batch_size = rows_per_call(max(self._head.row_bytes, self._compiled.row_bytes), batch_size)
         self._inputs = tf.convert_to_tensor(inputs, dtype=tf.float32)
         self._n = int(inputs.shape[0])
         self._n_channels = self._head.n_channels
         self._order = None
-        self._compiled = tail if isinstance(tail, CompiledTail) else CompiledTail(tail)
 
     def _cut(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self._head(self._inputs, rows), tf.range(tf.size(rows, out_type=tf.int64), dtype=tf.int64)
