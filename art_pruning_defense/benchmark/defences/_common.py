@@ -23,7 +23,7 @@ from art_pruning_defense.benchmark.config import BenchmarkConfig
 from art_pruning_defense.benchmark.report import ROW_KEYS
 from art_pruning_defense.benchmark.training import train_badnet
 from art_pruning_defense.goodnet import GoodNetClassifier
-from art_pruning_defense.keras import BatchPredictor, outputs_probabilities, rows_per_call, widest_row_bytes
+from art_pruning_defense.keras import BatchPredictor, outputs_probabilities
 
 if TYPE_CHECKING:
     import keras
@@ -59,14 +59,6 @@ class _Run:
         :return: B's Keras model.
         """
         return self.classifier.model
-
-    @property
-    def predict_chunk(self) -> int:
-        """
-        :return: Inputs per call of an ART ``predict`` on B (see :func:`_predict_in_chunks`): ``predict_batch_size``,
-                 fewer where B's widest activation of one call would exceed the adapter's ``CALL_BYTES``.
-        """
-        return rows_per_call(widest_row_bytes(self.model), self.config.predict_batch_size)
 
     def bad_labels(self, name: str) -> np.ndarray:
         """

@@ -161,7 +161,7 @@ def _neural_cleanse(run: _Run) -> list[dict]:
             with _art_output(run.verbose), _without_unfiltered_warning():
                 classifier.mitigate(x_val, y_val, mitigation_types=[mitigation])
                 clean, poisoned = (
-                    _abstaining_labels(_predict_in_chunks(predict, x, run.predict_chunk))
+                    _abstaining_labels(_predict_in_chunks(predict, x, config.predict_batch_size))
                     for x in (data.x_test, data.x_test_poisoned)
                 )
             metrics = _test_metrics(run, clean, poisoned, flags=True)

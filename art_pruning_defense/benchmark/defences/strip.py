@@ -88,7 +88,7 @@ def _strip(run: _Run) -> list[dict]:
     with _art_output(run.verbose):
         strip.mitigate(data.x_valid)
     clean, poisoned = (
-        _abstaining_labels(_predict_in_chunks(strip.predict, x, run.predict_chunk))
+        _abstaining_labels(_predict_in_chunks(strip.predict, x, config.predict_batch_size))
         for x in (data.x_test, data.x_test_poisoned)
     )
     metrics = _test_metrics(run, clean, poisoned, flags=True)
