@@ -19,7 +19,6 @@ bookkeeping separate the sweep from it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -30,32 +29,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_speed import FACES, WEIGHTS, augmented_faces  # noqa: E402
+from sweep_speed import lab_case, lab_parser, shared_missing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = lab_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--n", type=int, default=11547, help="images per set (clean and triggered)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not WEIGHTS.is_file() or not FACES.is_dir():
-        print(f"error: {WEIGHTS} or {FACES} not found: this benchmark needs ../shared", file=sys.stderr)
+    if shared_missing():
         return 2
 
     from art.estimators.classification import KerasClassifier
 
     import art_pruning_defense.keras._model as adapter
     from art_pruning_defense import FinePruning
-    from art_pruning_defense.keras import BatchPredictor, load_deepid_weights
+    from art_pruning_defense.keras import BatchPredictor
 
-    rng = np.random.default_rng(args.seed)
-    clean_paths = sorted(FACES.glob("cl_*.png"))
-    sun_paths = sorted(FACES.glob("sun_*.png"))
-    x, y = augmented_faces(clean_paths, [int(p.stem.split("=")[1]) for p in clean_paths], args.n, rng)
-    px, _ = augmented_faces(sun_paths, [0] * len(sun_paths), args.n, rng)
-    model = load_deepid_weights(str(WEIGHTS))
+    x, y, px, model = lab_case(args.n, args.seed)
     classifier = KerasClassifier(model, clip_values=(0.0, 255.0))
     predict = BatchPredictor(model, labels_only=True)
     # Warm-up (traces and thread pools), not timed.

@@ -25,7 +25,6 @@ the fronts; ``fc_2``, the ``add`` and the 1,283-way ``output`` come after them.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -36,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_speed import FACES, WEIGHTS, augmented_faces  # noqa: E402
+from sweep_speed import lab_case, lab_parser, shared_missing  # noqa: E402
 
 
 class IncrementalFronts:
@@ -150,28 +149,20 @@ def per_row(function, rows: int, repeats: int = 30) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=11547, help="images per set (clean and triggered)")
+    parser = lab_parser(__doc__)
     parser.add_argument("--rows", type=int, default=2048, help="rows per tail call (the sweep's: 8 x batch size)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not WEIGHTS.is_file() or not FACES.is_dir():
-        print(f"error: {WEIGHTS} or {FACES} not found: this benchmark needs ../shared", file=sys.stderr)
+    if shared_missing():
         return 2
 
     import tensorflow as tf
 
     from art_pruning_defense import _sweep
-    from art_pruning_defense.keras import BatchPredictor, load_deepid_weights
+    from art_pruning_defense.keras import BatchPredictor
     from art_pruning_defense.keras._model import CachedTail, CompiledTail, channel_linear_front, split
 
-    rng = np.random.default_rng(args.seed)
-    clean_paths = sorted(FACES.glob("cl_*.png"))
-    sun_paths = sorted(FACES.glob("sun_*.png"))
-    x, y = augmented_faces(clean_paths, [int(p.stem.split("=")[1]) for p in clean_paths], args.n, rng)
-    px, _ = augmented_faces(sun_paths, [0] * len(sun_paths), args.n, rng)
-    model = load_deepid_weights(str(WEIGHTS))
+    x, y, px, model = lab_case(args.n, args.seed)
     head, tail = split(model, "pool_3")
     fronts, rest = channel_linear_front(tail)
     head_predict, predict = BatchPredictor(head), BatchPredictor(model, labels_only=True)
@@ -194,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     count = sum(int(np.maximum(a.sum(axis=1) - 1, 0).sum()) for _, a, _ in prepared)
 
     # 1. Cost per row.
+    rng = np.random.default_rng(args.seed + 1)  # the rows and operands of the per-row timings
     cache = prepared[0][0]
     rows = min(args.rows, int(cache.shape[0]))
     sample = tf.constant(np.sort(rng.choice(int(cache.shape[0]), rows, replace=False)).astype(np.int64))

@@ -78,6 +78,39 @@ def augmented_faces(
     return np.clip(x, 0, 255).astype(np.float32), np.asarray(labels)[pick]
 
 
+def lab_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the options every DeepID benchmark shares: ``--n`` images per set and ``--seed``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=11547, help="images per set (clean and triggered)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def shared_missing() -> bool:
+    """Whether ../shared's weights or faces are missing (then says so on stderr)."""
+    if WEIGHTS.is_file() and FACES.is_dir():
+        return False
+    print(f"error: {WEIGHTS} or {FACES} not found: this benchmark needs ../shared", file=sys.stderr)
+    return True
+
+
+def lab_sets(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n clean faces with their labels and n sunglasses faces (target 0), as augmented_faces makes them."""
+    clean_paths = sorted(FACES.glob("cl_*.png"))
+    sun_paths = sorted(FACES.glob("sun_*.png"))
+    x, y = augmented_faces(clean_paths, [int(p.stem.split("=")[1]) for p in clean_paths], n, rng)
+    px, _ = augmented_faces(sun_paths, [0] * len(sun_paths), n, rng)
+    return x, y, px
+
+
+def lab_case(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+    """:return: ``lab_sets(n)`` drawn from ``seed``, and the lab's DeepID BadNet (lab3_bd_weights.h5)."""
+    from art_pruning_defense.keras import load_deepid_weights
+
+    x, y, px = lab_sets(n, np.random.default_rng(seed))
+    return x, y, px, load_deepid_weights(str(WEIGHTS))
+
+
 def lab_loop(model, order: np.ndarray, x: np.ndarray, y: np.ndarray, px: np.ndarray, target: int, k: int, batch: int):
     """The lab's loop: zero one more channel of conv_3 in a copy, then predict both sets with the whole network."""
     import keras
