@@ -248,6 +248,34 @@ class StreamBatches:
             )
 
 
+def regroup(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]], size: int
+) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    """
+    :param pairs: ``(inputs, labels)`` batches of any sizes.
+    :param size: Samples per group.
+    :return: The same samples, in the same order, in groups of ``size`` (the last may be smaller), each as the
+             lists of the pieces of the input batches that make it up (views, not copies). The lists handed on are
+             the caller's: this generator keeps no reference to them.
+    """
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    held = 0
+    for x, y in pairs:
+        while len(x):
+            take = min(size - held, len(x))
+            xs.append(x[:take])
+            ys.append(y[:take])
+            held += take
+            x, y = x[take:], y[take:]
+            if held == size:
+                held = 0
+                yield xs, ys
+                xs, ys = [], []
+    if held:
+        yield xs, ys
+
+
 def rebatch(pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """
     :param pairs: ``(inputs, labels)`` batches of any sizes.
@@ -256,20 +284,7 @@ def rebatch(pairs: Iterable[tuple[np.ndarray, np.ndarray]], batch_size: int) -> 
              caller holds an output batch, this generator holds none of its samples (only those of the input batch
              it is cutting), so a batch the caller drops is freed.
     """
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    held = 0
-    for x, y in pairs:
-        while len(x):
-            take = min(batch_size - held, len(x))
-            xs.append(x[:take])
-            ys.append(y[:take])
-            held += take
-            x, y = x[take:], y[take:]
-            if held == batch_size:
-                held = 0
-                yield _joined(xs), _joined(ys)
-    if held:
+    for xs, ys in regroup(pairs, batch_size):
         yield _joined(xs), _joined(ys)
 
 

@@ -9,12 +9,17 @@ tail only for the samples whose activation map of ``c`` is not identically zero,
 are re-evaluated and every other sample keeps its previous prediction. This is exact: a sample whose channel ``c``
 is all zeros feeds the same bits to the tail before and after the step. Likewise, every sample whose active
 channels are all pruned feeds the tail all zeros, so those samples share one label, evaluated once.
+
+Because the sweep visits the steps in order and re-evaluates every sample that a step changes, an evaluator may also
+carry state from one step to the next (a :class:`Stepper`): the Keras adapter keeps, per sample, the output of the
+layers that read the pruned layer and subtracts the pruned channel's share at each step, so that a step's cost does
+not grow with the number of channels still kept.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -22,6 +27,28 @@ import numpy as np
 #: at the pruned layer are multiplied by ``mask`` (one value per channel, 1 keep, 0 pruned). With an all-zero mask
 #: the labels are those of an all-zero input to the tail.
 RowsFunction = Callable[[Optional[np.ndarray], np.ndarray], np.ndarray]
+
+
+class Stepper(Protocol):
+    """
+    An evaluator that follows one sweep step by step (see :func:`sweep_chunk`): :meth:`begin` once, then
+    :meth:`prune` once per step that re-evaluates samples, in the sweep's order (a step that changes no sample's
+    input is skipped). It may carry per-sample state from call to call on that promise; labels must be those of
+    the masked network whatever it keeps.
+    """
+
+    def begin(self) -> np.ndarray:
+        """
+        :return: The label of every sample, nothing pruned.
+        """
+
+    def prune(self, rows: np.ndarray, channel: int, mask: np.ndarray) -> np.ndarray:
+        """
+        :param rows: Every sample on which ``channel`` is active, but those left with no active channel.
+        :param channel: The channel this step prunes.
+        :param mask: The mask after this step (1 keep, 0 pruned; ``channel`` and every channel pruned before it at 0).
+        :return: The labels of ``rows`` after this step.
+        """
 
 
 @dataclass(frozen=True)
@@ -166,6 +193,7 @@ def sweep_chunk(
     order: np.ndarray,
     predict_rows: RowsFunction,
     on_step: Callable[[], None] | None = None,
+    stepper: Stepper | None = None,
 ) -> SweepCounts:
     """
     Run the whole pruning sweep on one chunk of cached activations.
@@ -178,6 +206,8 @@ def sweep_chunk(
     :param order: Channels in pruning order; its length sets the number of steps.
     :param predict_rows: Evaluates the network after the pruned layer on cached activations (see ``RowsFunction``).
     :param on_step: Called after each pruning step (progress reporting).
+    :param stepper: Evaluates the unpruned network and each step instead of ``predict_rows`` (which still gives
+           the label of an all-zero input); default: ``predict_rows`` with each step's mask.
     :return: Counts for steps ``0 .. len(order)``.
     """
     counts = SweepCounts.zeros(len(order) + 1)
@@ -185,7 +215,7 @@ def sweep_chunk(
     if counts.n_samples == 0:
         return counts
     mask = np.ones(active.shape[1], dtype=np.float32)
-    unpruned = np.asarray(predict_rows(None, mask))
+    unpruned = np.asarray(predict_rows(None, mask) if stepper is None else stepper.begin())
     labels = unpruned.copy()
     counts.hits[0] = np.count_nonzero(labels == references)
     # Active channels not yet pruned, per sample: a sample left with none feeds all zeros to the tail, like every
@@ -204,7 +234,7 @@ def sweep_chunk(
                 labels[rows[emptied]] = blank_label
                 rows = rows[~emptied]
         if rows.size:
-            labels[rows] = predict_rows(rows, mask)
+            labels[rows] = predict_rows(rows, mask) if stepper is None else stepper.prune(rows, int(channel), mask)
         counts.hits[step] = np.count_nonzero(labels == references)
         counts.changed[step] = np.count_nonzero(labels != unpruned)
         if on_step is not None:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from art_pruning_defense import _defaults, _sweep
 from art_pruning_defense._aligned import aligned_empty
-from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream, rebatch
+from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream, regroup
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
@@ -195,7 +195,8 @@ class FinePruning(Transformer):
         :param batch_size: Samples per forward pass.
         :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
                computed once and reused at every step when they fit; otherwise the data is swept in chunks of this
-               size and the part of the network before the layer runs twice. With ``strategy="attack_aware"``, a
+               size and the part of the network before the layer runs twice. (The sweep's per-sample sums of the
+               layers that read the pruned layer are kept only where they fit beside the cache in this bound.) With ``strategy="attack_aware"``, a
                layer whose activations on the clean and the poisoned data exceed it keeps the (preprocessed) inputs
                instead and runs the part of the network before the layer again for each evaluation.
         :param fine_tune_epochs: Fine-pruning: epochs of retraining on the clean data after pruning to
@@ -610,22 +611,27 @@ class FinePruning(Transformer):
             in_order = aligned_empty((sum(len(a) for a in activations), *activations[0].shape[1:]), np.float32)
             start = 0
             for i, part in enumerate(activations):
-                in_order[start : start + len(part)] = part[..., order]
+                # (mode="clip": the order is a permutation, so no index is clipped, and numpy writes out directly.)
+                np.take(
+                    np.asarray(part, np.float32), order, axis=-1, out=in_order[start : start + len(part)], mode="clip"
+                )
                 start += len(part)
                 activations[i] = part = None
             activations.clear()
             active = _sweep.active_channels(in_order)[:, np.argsort(order)]
             tail = CachedTail(compiled_tail, shared_tensor(in_order), tail_batch, channel_order=order)
+            # The sweep keeps the fronts' sums per sample where they pay and fit beside the cache.
+            stepper = tail.stepper(order, active, spare_bytes=self.max_cache_bytes - in_order.nbytes)
             del in_order
-            return _sweep.sweep_chunk(active, np.concatenate(references), order, tail, on_step=progress.update)
+            return _sweep.sweep_chunk(
+                active, np.concatenate(references), order, tail, on_step=progress.update, stepper=stepper
+            )
 
         def run(source: "ArrayBatches | StreamBatches") -> _sweep.SweepCounts:
             counts = _sweep.SweepCounts.zeros(len(order) + 1)
             activations = ((head_predict(self._prepared(b.x), self.batch_size), b.y) for b in source.batches())
-            for held, references in rebatch(activations, chunk):  # chunks of max_cache_bytes, whatever the batches
-                parts = [held]
-                del held
-                counts += sweep(parts, [references])
+            for parts, references in regroup(activations, chunk):  # chunks of max_cache_bytes, whatever the batches
+                counts += sweep(parts, references)
             return counts
 
         with progress:

@@ -7,7 +7,8 @@ Where the time of the package's sweep goes on the lab's DeepID case: the head pa
 The inputs are those of ``sweep_speed.py`` (11,547 clean and 11,547 sunglasses images made from the 15 real faces in
 ../shared/data/ytface). Each repeat measures the floor, then times ``FinePruning.fit`` (``conv_3``, both sets),
 with the time spent in the head's compiled prediction (``BatchPredictor.__call__``: conversion of the inputs, the
-head, the copy of the activations back) and in the tail's (``CachedTail.__call__``) counted apart; the rest is
+head, the copy of the activations back) and in the tail's (``CachedTail.__call__``, and ``FrontState.begin`` and
+``prune`` for the steps that keep the fronts' sums) counted apart; the rest is
 bookkeeping (input checks, preprocessing, channel means, activity masks, label counts, caches).
 
 Each repeat also times a bound that no exact sweep of this form goes below: the head's pass plus, for every
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
     spent: dict[str, float] = {}
 
-    def timed(cls: type, key: str) -> None:
-        call = cls.__call__
+    def timed(cls: type, key: str, method: str = "__call__") -> None:
+        call = getattr(cls, method)
 
         def wrapper(self: object, *a: object, **k: object) -> object:
             start = time.perf_counter()
@@ -67,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
 
-        cls.__call__ = wrapper
+        setattr(cls, method, wrapper)
 
     rest_only = _rest_only(model, x, px, args.batch_size)
     timed(adapter.BatchPredictor, "head")  # the floor's calls are cleared before each sweep
     timed(adapter.CachedTail, "tail")
+    timed(adapter.FrontState, "tail", "begin")  # the steps that keep the fronts' sums
+    timed(adapter.FrontState, "tail", "prune")
     print(
         "| repeat | floor s | sweep s | sweep / floor | head s (/ floor) | tail s (/ floor) | bookkeeping s (/ floor) "
         "| after the fronts only s (/ floor) | bound: head + after the fronts (/ floor) |"

@@ -1,5 +1,5 @@
 """
-What an exact sweep of the lab's DeepID case cannot go below on this machine, piece by piece, and two shortcuts
+What an exact sweep of the lab's DeepID case cannot go below on this machine, piece by piece, and the shortcuts
 measured against the package's own tail steps.
 
     python benchmarks/sweep_limits.py [--n N] [--rows R] [--repeats K]
@@ -11,14 +11,19 @@ the fronts; ``fc_2``, the ``add`` and the 1,283-way ``output`` come after them.
 1. Cost per re-evaluated row, in calls of R rows (the sweep's tail calls): the layers after the fronts as the sweep
    runs them (with the output's softmax and the argmax); their two matrix products alone, with the multiply-add
    rate; the fronts over the last 10 and 30 channels of the cache (the package's slice path).
-2. Incremental fronts: each sample keeps its fronts' outputs before bias and activation, and a step subtracts the
-   pruned channel's contribution (one channel's map through ``conv_4`` and ``fc_1``) instead of recomputing the
-   fronts over the kept channels. The tail steps of both sets (``_sweep.sweep_chunk``), timed against the package's
-   ``CachedTail``; the counts of every step must be equal, else the script stops with an error.
+2. Kept front sums: the package's ``SweepStepper`` made to keep each sample's sums of ``conv_4`` and ``fc_1`` (before
+   bias and activation) through every step that keeps at least ``FrontState.min_kept`` channels, subtracting the
+   pruned channel's share, against the package's ``CachedTail`` alone (the fronts summed anew over the kept channels
+   at every step) and against the stepper as ``FinePruning.fit`` makes it (which keeps the sums only where its
+   estimate says they pay: not here). The tail steps of both sets (``_sweep.sweep_chunk``); the counts of every
+   step must be equal, else the script stops with an error.
 3. Certified skipping: the share of re-evaluations whose label a margin bound proves unchanged (the label ``c`` of
    the last exact evaluation stands while ``max_j ||w_c - w_j|| * ||h - h_ref|| * (1 + 1e-4) + 1e-3`` stays below that
    evaluation's top-two logit margin, ``h`` the input of ``output``); only ``output``'s product could be skipped
-   there, ``fc_2`` still runs.
+   there, ``fc_2`` still runs. And a second bound, with the K classes of highest logit at the last full evaluation
+   computed exactly: the label is among them while their best logit beats ``M + N * ||h - h_ref||`` (``M`` the
+   highest other logit then, ``N`` the longest other weight column); only K of the 1,283 columns of ``output``
+   would then run.
 4. The floor (one forward pass of the network over both sets), and the head's pass and the layers after the fronts
    on all re-evaluations in floors: no exact sweep that re-evaluates each touched sample goes below their sum.
 """
@@ -36,103 +41,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_speed import lab_case, lab_parser, shared_missing  # noqa: E402
-
-
-class IncrementalFronts:
-    """
-    A ``RowsFunction`` (see ``_sweep``) for a sweep that prunes channels one at a time in a fixed order: it keeps the
-    fronts' outputs (before bias and activation) of every sample and, at each call, subtracts the contributions of
-    the channels pruned since the previous call from the called samples' outputs. Correct for ``sweep_chunk``'s calls
-    only: a sample is called at each step that prunes a channel active on it (a channel all zero on a sample adds
-    exactly zero to its outputs). An all-zero mask goes to ``fallback`` (the package's tail).
-    """
-
-    def __init__(self, fronts, rest, cache, order: np.ndarray, rows_per_call: int, fallback) -> None:
-        import keras
-        import tensorflow as tf
-
-        self._rows, self._fallback = rows_per_call, fallback
-        self._position = {int(c): i for i, c in enumerate(order)}  # the cache holds the channels in pruning order
-        self._mask: np.ndarray | None = None
-        self._cache = cache
-        n, height, width, channels = (int(d) for d in cache.shape)
-        in_order = tf.constant(order.astype(np.int32))
-        sizes = [tuple(int(d) for d in f.output.shape[1:]) for f in fronts]
-        self._state = [tf.Variable(tf.zeros([n, *s]), shape=tf.TensorShape([None, *s])) for s in sizes]
-
-        def kernel(front):
-            layer = front.layer
-            if front.flatten:  # rows of the flattened map: (position, channel)
-                return tf.reshape(layer.kernel, [height * width, channels, -1])
-            return layer.kernel
-
-        def contribution(front, maps, channel):
-            """One channel's maps (rows, h, w, 1) through a front, before bias and activation."""
-            layer = front.layer
-            if front.flatten:
-                return tf.matmul(tf.reshape(maps, [-1, height * width]), kernel(front)[:, channel, :])
-            if isinstance(layer, keras.layers.Dense):
-                return maps * layer.kernel[channel]
-            return layer.convolution_op(maps, layer.kernel[:, :, channel : channel + 1, :])
-
-        def full(front, x):
-            """All channels (in pruning order) through a front, before bias and activation."""
-            layer = front.layer
-            if front.flatten:
-                k = tf.reshape(tf.gather(kernel(front), in_order, axis=1), [height * width * channels, -1])
-                return tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), k)
-            if isinstance(layer, keras.layers.Dense):
-                return tf.matmul(x, tf.gather(layer.kernel, in_order, axis=0))
-            return layer.convolution_op(x, tf.gather(layer.kernel, in_order, axis=2))
-
-        def labels(pre):
-            outputs = []
-            for front, p in zip(fronts, pre):
-                out = p + front.layer.bias if front.layer.bias is not None else p
-                outputs.append(front.layer.activation(out) if front.layer.activation is not None else out)
-            return tf.argmax(rest(outputs, training=False), axis=-1)
-
-        rows_spec = tf.TensorSpec([None], tf.int64)
-
-        @tf.function(input_signature=[rows_spec])
-        def start(rows):
-            pre = [full(f, tf.gather(self._cache, rows)) for f in fronts]
-            for v, p in zip(self._state, pre):
-                v.scatter_nd_update(rows[:, None], p)
-            return labels(pre)
-
-        @tf.function(input_signature=[rows_spec, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)])
-        def prune(rows, positions, channels):
-            x = tf.gather(self._cache, rows)
-            new = [tf.gather(v, rows) for v in self._state]
-            for i in range(tf.size(positions)):
-                maps = tf.gather(x, positions[i : i + 1], axis=3)
-                new = [s - contribution(f, maps, channels[i]) for f, s in zip(fronts, new)]
-            for v, s in zip(self._state, new):
-                v.scatter_nd_update(rows[:, None], s)
-            return labels(new)
-
-        self._start, self._prune = start, prune
-
-    def __call__(self, rows: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        if not np.any(mask):
-            return self._fallback(rows, mask)
-        if rows is None:  # the unpruned network: fill the state
-            self._mask = mask.copy()
-            n = int(self._cache.shape[0])
-            calls = [tf.range(s, min(n, s + self._rows), dtype=tf.int64) for s in range(0, n, self._rows)]
-            return np.concatenate([self._start(r).numpy() for r in calls])
-        pruned = np.flatnonzero((self._mask == 1) & (mask == 0))
-        self._mask = mask.copy()
-        positions = tf.constant([self._position[int(c)] for c in pruned], tf.int32)
-        channels = tf.constant(pruned.astype(np.int32))
-        parts = [
-            self._prune(tf.constant(rows[s : s + self._rows], tf.int64), positions, channels).numpy()
-            for s in range(0, len(rows), self._rows)
-        ]
-        return np.concatenate(parts)
 
 
 def per_row(function, rows: int, repeats: int = 30) -> float:
@@ -217,29 +125,36 @@ def main(argv: list[str] | None = None) -> int:
     for k, value in step_us.items():
         print(f"| package's tail step, last {k} of 60 channels kept (fronts + the above) | {value:.2f} |")
 
-    # 2. Incremental fronts against the package's tail steps.
-    timings: dict[str, list[float]] = {"package (CachedTail)": [], "incremental fronts": []}
+    # 2. Kept front sums against the package's tail steps.
+    timings: dict[str, list[float]] = {
+        "package (CachedTail, the fronts anew)": [],
+        "as FinePruning.fit makes it (its plan)": [],
+        "front sums kept while min_kept allows": [],
+    }
     for _ in range(args.repeats):
         results = {}
         for name in timings:
             counts, seconds = [], 0.0
             for cache, active, references in prepared:
                 package = CachedTail(compiled, cache, rows, channel_order=order)
-                rows_function = (
-                    package
-                    if name.startswith("package")
-                    else IncrementalFronts(fronts, rest, cache, order, rows, package)
-                )
+                stepper = {
+                    "package (CachedTail, the fronts anew)": None,
+                    "as FinePruning.fit makes it (its plan)": package.stepper(order, active),
+                    "front sums kept while min_kept allows": package.stepper(),
+                }.get(name)
                 start = time.perf_counter()
-                counts.append(_sweep.sweep_chunk(active, references, order, rows_function))
+                counts.append(_sweep.sweep_chunk(active, references, order, package, stepper=stepper))
                 seconds += time.perf_counter() - start
             timings[name].append(seconds)
             results[name] = counts
-        for a, b in zip(*results.values()):
-            if not (np.array_equal(a.hits, b.hits) and np.array_equal(a.changed, b.changed)):
-                print("error: the incremental fronts' counts differ from the package's", file=sys.stderr)
+        for a, *others in zip(*results.values()):
+            if not all(np.array_equal(a.hits, b.hits) and np.array_equal(a.changed, b.changed) for b in others):
+                print("error: the counts with kept front sums differ from the package's", file=sys.stderr)
                 return 1
     print()
+    print(
+        f"front sums: min_kept {compiled.stateful.min_kept} of 60 channels, {compiled.stateful.values} values a sample"
+    )
     print("| tail steps, both sets | seconds per run | floors |")
     print("| --- | --- | --- |")
     for name, values in timings.items():
@@ -249,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     print("counts of all 61 steps equal on both sets")
 
     # 3. Certified skipping.
-    skipped = _certified(model, prepared, order)
+    skipped, top_k = _certified(model, prepared, order, (4, 16, 64))
     print()
     print(f"certified skipping: {skipped} of {count} re-evaluations ({100 * skipped / count:.1f} %) provably unchanged")
+    for k, proven in top_k.items():
+        print(f"top-{k} bound: {proven} of {count} re-evaluations ({100 * proven / count:.1f} %) proven in the top {k}")
 
     # 4. The bound.
     after_all = after_us * count / 1e6
@@ -266,47 +183,83 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _certified(model, prepared, order: np.ndarray) -> int:
+def _reevaluations(model, prepared, order: np.ndarray):
     """
-    :return: How many of the sweep's re-evaluations the margin bound proves unchanged (see the module's text).
+    :return: Per set, ``(h0, steps)``: the input of ``output`` of every sample unpruned, and an iterator over the
+             sweep's steps with re-evaluations, each ``(rows, h)``: the samples re-evaluated and their inputs of
+             ``output`` after the step.
     """
     import keras
     import tensorflow as tf
 
-    weights, bias = (np.asarray(w) for w in model.get_layer("output").get_weights())
-    gram = weights.T.astype(np.float64) @ weights.astype(np.float64)
-    squares = np.diag(gram)
-    spread = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2 * gram, 0)).max(axis=1)
     network = keras.Model(model.get_layer("pool_3").output, model.get_layer("activation_1").output)
     features = tf.function(lambda a: network(a, training=False))
-    skipped = 0
-    for cache, active, _ in prepared:
-        activations = tf.gather(cache, np.argsort(order), axis=3).numpy()  # back to the model's channel order
+
+    def inputs(activations: np.ndarray) -> np.ndarray:
+        return np.concatenate([features(activations[s : s + 4096]).numpy() for s in range(0, len(activations), 4096)])
+
+    def steps(activations: np.ndarray, active: np.ndarray):
         mask = np.ones(activations.shape[-1], np.float32)
-        h_ref = np.concatenate([features(activations[s : s + 4096]).numpy() for s in range(0, len(activations), 4096)])
-        logits = h_ref @ weights + bias
-        label = logits.argmax(axis=1)
-        top2 = np.sort(logits, axis=1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
         remaining = active.sum(axis=1)
         for channel in order:
             mask[channel] = 0
             rows = np.flatnonzero(active[:, channel])
             remaining[rows] -= 1
             rows = rows[remaining[rows] > 0]
-            if not rows.size:
-                continue
-            h = np.concatenate(
-                [features(activations[rows[s : s + 4096]] * mask).numpy() for s in range(0, len(rows), 4096)]
-            )
-            distance = np.linalg.norm(h.astype(np.float64) - h_ref[rows], axis=1)
-            proven = margin[rows] > spread[label[rows]] * distance * (1 + 1e-4) + 1e-3
-            skipped += int(proven.sum())
-            exact = rows[~proven]
-            z = h[~proven] @ weights + bias
-            top2 = np.sort(z, axis=1)[:, -2:]
-            h_ref[exact], label[exact], margin[exact] = h[~proven], z.argmax(axis=1), top2[:, 1] - top2[:, 0]
-    return skipped
+            if rows.size:
+                yield rows, inputs(activations[rows] * mask)
+
+    for cache, active, _ in prepared:
+        activations = tf.gather(cache, np.argsort(order), axis=3).numpy()  # back to the model's channel order
+        yield inputs(activations), steps(activations, active)
+
+
+def _certified(model, prepared, order: np.ndarray, ks: tuple[int, ...]) -> tuple[int, dict[int, int]]:
+    """
+    :return: How many of the sweep's re-evaluations the margin bound proves unchanged, and for each K how many the
+             top-K bound places among the K classes of highest logit at the sample's last full evaluation (see the
+             module's text). After each failure the sample is evaluated in full and that evaluation becomes its
+             reference. Every label the top-K bound proves is checked against the exact one.
+    """
+    weights, bias = (np.asarray(w, np.float64) for w in model.get_layer("output").get_weights())
+    gram = weights.T @ weights
+    squares = np.diag(gram)
+    spread = np.sqrt(np.maximum(squares[:, None] + squares[None, :] - 2 * gram, 0)).max(axis=1)
+    norms = np.linalg.norm(weights, axis=0)
+    skipped, proven = 0, dict.fromkeys(ks, 0)
+    for h0, steps in _reevaluations(model, prepared, order):
+        h0 = h0.astype(np.float64)
+        h_ref, logits = h0.copy(), h0 @ weights + bias
+        label = logits.argmax(axis=1)
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+        references = {k: (h0.copy(), logits.copy()) for k in ks}
+        for rows, h in steps:
+            h = h.astype(np.float64)
+            z = h @ weights + bias
+            # The margin bound.
+            distance = np.linalg.norm(h - h_ref[rows], axis=1)
+            sure = margin[rows] > spread[label[rows]] * distance * (1 + 1e-4) + 1e-3
+            skipped += int(sure.sum())
+            exact = rows[~sure]
+            top2 = np.sort(z[~sure], axis=1)[:, -2:]
+            h_ref[exact], label[exact], margin[exact] = h[~sure], z[~sure].argmax(axis=1), top2[:, 1] - top2[:, 0]
+            # The top-K bound.
+            for k, (k_ref, z_ref) in references.items():
+                top = np.argpartition(-z_ref[rows], k, axis=1)[:, :k]
+                others = np.ones(z.shape, bool)
+                np.put_along_axis(others, top, False, axis=1)
+                highest = np.where(others, z_ref[rows], -np.inf).max(axis=1)
+                longest = np.where(others, norms[None, :], 0).max(axis=1)
+                bound = highest + longest * np.linalg.norm(h - k_ref[rows], axis=1)
+                inside = np.take_along_axis(z, top, axis=1)
+                ok = inside.max(axis=1) > bound + 1e-4 * (np.abs(bound) + 1)
+                picked = np.take_along_axis(top, inside.argmax(axis=1)[:, None], axis=1)[:, 0]
+                if np.any(picked[ok] != z[ok].argmax(axis=1)):
+                    raise AssertionError("the top-K bound proved a wrong label")
+                proven[k] += int(ok.sum())
+                k_ref[rows[~ok]], z_ref[rows[~ok]] = h[~ok], z[~ok]
+    return skipped, proven
 
 
 if __name__ == "__main__":

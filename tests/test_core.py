@@ -181,6 +181,52 @@ def test_attack_aware_pass_matches_a_brute_force_greedy():
     assert np.all(state.clean.hits >= min_hits)
 
 
+def test_a_stepper_sees_each_step_once_in_order_with_every_sample_it_changes():
+    """The Stepper contract: begin once, then prune once per step that changes some sample's input, in the sweep's
+    order, with every sample active on the channel but those left with no active channel; counts as without it."""
+    rng = np.random.default_rng(7)
+    acts = rng.random((50, 2, 2, 6)) * (rng.random((50, 2, 2, 6)) < 0.3)
+    acts[:, :, :, 4] = 0  # a dead channel: its step has no call
+    weights = rng.normal(size=(24, 3))
+    bias = rng.normal(size=3)
+    refs = rng.integers(0, 3, 50)
+    order = np.array([4, 2, 5, 0, 3, 1])
+    active = _sweep.active_channels(acts)
+
+    def predict_rows(rows, mask):
+        a = acts if rows is None else acts[rows]
+        return np.argmax((a * mask).reshape(len(a), -1) @ weights + bias, axis=1)
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def begin(self):
+            self.calls.append(("begin", None, None))
+            return predict_rows(None, np.ones(6))
+
+        def prune(self, rows, channel, mask):
+            self.calls.append(("prune", channel, rows.copy()))
+            assert mask[channel] == 0
+            return predict_rows(rows, mask)
+
+    recorder = Recorder()
+    with_stepper = _sweep.sweep_chunk(active, refs, order, predict_rows, stepper=recorder)
+    without = _sweep.sweep_chunk(active, refs, order, predict_rows)
+    assert with_stepper.hits.tolist() == without.hits.tolist()
+    assert with_stepper.changed.tolist() == without.changed.tolist()
+    assert recorder.calls[0][0] == "begin" and [c for c, _, _ in recorder.calls].count("begin") == 1
+    remaining = active.sum(axis=1)
+    expected = []
+    for channel in order:
+        rows = np.flatnonzero(active[:, channel])
+        remaining[rows] -= 1
+        if np.any(remaining[rows] > 0):
+            expected.append((channel, rows[remaining[rows] > 0].tolist()))
+    assert 4 not in [channel for channel, _ in expected]  # the dead channel's step makes no call
+    assert [(channel, rows.tolist()) for _, channel, rows in recorder.calls[1:]] == expected
+
+
 def test_samples_left_without_active_channels_share_one_evaluation():
     rng = np.random.default_rng(5)
     acts = rng.random((30, 2, 2, 4)) * (rng.random((30, 2, 2, 4)) < 0.4)

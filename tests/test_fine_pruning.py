@@ -43,6 +43,41 @@ def test_sweep_matches_full_forward_passes(kwargs, tiny_data):
     assert [r.channel for r in defence.sweep_[1:]] == defence.ranking_.tolist()
 
 
+def test_a_wide_layer_swept_with_kept_front_sums_matches_full_forward_passes(tiny_data, monkeypatch):
+    """24 channels: the sweep keeps the dense layer's sums per sample through its first steps (FrontState) and
+    still gives the curves of B' built and run from scratch at every step."""
+    import keras
+
+    from art_pruning_defense.keras import FrontState
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(24, 3, activation="relu", bias_initializer="ones", name="conv")(inputs)
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D(2, name="pool")(x))
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    y[::3] = (y[::3] + 1) % 4
+    px = x[:25] * 0.5
+    shares = []
+    prune = FrontState.prune
+    monkeypatch.setattr(FrontState, "prune", lambda self, *a: shares.append(a[2]) or prune(self, *a))
+    defence = FinePruning(classifier, accuracy_drops=(2, 10), batch_size=16, verbose=False)
+    defence.fit(x, y, poisoned_x=px, poisoned_target=2)
+
+    assert shares, "the sums were not kept"
+    accuracy, asr = _brute_force(model, defence.ranking_, x, y, px, 2)
+    assert [r.clean_accuracy for r in defence.sweep_] == pytest.approx(accuracy)
+    assert [r.attack_success_rate for r in defence.sweep_] == pytest.approx(asr)
+    # In chunks of 25 samples' activations (864 bytes each), the sums only where they fit beside a chunk (the last
+    # clean chunk of 10): the same sweep.
+    small = FinePruning(classifier, accuracy_drops=(2, 10), batch_size=16, verbose=False, max_cache_bytes=25 * 864)
+    small.fit(x, y, poisoned_x=px, poisoned_target=2)
+    assert [r.as_dict() for r in small.sweep_] == [r.as_dict() for r in defence.sweep_]
+
+
 def test_ranking_uses_mean_activation_after_pooling(tiny_classifier, tiny_model, tiny_data):
     import keras
 

@@ -165,6 +165,123 @@ def test_tail_cached_in_pruning_order_gives_the_labels_of_the_masked_model():
         CachedTail(compiled, maps, 64, channel_order=np.arange(59))
 
 
+def _masked_counts(tail, maps, refs, order):
+    """Hits and changes per sweep step, each step's labels from the masked tail itself."""
+    mask = np.ones(maps.shape[-1], np.float32)
+    labels = [np.argmax(tail.predict(maps, verbose=0), axis=1)]
+    for channel in order:
+        mask[channel] = 0
+        labels.append(np.argmax(tail.predict(maps * mask, verbose=0), axis=1))
+    return [int(np.sum(lab == refs)) for lab in labels], [int(np.sum(lab != labels[0])) for lab in labels]
+
+
+def test_a_sweep_stepper_keeps_the_front_sums_while_many_channels_are_kept():
+    """The stepper subtracts each pruned channel's share from the fronts' sums while at least min_kept channels are
+    kept, sums the kept channels anew after that, and gives the counts of the masked tail at every step."""
+    from art_pruning_defense import _sweep
+    from art_pruning_defense.keras import build_deepid
+    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+
+    _, tail = split(build_deepid(n_classes=7), "pool_3")
+    maps = _random_maps((300, 5, 4, 60), seed=6)
+    refs = np.random.default_rng(7).integers(0, 7, 300)
+    order = np.argsort(maps.mean(axis=(0, 1, 2)), kind="stable")
+    compiled = CompiledTail(tail)
+    state = compiled.stateful
+    assert 1 < state.min_kept < 60 and state.values == 4 * 3 * 80 + 160
+    shares, masked = [], []
+    prune = state.prune
+    state.prune = lambda maps, rows, channel: shares.append(channel) or prune(maps, rows, channel)
+
+    class Counting(CachedTail):
+        def __call__(self, rows, mask):
+            masked.append(int(np.count_nonzero(mask)))
+            return super().__call__(rows, mask)
+
+    cached = Counting(compiled, np.ascontiguousarray(maps[..., order]), 64, channel_order=order)
+    counts = _sweep.sweep_chunk(_sweep.active_channels(maps), refs, order, cached, stepper=cached.stepper())
+    hits, changed = _masked_counts(tail, maps, refs, order)
+    assert counts.hits.tolist() == hits
+    assert counts.changed.tolist() == changed
+    steps = [c for i, c in enumerate(shares) if i == 0 or c != shares[i - 1]]  # calls of 64 rows: one per step
+    assert steps == list(order[: 60 - state.min_kept])  # every step after which min_kept channels or more are kept
+    assert masked and max(masked) < state.min_kept  # then the kept channels, anew (the blank input among them)
+    assert state.owner is None and state._sums.numpy().shape == (0, state.values)  # released once no longer used
+    # No sums where they would not fit in the memory given, or where no step would save their cost.
+    active = _sweep.active_channels(maps)
+    assert cached.stepper(order, active)._state is state
+    assert cached.stepper(order, active, spare_bytes=300 * 4 * state.values - 1)._state is None
+    idle = np.zeros_like(active)
+    idle[:, order[-state.min_kept :]] = True  # active only on the channels pruned once few are kept
+    assert cached.stepper(order, idle)._state is None
+
+
+@pytest.mark.parametrize("response_values", [2**20, 0])  # a channel's share by its response matrix, or convolved
+def test_front_sums_of_strided_convolutions_and_per_pixel_dense_fronts_follow_the_masked_tail(
+    monkeypatch, response_values
+):
+    import art_pruning_defense.keras._model as adapter
+    from art_pruning_defense import _sweep
+    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+
+    monkeypatch.setattr(adapter, "STATE_MACS_PER_VALUE", 1)  # keep the sums through nearly every step
+    monkeypatch.setattr(adapter, "RESPONSE_VALUES", response_values)
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 5, 12))
+    strided = keras.layers.Conv2D(7, 3, strides=2, padding="same", activation="relu")(inputs)
+    per_pixel = keras.layers.Dense(4, activation="relu")(inputs)
+    x = keras.layers.Concatenate()([keras.layers.Flatten()(strided), keras.layers.GlobalAveragePooling2D()(per_pixel)])
+    tail = keras.Model(inputs, keras.layers.Dense(6)(x))
+    maps = _random_maps((120, 6, 5, 12), seed=8)
+    refs = np.random.default_rng(9).integers(0, 6, 120)
+    order = np.random.default_rng(10).permutation(12)
+    compiled = CompiledTail(tail)
+    state = compiled.stateful
+    assert state.min_kept == 2
+    shares = []
+    prune = state.prune
+    state.prune = lambda maps, rows, channel: shares.append(channel) or prune(maps, rows, channel)
+    cached = CachedTail(compiled, np.ascontiguousarray(maps[..., order]), 32, channel_order=order)
+    counts = _sweep.sweep_chunk(_sweep.active_channels(maps), refs, order, cached, stepper=cached.stepper())
+    hits, changed = _masked_counts(tail, maps, refs, order)
+    assert counts.hits.tolist() == hits
+    assert counts.changed.tolist() == changed
+    assert set(shares) == set(order[:10].tolist())  # the sums kept through every step that leaves 2 channels
+
+
+def test_a_stepper_called_out_of_the_sweeps_order_gives_the_masked_labels():
+    """Another stepper claiming the sums, or a mask that brings a channel back, ends the kept sums: the labels are
+    still those of the masked tail."""
+    from art_pruning_defense.keras import build_deepid
+    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+
+    _, tail = split(build_deepid(n_classes=5), "pool_3")
+    maps = _random_maps((80, 5, 4, 60), seed=11)
+    compiled = CompiledTail(tail)
+    first, second = (CachedTail(compiled, maps, 32).stepper() for _ in range(2))
+
+    def expected(mask):
+        return np.argmax(tail.predict(maps * mask, verbose=0), axis=1)
+
+    ones = np.ones(60, np.float32)
+    np.testing.assert_array_equal(first.begin(), expected(ones))
+    mask = ones.copy()
+    mask[7] = 0
+    rows = np.arange(80)
+    np.testing.assert_array_equal(first.prune(rows, 7, mask), expected(mask))
+    assert compiled.stateful.owner is first
+    np.testing.assert_array_equal(second.begin(), expected(ones))  # takes the sums over
+    mask[9] = 0
+    np.testing.assert_array_equal(first.prune(rows, 9, mask), expected(mask))  # no longer its sums: anew
+    only_9 = ones.copy()
+    only_9[9] = 0
+    np.testing.assert_array_equal(second.prune(rows, 9, only_9), expected(only_9))  # its own sums
+    back = ones.copy()
+    back[3] = 0  # channel 9 back, 3 pruned: not a sweep's next mask
+    np.testing.assert_array_equal(second.prune(rows, 3, back), expected(back))
+    assert compiled.stateful.owner is None
+
+
 def test_dense_on_the_feature_map_is_a_linear_front_and_other_readers_are_not():
     from art_pruning_defense.keras._model import CachedTail, channel_linear_front
 

@@ -255,3 +255,29 @@ def test_rebatch_gives_the_samples_in_order_and_keeps_none_of_a_batch_it_gave():
     rest = list(batches)
     assert [len(b) for b, _ in rest] == [5, 2]
     assert np.concatenate([y] + [r for _, r in rest]).tolist() == np.repeat(np.arange(4), 3).tolist()
+
+
+def test_regroup_hands_on_views_of_the_batches_and_keeps_none_of_a_group_it_gave():
+    """The sweep's chunks: groups of the batches' own pieces (no copy); a group the caller empties is freed."""
+    import weakref
+
+    from art_pruning_defense._stream import regroup
+
+    made = []
+
+    def make(i: int) -> tuple[np.ndarray, np.ndarray]:
+        x = np.full((3, 2), i, dtype=np.float32)
+        made.append((x, weakref.ref(x)))
+        return x, np.full(3, i)
+
+    groups = regroup((make(i) for i in range(4)), 5)
+    xs, ys = next(groups)
+    assert [len(x) for x in xs] == [3, 2] and np.concatenate(ys).tolist() == [0, 0, 0, 1, 1]
+    assert all(np.shares_memory(x, source) for x, (source, _) in zip(xs, made))  # views, not copies
+    ref = made[0][1]
+    made.clear()
+    xs.clear()
+    assert ref() is None  # the first batch went entirely into the group: freed with it
+    rest = list(groups)
+    assert [sum(len(x) for x in xs) for xs, _ in rest] == [5, 2]
+    assert np.concatenate(ys + [y for _, group in rest for y in group]).tolist() == np.repeat(np.arange(4), 3).tolist()
