@@ -11,9 +11,9 @@ is all zeros feeds the same bits to the tail before and after the step. Likewise
 channels are all pruned feeds the tail all zeros, so those samples share one label, evaluated once.
 
 Because the sweep visits the steps in order and re-evaluates every sample that a step changes, an evaluator may also
-carry state from one step to the next (a :class:`Stepper`): the Keras adapter keeps, per sample, the output of the
-layers that read the pruned layer and subtracts the pruned channel's share at each step, so that a step's cost does
-not grow with the number of channels still kept.
+carry state from one step to the next (a :class:`Stepper`): where that pays, the Keras adapter keeps, per sample, the
+sums of the layers that read the pruned layer and subtracts the pruned channel's share at each step, so that a step's
+cost does not grow with the number of channels still kept.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class Stepper(Protocol):
         """
         :param rows: Every sample on which ``channel`` is active, but those left with no active channel.
         :param channel: The channel this step prunes.
-        :param mask: The mask after this step (1 keep, 0 pruned; ``channel`` and every channel pruned before it at 0).
+        :param mask: The mask after this step (1 keep, 0 pruned; ``channel`` and every channel pruned before it at 0);
+               the sweep's own array, which later steps change: copy it to keep it.
         :return: The labels of ``rows`` after this step.
         """
 

@@ -927,9 +927,9 @@ def _rest_labels(fronts: list[_Front], rest: keras.Model, sums: list[tf.Tensor])
 
 
 #: The cost of keeping one value of a sample's front sums (:class:`FrontState`) through a step: gathered, updated
-#: and written back, in multiply-adds of the fronts' own work (about 100-130 on a 2-core x86 CPU, measured on the
-#: lab's DeepID and on a 256-channel synthetic network). A sweep step keeps the sums where pruning one channel from
-#: them costs less than summing the channels still kept.
+#: and written back, in multiply-adds of the fronts' own work (about 96 in the lab's DeepID and 176 in a 256-channel
+#: synthetic network, measured on a 2-core x86 CPU; see docs/performance-log.md). A sweep step keeps the sums where
+#: pruning one channel from them costs less than summing the channels still kept.
 STATE_MACS_PER_VALUE = 128
 #: Largest response matrix (input pixels × a convolutional front's outputs, in values; the input pixels' own maps
 #: count too) through which one channel's share of a convolution is computed as a matrix product; larger fronts
