@@ -197,8 +197,9 @@ class FinePruning(Transformer):
                computed once and reused at every step when they fit; otherwise the data is swept in chunks of this
                size and the part of the network before the layer runs twice. (The sweep's per-sample sums of the
                layers that read the pruned layer are kept only where they fit beside the cache in this bound.) With
-               ``strategy="attack_aware"``, a layer whose activations on the clean and the poisoned data exceed it keeps the (preprocessed) inputs
-               instead and runs the part of the network before the layer again for each evaluation.
+               ``strategy="attack_aware"``, a layer whose activations on the clean and the poisoned data exceed it
+               keeps the (preprocessed) inputs instead and runs the part of the network before the layer again for
+               each evaluation.
         :param fine_tune_epochs: Fine-pruning: epochs of retraining on the clean data after pruning to
                ``prune_until``; 0 (the default) for pruning only. See the README for the recommended setting.
         :param fine_tune_learning_rate: The initial learning rate of fine-tuning.
