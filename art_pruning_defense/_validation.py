@@ -18,6 +18,8 @@ NUMERIC_KINDS = "iuf"
 CLIP_TOLERANCE = 0.01
 #: Largest magnitude an input may have: the network runs in float32, and larger values would become infinite.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The smallest positive normal float32: a std below it makes a division overflow.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def is_numeric_dtype(dtype: np.dtype) -> bool:
@@ -253,3 +255,38 @@ def warn_outside_clip_values(x: np.ndarray, clip_values: object, logger: logging
             float(np.max(high)),
         )
     return outside
+
+
+def check_float32(value: object, what: str, std: bool = False) -> np.ndarray:
+    """
+    Check numbers in the dtype in which they are used: float32.
+
+    :param value: A number or an array of numbers.
+    :param what: What they are, for the messages (e.g. ``"preprocessing std"``).
+    :param std: They divide the inputs: each must be at least :data:`FLOAT32_TINY` in magnitude.
+    :return: The values as a float32 array.
+    :raises ValueError: If they are not numbers, are empty, NaN, beyond float32's range or (``std``) zero in float32.
+    """
+    try:
+        wide = np.asarray(value, dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used.") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers, got {value!r}.") from None
+    if wide.size == 0:
+        raise ValueError(f"{what} must not be empty.")
+    if np.any(np.isnan(wide)):
+        raise ValueError(f"{what} holds NaN: {value!r}.")
+    with np.errstate(over="ignore"):
+        narrow = wide.astype(np.float32)
+    if not np.all(np.isfinite(narrow)):
+        raise ValueError(
+            f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used: got "
+            f"{np.array2string(wide, threshold=6)}."
+        )
+    if std and np.any(np.abs(narrow) < FLOAT32_TINY):
+        raise ValueError(
+            f"{what} must be non-zero in float32 (|std| >= {FLOAT32_TINY:.4g}; dividing by less overflows): got "
+            f"{np.array2string(wide, threshold=6)}."
+        )
+    return narrow

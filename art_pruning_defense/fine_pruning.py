@@ -39,7 +39,8 @@ from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream, 
 from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
-from art_pruning_defense.goodnet import GoodNetClassifier, model_of
+from art_pruning_defense._classifier import is_identity_preprocessing, model_of
+from art_pruning_defense.goodnet import GoodNetClassifier
 from art_pruning_defense.keras import (
     BATCHNORM_MODES,
     BatchPredictor,
@@ -120,19 +121,6 @@ def _same(a: object, b: object) -> bool:
     :return: Whether two parameter values are equal (and of the same type, so that 1 and True differ).
     """
     return type(a) is type(b) and a == b
-
-
-def _is_identity(classifier: "CLASSIFIER_TYPE") -> bool:
-    """
-    :return: Whether the classifier's preprocessing leaves inputs unchanged (no defences, mean 0 and std 1), so
-             that it can be skipped.
-    """
-    from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
-
-    operations = getattr(classifier, "preprocessing_operations", [])
-    return all(
-        isinstance(op, StandardisationMeanStd) and np.all(op.mean == 0) and np.all(op.std == 1) for op in operations
-    )
 
 
 class FinePruning(Transformer):
@@ -928,7 +916,7 @@ class FinePruning(Transformer):
         if self._check_range and warn_outside_clip_values(x, clip_values, logger, "Inputs given to fit"):
             self._check_range = False  # once per call of fit
         x = np.asarray(x, dtype=np.float32)
-        if not _is_identity(self.classifier):
+        if not is_identity_preprocessing(self.classifier):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
         return np.asarray(x, dtype=np.float32)
 

@@ -11,9 +11,7 @@ the label rule where wanted.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
@@ -21,21 +19,17 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
 
-from art_pruning_defense import _metrics, _sweep
-from art_pruning_defense._version import __version__
-from art_pruning_defense._io import atomic_directory
-from art_pruning_defense._limits import read_json_file
+from art_pruning_defense import _metrics, _sweep, goodnet_format
+from art_pruning_defense._classifier import model_of
 from art_pruning_defense._stream import StreamBatches, is_stream
 from art_pruning_defense._validation import check_inputs, check_labels, check_positive_int, check_target
-from art_pruning_defense._validation import warn_outside_clip_values
+from art_pruning_defense._validation import check_float32, warn_outside_clip_values
 from art_pruning_defense.keras import (
     BatchPredictor,
     as_functional,
     input_shape,
-    load_model,
     n_outputs,
     outputs_probabilities,
-    save_model,
 )
 
 if TYPE_CHECKING:
@@ -43,13 +37,6 @@ if TYPE_CHECKING:
     from art.utils import CLASSIFIER_TYPE
 
 logger = logging.getLogger(__name__)
-
-#: File names inside a saved GoodNet directory.
-BAD_MODEL_FILE = "bad_model.keras"
-PRUNED_MODEL_FILE = "pruned_model.keras"
-METADATA_FILE = "goodnet.json"
-FORMAT = "art_pruning_defense.goodnet"
-FORMAT_VERSION = 1
 
 #: The parameters of ART's ``set_params`` that a GoodNet lets change; ``model`` and ``nb_classes`` are fixed by B and B'
 #: (``set_params`` accepts them only with their current values, so that ``set_params(**get_params())`` works).
@@ -61,10 +48,6 @@ SETTABLE_PARAMS = (
     "metadata",
     "abstain",
 )
-#: Smallest magnitude a standard deviation may have: dividing by less overflows float32.
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-#: Largest finite float32.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 NOT_DIFFERENTIABLE = (
     "GoodNetClassifier is not differentiable: its output switches to class N (or abstains) where B and B' disagree, "
@@ -107,64 +90,6 @@ def _check_clip_values(clip_values: Any) -> None:
     high = check_float32(clip_values[1], "clip_values max")
     if np.any(low >= high):
         raise ValueError(f"clip_values must be (min, max) with min < max in float32, got {clip_values!r}.")
-
-
-def check_float32(value: object, what: str, std: bool = False) -> np.ndarray:
-    """
-    Check numbers in the dtype in which they are used: float32.
-
-    :param value: A number or an array of numbers.
-    :param what: What they are, for the messages (e.g. ``"preprocessing std"``).
-    :param std: They divide the inputs: each must be at least :data:`FLOAT32_TINY` in magnitude.
-    :return: The values as a float32 array.
-    :raises ValueError: If they are not numbers, are empty, NaN, beyond float32's range or (``std``) zero in float32.
-    """
-    try:
-        wide = np.asarray(value, dtype=np.float64)
-    except OverflowError:
-        raise ValueError(f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used.") from None
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be numbers, got {value!r}.") from None
-    if wide.size == 0:
-        raise ValueError(f"{what} must not be empty.")
-    if np.any(np.isnan(wide)):
-        raise ValueError(f"{what} holds NaN: {value!r}.")
-    with np.errstate(over="ignore"):
-        narrow = wide.astype(np.float32)
-    if not np.all(np.isfinite(narrow)):
-        raise ValueError(
-            f"{what} is out of float32 range (|value| <= {FLOAT32_MAX:.4g}), where it is used: got "
-            f"{np.array2string(wide, threshold=6)}."
-        )
-    if std and np.any(np.abs(narrow) < FLOAT32_TINY):
-        raise ValueError(
-            f"{what} must be non-zero in float32 (|std| >= {FLOAT32_TINY:.4g}; dividing by less overflows): got "
-            f"{np.array2string(wide, threshold=6)}."
-        )
-    return narrow
-
-
-def model_of(classifier: Any) -> "keras.Model":
-    """
-    :param classifier: An ART classifier wrapping a Keras model.
-    :return: Its Keras model.
-    """
-    import keras
-
-    if isinstance(classifier, keras.Model):
-        raise TypeError(
-            "Expected an ART classifier, got a bare keras.Model; wrap it first: "
-            "KerasClassifier(model, clip_values=(min, max))."
-        )
-    if not isinstance(classifier, ClassifierMixin):
-        raise TypeError(f"Expected an ART classifier wrapping a Keras model, got {type(classifier).__name__}.")
-    model = getattr(classifier, "model", None)
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Expected an ART classifier wrapping a Keras model, got a {type(classifier).__name__} wrapping "
-            f"{type(model).__name__}."
-        )
-    return model
 
 
 class GoodNetClassifier(ClassifierMixin, BaseEstimator):
@@ -481,7 +406,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         """
         if self.threshold_ is None:
             return None
-        return scores > _checked_threshold(self.threshold_, "threshold_")
+        return scores > goodnet_format.checked_threshold(self.threshold_, "threshold_")
 
     def score(self, x: "np.ndarray | Iterable", batch_size: int = 128) -> np.ndarray:
         """
@@ -708,9 +633,6 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         """
         clip = None if self.clip_values is None else np.asarray(self.clip_values).tolist()
         config = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "package_version": __version__,
             "nb_classes": self.nb_classes,
             "abstain": self.abstain,
             "clip_values": clip,
@@ -719,11 +641,7 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
             "threshold": self.threshold_,
             "false_positive_rate": self.false_positive_rate_,
         }
-        with atomic_directory(path, overwrite=overwrite, kind="goodnet") as tmp:
-            save_model(self._bad, os.path.join(tmp, BAD_MODEL_FILE))
-            save_model(self._pruned, os.path.join(tmp, PRUNED_MODEL_FILE))
-            with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as handle:
-                json.dump(config, handle, indent=2)
+        goodnet_format.write(path, self._bad, self._pruned, config, overwrite=overwrite)
         logger.info("Saved GoodNet to %s.", path)
 
     @classmethod
@@ -733,33 +651,22 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         :param safe_mode: Refuse model files that would run code when loaded (Keras ``safe_mode``).
         :return: The GoodNet.
         """
-        meta_path = os.path.join(path, METADATA_FILE)
-        if not os.path.isfile(meta_path):
-            raise FileNotFoundError(f"{path} is not a saved GoodNet: {METADATA_FILE} is missing.")
-        config = read_json_file(meta_path)  # at most 1 MB, nested at most 32 levels
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(f"{meta_path} does not describe a GoodNet (format {FORMAT!r} expected).")
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{meta_path} has format version {config.get('format_version')}; this package reads {FORMAT_VERSION}."
-            )
-        preprocessing, clip = _checked_config(config, meta_path)
-        threshold, false_positive_rate = _checked_calibration(config, meta_path)
+        saved = goodnet_format.read(path, safe_mode=safe_mode)
         goodnet = cls(
-            bad_model=load_model(os.path.join(path, BAD_MODEL_FILE), safe_mode=safe_mode),
-            pruned_model=load_model(os.path.join(path, PRUNED_MODEL_FILE), safe_mode=safe_mode),
-            clip_values=clip,
-            preprocessing=preprocessing,
-            metadata=config.get("metadata") or {},
-            abstain=config.get("abstain", False),
+            bad_model=saved.bad_model,
+            pruned_model=saved.pruned_model,
+            clip_values=saved.clip_values,
+            preprocessing=saved.preprocessing,
+            metadata=saved.metadata,
+            abstain=saved.abstain,
         )
-        if goodnet.nb_classes != config.get("nb_classes"):
+        if goodnet.nb_classes != saved.nb_classes:
             raise ValueError(
                 f"{path}: the models have {goodnet.n_classes} classes, so nb_classes must be {goodnet.nb_classes} "
-                f"(abstain={goodnet.abstain}), but the metadata says {config.get('nb_classes')}."
+                f"(abstain={goodnet.abstain}), but the metadata says {saved.nb_classes}."
             )
-        goodnet.threshold_ = threshold
-        goodnet.false_positive_rate_ = false_positive_rate
+        goodnet.threshold_ = saved.threshold
+        goodnet.false_positive_rate_ = saved.false_positive_rate
         return goodnet
 
 
@@ -777,96 +684,3 @@ def _predict_filtered(self: GoodNetClassifier, *args: Any, **kwargs: Any) -> np.
 
 _predict_filtered.__doc__ = _art_predict.__doc__
 GoodNetClassifier.predict = _predict_filtered  # type: ignore[method-assign]
-
-
-def _checked_config(config: dict, meta_path: str) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple | None]:
-    """
-    Check the parts of a saved GoodNet's metadata that reach the computation.
-
-    :return: ``(preprocessing, clip_values)`` ready for the constructor.
-    :raises ValueError: If any of them is malformed or not finite.
-    """
-
-    def finite(value: object, what: str, std: bool = False) -> np.ndarray:
-        if isinstance(value, (str, bool, dict)) or (isinstance(value, list) and not _all_numbers(value)):
-            raise ValueError(f"{meta_path}: {what} must be numbers, got {value!r}.")
-        try:
-            return check_float32(value, what, std=std)  # checked in float32, the dtype they are used in
-        except ValueError as error:
-            raise ValueError(f"{meta_path}: {error}") from None
-
-    if not isinstance(config.get("nb_classes"), int) or isinstance(config.get("nb_classes"), bool):
-        raise ValueError(f"{meta_path}: nb_classes must be an integer, got {config.get('nb_classes')!r}.")
-    if not isinstance(config.get("abstain", False), bool):
-        raise ValueError(f"{meta_path}: abstain must be true or false, got {config.get('abstain')!r}.")
-    if not isinstance(config.get("metadata", {}) or {}, dict):
-        raise ValueError(f"{meta_path}: metadata must be an object.")
-    preprocessing = config.get("preprocessing")
-    if preprocessing is not None:
-        if not isinstance(preprocessing, dict) or set(preprocessing) != {"mean", "std"}:
-            raise ValueError(f"{meta_path}: preprocessing must be null or {{'mean': ..., 'std': ...}}.")
-        mean = finite(preprocessing["mean"], "preprocessing mean")
-        std = finite(preprocessing["std"], "preprocessing std", std=True)
-        if mean.shape != std.shape:
-            raise ValueError(f"{meta_path}: preprocessing mean and std must have the same shape.")
-        preprocessing = (mean, std)
-    clip = config.get("clip_values")
-    if clip is not None:
-        values = finite(clip, "clip_values")
-        if values.shape != (2,) or values[0] >= values[1]:
-            raise ValueError(f"{meta_path}: clip_values must be (min, max) with min < max in float32, got {clip!r}.")
-        clip = tuple(clip)
-    return preprocessing, clip
-
-
-def _checked_threshold(value: object, what: str) -> float:
-    """
-    :param value: A calibrated threshold.
-    :param what: Where it comes from, for the message.
-    :return: It as a float64.
-    :raises ValueError: If it is not a finite number within the score's range [0, 2].
-    """
-    low, high = _metrics.SCORE_RANGE
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{what} must be a number in [{low:g}, {high:g}] (or None), got {value!r}.")
-    threshold = float(value)
-    if not (np.isfinite(threshold) and low <= threshold <= high):
-        raise ValueError(f"{what} must be a number in [{low:g}, {high:g}] (the score's range), got {threshold!r}.")
-    return threshold
-
-
-def _checked_calibration(config: dict, meta_path: str) -> tuple[float | None, float | None]:
-    """
-    :return: ``(threshold, false_positive_rate)`` of a saved GoodNet, float64, or ``(None, None)`` if uncalibrated.
-    :raises ValueError: If only one is set, or either is not a number in its range.
-    """
-    threshold, rate = config.get("threshold"), config.get("false_positive_rate")
-    if (threshold is None) != (rate is None):
-        raise ValueError(
-            f"{meta_path}: threshold and false_positive_rate must both be set (a calibrated GoodNet) or both be "
-            f"null, got threshold={threshold!r}, false_positive_rate={rate!r}."
-        )
-    if threshold is None:
-        return None, None
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool):
-        raise ValueError(f"{meta_path}: false_positive_rate must be a number in (0, 1), got {rate!r}.")
-    try:
-        checked_rate = _metrics.check_false_positive_rate(rate)
-        checked_threshold = _checked_threshold(threshold, "threshold")
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{meta_path}: {error}") from None
-    return checked_threshold, checked_rate
-
-
-def _all_numbers(values: list) -> bool:
-    """
-    :return: Whether a JSON list holds only numbers (nested lists of numbers included), no strings or booleans.
-    """
-    pending = [values]
-    while pending:
-        for value in pending.pop():
-            if isinstance(value, list):
-                pending.append(value)
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                return False
-    return True

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from art.estimators.classification import KerasClassifier
 
-    import art_pruning_defense.keras._model as adapter
+    import art_pruning_defense.keras as adapter
     from art_pruning_defense import FinePruning
     from art_pruning_defense.keras import BatchPredictor
 
@@ -132,7 +132,8 @@ def _rest_only(model: object, x: np.ndarray, px: np.ndarray, batch_size: int) ->
     from art_pruning_defense import _sweep
     from art_pruning_defense.fine_pruning import TAIL_BATCH_FACTOR
     from art_pruning_defense.keras import BatchPredictor
-    from art_pruning_defense.keras._model import channel_linear_front, split
+    from art_pruning_defense.keras._tail import channel_linear_front
+    from art_pruning_defense.keras._graph import split
 
     head, tail = split(model, "pool_3")
     fronts, rest = channel_linear_front(tail)

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from art_pruning_defense import _sweep
     from art_pruning_defense.keras import BatchPredictor
-    from art_pruning_defense.keras._model import CachedTail, CompiledTail, channel_linear_front, split
+    from art_pruning_defense.keras._tail import CachedTail, CompiledTail, channel_linear_front
+    from art_pruning_defense.keras._graph import split
 
     x, y, px, model = lab_case(args.n, args.seed)
     head, tail = split(model, "pool_3")

@@ -299,7 +299,7 @@ def test_training_inputs_are_shared_with_tensorflow_without_a_copy():
     """Augmented inputs are made aligned and handed to Keras as a tensor over the same memory; others are copied."""
     from art_pruning_defense._aligned import TENSOR_ALIGNMENT, aligned_empty
     from art_pruning_defense.keras import _architectures
-    from art_pruning_defense.keras._model import shared_tensor
+    from art_pruning_defense.keras._predict import shared_tensor
 
     x = np.random.default_rng(0).random((20, 6, 5, 3), dtype=np.float32)
     augmented = _architectures.augment(x, np.random.default_rng(1), 1, True)

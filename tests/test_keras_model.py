@@ -113,7 +113,7 @@ def _random_maps(shape, seed=0):
 
 def test_tail_leaves_pruned_channels_out_of_the_layers_that_read_the_cut():
     from art_pruning_defense.keras import build_deepid
-    from art_pruning_defense.keras._model import CachedTail, channel_linear_front
+    from art_pruning_defense.keras._tail import CachedTail, channel_linear_front
 
     model = build_deepid(n_classes=7)
     _, tail = split(model, "pool_3")
@@ -138,7 +138,7 @@ def test_tail_leaves_pruned_channels_out_of_the_layers_that_read_the_cut():
 
 def test_tail_cached_in_pruning_order_gives_the_labels_of_the_masked_model():
     from art_pruning_defense.keras import build_deepid
-    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+    from art_pruning_defense.keras._tail import CachedTail, CompiledTail
 
     model = build_deepid(n_classes=7)
     _, tail = split(model, "pool_3")
@@ -180,7 +180,7 @@ def test_a_sweep_stepper_keeps_the_front_sums_while_many_channels_are_kept():
     kept, sums the kept channels anew after that, and gives the counts of the masked tail at every step."""
     from art_pruning_defense import _sweep
     from art_pruning_defense.keras import build_deepid
-    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+    from art_pruning_defense.keras._tail import CachedTail, CompiledTail
 
     _, tail = split(build_deepid(n_classes=7), "pool_3")
     maps = _random_maps((300, 5, 4, 60), seed=6)
@@ -220,9 +220,9 @@ def test_a_sweep_stepper_keeps_the_front_sums_while_many_channels_are_kept():
 def test_front_sums_of_strided_convolutions_and_per_pixel_dense_fronts_follow_the_masked_tail(
     monkeypatch, response_values
 ):
-    import art_pruning_defense.keras._model as adapter
+    import art_pruning_defense.keras._tail as adapter
     from art_pruning_defense import _sweep
-    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+    from art_pruning_defense.keras._tail import CachedTail, CompiledTail
 
     monkeypatch.setattr(adapter, "STATE_MACS_PER_VALUE", 1)  # keep the sums through nearly every step
     monkeypatch.setattr(adapter, "RESPONSE_VALUES", response_values)
@@ -253,7 +253,7 @@ def test_a_stepper_called_out_of_the_sweeps_order_gives_the_masked_labels():
     """Another stepper claiming the sums, or a mask that brings a channel back, ends the kept sums: the labels are
     still those of the masked tail."""
     from art_pruning_defense.keras import build_deepid
-    from art_pruning_defense.keras._model import CachedTail, CompiledTail
+    from art_pruning_defense.keras._tail import CachedTail, CompiledTail
 
     _, tail = split(build_deepid(n_classes=5), "pool_3")
     maps = _random_maps((80, 5, 4, 60), seed=11)
@@ -283,7 +283,7 @@ def test_a_stepper_called_out_of_the_sweeps_order_gives_the_masked_labels():
 
 
 def test_dense_on_the_feature_map_is_a_linear_front_and_other_readers_are_not():
-    from art_pruning_defense.keras._model import CachedTail, channel_linear_front
+    from art_pruning_defense.keras._tail import CachedTail, channel_linear_front
 
     inputs = keras.Input((4, 4, 6))
     x = keras.layers.Dense(5, activation="relu", name="per_pixel")(inputs)
@@ -353,7 +353,7 @@ def test_widest_row_bytes_reads_every_layer_and_nested_models():
 def test_calls_are_split_where_their_widest_tensor_would_exceed_the_bound(monkeypatch):
     """With the C library's allocator, fewer rows per call where a call's activations would be wide; the outputs are
     those of whole batches."""
-    import art_pruning_defense.keras._model as adapter
+    import art_pruning_defense.keras._predict as adapter
     from art_pruning_defense.keras import BatchPredictor, CachedTail, rows_per_call, widest_row_bytes
 
     monkeypatch.setattr(adapter, "tensors_from_c_library", lambda: False)
@@ -383,7 +383,7 @@ def test_calls_are_split_where_their_widest_tensor_would_exceed_the_bound(monkey
 
 
 def test_the_allocator_is_read_from_the_environment(monkeypatch):
-    from art_pruning_defense.keras._model import tensors_from_c_library
+    from art_pruning_defense.keras._predict import tensors_from_c_library
 
     monkeypatch.setenv("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     assert tensors_from_c_library()

@@ -4,6 +4,7 @@ Standard image classifiers for the benchmarks, and the training recipe that goes
 Keras only (TensorFlow is imported only on its backend, to hand training inputs over without a copy), so that the
 builders and the recipe run on any Keras 3 backend.
 
+- :func:`small_cnn`: a two-block CNN for the embedded examples and tests.
 - ``small-cnn``: the CNN of Keras's MNIST example and of ART's poisoning examples (:func:`mnist_cnn`).
 - ``resnet20``: the CIFAR ResNet of He et al. (2016), section 4.2: a 3×3 stem of 16 channels, three stages of three
   basic blocks (16, 32, 64 channels; stride 2 at the start of stages 2 and 3, 1×1 projection shortcuts there),
@@ -125,6 +126,26 @@ def vgg11_bn(input_shape: tuple[int, int, int], n_classes: int, weight_decay: fl
         x
     )
     return keras.Model(inputs, outputs, name="vgg11_bn")
+
+
+def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32) -> keras.Model:
+    """
+    A two-block CNN (conv → pool, conv → pool, dense) whose last conv, ``conv_2``, is the layer to prune.
+
+    :param input_shape: ``(height, width, channels)``.
+    :param n_classes: Number of classes.
+    :param width: Channels of the last conv (the first has half).
+    :return: An uncompiled Functional model with softmax outputs.
+    """
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Conv2D(width // 2, 3, padding="same", activation="relu", name="conv_1")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv_2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(64, activation="relu", name="fc_1")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
 
 
 def mnist_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
@@ -340,7 +361,7 @@ def _fit_inputs(x: np.ndarray) -> object:
     """
     if keras.backend.backend() != "tensorflow" or not is_shareable(x):
         return x
-    from art_pruning_defense.keras._model import shared_tensor
+    from art_pruning_defense.keras._predict import shared_tensor
 
     return shared_tensor(x)
 

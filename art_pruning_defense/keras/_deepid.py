@@ -1,13 +1,13 @@
 """
 The lab's DeepID face classifier (NYU CSAW-HackML / ML-for-Cyber-Security, YouTube Face, 1283 identities) and the
-loading of models from files.
+loading of its weights files.
 
 - :func:`build_deepid` builds the architecture with the lab's layer names, so that the lab's Keras 2.3.1 weight
   files load by layer name,
 - :func:`load_deepid_weights` builds it and loads a weights-only HDF5 file (Keras 2 layout, or Keras 3's
-  ``.weights.h5``), checking every layer's weights against the architecture first,
-- :func:`load_keras_model` loads a ``.keras`` file, a full legacy Keras 2 ``.h5`` model, or a weights-only ``.h5``
-  for a named architecture, refusing code (``Lambda`` layers) unless ``safe_mode=False``.
+  ``.weights.h5``), checking every layer's weights against the architecture first.
+
+:data:`WEIGHTS_LOADERS` names it for :func:`~art_pruning_defense.keras.load_keras_model`.
 
 The inputs are RGB images of 55×47 pixels, channels last, with pixel values in 0..255 (no scaling).
 """
@@ -28,13 +28,6 @@ import h5py  # noqa: E402
 import keras  # noqa: E402
 
 from art_pruning_defense._h5 import open_checked_h5, unpacked_bound  # noqa: E402
-from art_pruning_defense._limits import (  # noqa: E402
-    MAX_CONFIG_BYTES,
-    MAX_CONFIG_DEPTH,
-    check_keras_archive,
-    check_model_config,
-    loads_bounded,
-)
 from art_pruning_defense._io import check_input_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -138,8 +131,8 @@ def load_deepid_weights(path: str, n_classes: int = DEEPID_N_CLASSES) -> keras.M
     """
     n_classes = _check_n_classes(n_classes)
     model = build_deepid(n_classes)
-    with _open_h5(path) as f:
-        if _is_keras3_weights(f):
+    with open_weights_h5(path) as f:
+        if is_keras3_weights(f):
             keras3 = True
         else:
             keras3 = False
@@ -153,78 +146,6 @@ def load_deepid_weights(path: str, n_classes: int = DEEPID_N_CLASSES) -> keras.M
     return model
 
 
-def _load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True) -> keras.Model:
-    """
-    Load a model from a file:
-
-    - ``.keras``: Keras 3's format, via ``keras.models.load_model(compile=False, safe_mode=safe_mode)``;
-    - ``.h5``/``.hdf5`` holding a full legacy (Keras 2) model, i.e. with a ``model_config`` attribute: its JSON
-      configuration is inspected first and a ``Lambda`` layer (Python code) is refused unless ``safe_mode=False``,
-      then it is loaded with ``keras.models.load_model``;
-    - ``.h5``/``.hdf5`` holding weights only: the architecture must be named with ``arch`` (``"deepid"``; the number
-      of classes is read from the file's ``output`` layer).
-
-    :param path: The model file.
-    :param arch: Architecture of a weights-only file: ``"deepid"``, or ``None`` for files that hold a whole model
-                 (it is ignored, with a log message, for those).
-    :param safe_mode: Refuse to deserialise code (``Lambda`` layers and the like). Only set it to ``False`` for
-                      files from a source you trust.
-    :return: The model, uncompiled.
-    :raises FileNotFoundError: If ``path`` does not exist.
-    :raises ValueError: If the file is of an unknown kind, is weights-only without ``arch``, names an unknown
-                        ``arch``, or holds a ``Lambda`` layer with ``safe_mode=True``.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str), got {type(path).__name__}.")
-    path = os.fspath(path)
-    if arch is not None and arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}; known architectures: {', '.join(sorted(ARCHITECTURES))}.")
-    check_input_file(path, "model file")
-    lower = path.lower()
-    if lower.endswith(".keras"):
-        if arch is not None:
-            logger.info("%s holds a whole model; arch=%r is ignored.", path, arch)
-        check_keras_archive(path, safe_mode=safe_mode)
-        return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-    if not lower.endswith((".h5", ".hdf5")):
-        raise ValueError(
-            f"Cannot load {path}: expected a .keras model, a legacy .h5 model or a .h5 weights file "
-            f"(with --arch), got a file ending in {os.path.splitext(path)[1] or '(no extension)'!r}."
-        )
-    with _open_h5(path) as f:
-        stored = f.id.get_filesize()
-        config = f.attrs.get("model_config")
-        if config is None:
-            weights_only = _is_keras3_weights(f) or "layer_names" in f.attrs
-            n_classes = None if arch is None or not weights_only else _n_classes_in_file(f, path)
-        elif isinstance(config, bytes):
-            config = config.decode("utf-8")
-    if config is None:
-        if not weights_only:
-            raise ValueError(
-                f"{path} is an HDF5 file but neither a Keras model (no 'model_config' attribute) nor a Keras "
-                f"weights file (no 'layer_names' attribute)."
-            )
-        if arch is None:
-            raise ValueError(
-                f"{path} holds weights only, without the architecture; a weights-only file needs --arch "
-                f"(arch=...), one of: {', '.join(sorted(ARCHITECTURES))}."
-            )
-        return ARCHITECTURES[arch](path, n_classes)
-    if arch is not None:
-        logger.info("%s holds a whole model; arch=%r is ignored.", path, arch)
-    if not isinstance(config, str):
-        raise ValueError(f"{path} has a 'model_config' attribute that is not JSON text ({type(config).__name__}).")
-    if len(config) > MAX_CONFIG_BYTES:
-        raise ValueError(
-            f"{path} has a 'model_config' attribute of {len(config):,} characters, more than the {MAX_CONFIG_BYTES:,} "
-            f"accepted; refused."
-        )
-    parsed = loads_bounded(config, f"{path}: its 'model_config' attribute", MAX_CONFIG_DEPTH)
-    check_model_config(parsed, path, safe_mode, stored)
-    return keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers.
 # ---------------------------------------------------------------------------------------------------------------------
@@ -236,7 +157,7 @@ def _check_n_classes(n_classes: object) -> int:
     return int(n_classes)
 
 
-def _open_h5(path: str) -> h5py.File:
+def open_weights_h5(path: str) -> h5py.File:
     """
     :return: The HDF5 file, open for reading.
     :raises FileNotFoundError: If ``path`` does not exist.
@@ -253,7 +174,7 @@ def _open_h5(path: str) -> h5py.File:
     return open_checked_h5(path, max_bytes=unpacked_bound(path))
 
 
-def _is_keras3_weights(f: h5py.File) -> bool:
+def is_keras3_weights(f: h5py.File) -> bool:
     """
     :return: Whether ``f`` is in Keras 3's ``.weights.h5`` layout (a ``layers`` group, no ``layer_names``).
     """
@@ -370,11 +291,11 @@ def _load_keras3_weights(model: keras.Model, path: str) -> None:
         raise ValueError(f"{path} is not a weights file for the {model.name} architecture: {error}") from error
 
 
-def _n_classes_in_file(f: h5py.File, path: str) -> int:
+def n_classes_in_file(f: h5py.File, path: str) -> int:
     """
     :return: Number of classes of a DeepID weights file: the length of its ``output`` layer's bias.
     """
-    if _is_keras3_weights(f):
+    if is_keras3_weights(f):
         # Keras 3 layout: layers/<class-based name>/vars/0 (kernel), 1 (bias), not by layer name; the output kernel
         # is the only two-dimensional kernel that takes the 160 units of activation_1.
         kernels = [
@@ -399,25 +320,6 @@ def _n_classes_in_file(f: h5py.File, path: str) -> int:
 
 
 #: Loaders of weights-only files by architecture name: ``loader(path, n_classes)``.
-ARCHITECTURES: dict[str, Callable[[str, int], keras.Model]] = {"deepid": load_deepid_weights}
+WEIGHTS_LOADERS: dict[str, Callable[[str, int], keras.Model]] = {"deepid": load_deepid_weights}
 
 
-def load_keras_model(path: str, arch: str | None = None, safe_mode: bool = True) -> keras.Model:
-    """
-    Load a model from a file (see :func:`_load_keras_model` for the kinds of files), turning what a damaged or
-    hostile file makes Keras, zipfile or h5py raise into a ``ValueError`` naming the file.
-
-    :param path: The model file.
-    :param arch: Architecture of a weights-only file (``"deepid"``).
-    :param safe_mode: Refuse to deserialise code (``Lambda`` layers and the like).
-    :return: The model, uncompiled.
-    """
-    from art_pruning_defense.keras._model import model_file_errors
-
-    if isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".keras") and os.path.isfile(path):
-        import zipfile
-
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path} is not a valid .keras model file (not a zip archive).")
-    with model_file_errors(str(path)):
-        return _load_keras_model(path, arch=arch, safe_mode=safe_mode)

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from typing import Iterator, NoReturn, Sequence
 
 from art_pruning_defense._defaults import (

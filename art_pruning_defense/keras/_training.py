@@ -1,5 +1,6 @@
 """
-Small Keras CNNs for the embedded BadNet examples and benchmarks, and their training.
+Training and fine-tuning: plain training of the embedded examples' CNNs, seeding, and fine-tuning of a pruned copy
+(masks held at zero, BatchNormalization trained or frozen, optional shift augmentation).
 """
 
 from __future__ import annotations
@@ -11,29 +12,9 @@ from typing import Callable, Iterable
 import keras
 import numpy as np
 
-from art_pruning_defense.keras._architectures import fit_classifier, mnist_cnn, outputs_probabilities  # noqa: F401
+from art_pruning_defense.keras._architectures import fit_classifier, outputs_probabilities
 
 logger = logging.getLogger(__name__)
-
-
-def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32) -> keras.Model:
-    """
-    A two-block CNN (conv → pool, conv → pool, dense) whose last conv, ``conv_2``, is the layer to prune.
-
-    :param input_shape: ``(height, width, channels)``.
-    :param n_classes: Number of classes.
-    :param width: Channels of the last conv (the first has half).
-    :return: An uncompiled Functional model with softmax outputs.
-    """
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Conv2D(width // 2, 3, padding="same", activation="relu", name="conv_1")(inputs)
-    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
-    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="conv_2")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool_2")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(64, activation="relu", name="fc_1")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
-    return keras.Model(inputs, outputs, name="small_cnn")
 
 
 def train(
