@@ -24,46 +24,32 @@ rate on the poisoned validation data while clean accuracy stays within X points 
 from __future__ import annotations
 
 import logging
-import math
 import numbers
-import weakref
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from art.defences.transformer.transformer import Transformer
-from tqdm.auto import tqdm
 
 from art_pruning_defense import _defaults, _sweep
-from art_pruning_defense._aligned import aligned_empty
-from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream, regroup
-from art_pruning_defense._validation import check_drop, check_drops, check_finite_batch, check_inputs, check_labels
+from art_pruning_defense._classifier import is_identity_preprocessing, model_of
+from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream
+from art_pruning_defense._validation import check_drop, check_drops, check_inputs, check_labels
 from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
-from art_pruning_defense._classifier import is_identity_preprocessing, model_of
 from art_pruning_defense.goodnet import GoodNetClassifier
 from art_pruning_defense.keras import (
     BATCHNORM_MODES,
-    BatchPredictor,
-    CachedTail,
-    CompiledHead,
-    CompiledTail,
     PrunePoint,
-    RecomputedTail,
     as_functional,
     copy_model,
-    find_prune_point,
-    fine_tune,
-    fine_tune_stream,
     input_shape,
-    seed_everything,
-    last_prunable_layers,
     multi_masked_copy,
     n_outputs,
-    resolve_layer_name,
-    shared_tensor,
     split,
     weights_equal,
 )
+from art_pruning_defense.strategies import STRATEGIES, FitRun, StrategyFit
+from art_pruning_defense.tuning import TuningOptions, fine_tune_pruned
 
 if TYPE_CHECKING:
     import keras
@@ -71,33 +57,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-class _CutView(NamedTuple):
-    """
-    What the attack-aware pass needs of one cut: the channel means on the clean data, the ranking, which channels
-    are active on which clean and poisoned sample, and ``rows(tail)``: a budget's tail (a :class:`CompiledTail`) as
-    the rows functions on the clean and the poisoned data.
-    """
-
-    means: np.ndarray
-    order: np.ndarray
-    clean_active: np.ndarray
-    poisoned_active: np.ndarray
-    rows: Callable[[CompiledTail], tuple[CachedTail, CachedTail]]
-
-
-#: The compiled head and tail of each model, by cut: ``{user model: {cut name: (head, head_predict, tail)}}``.
-#: Keyed weakly, and nothing in the values refers to the user's model object, so an entry goes with its model.
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-#: The tail of the network is evaluated in batches this many times larger than ``batch_size`` (fewer rows where a
-#: call's widest tensor would exceed the adapter's ``CALL_BYTES``).
-TAIL_BATCH_FACTOR = 8
-#: Fine-tuning runs that may be tried: a run that leaves B' worse on its own clean data than the pruned copy was has
-#: diverged, and is redone from the pruned copy at half the learning rate.
-MAX_FINE_TUNE_ATTEMPTS = 4
-
-#: The pruning strategies.
-STRATEGIES = ("activation", "attack_aware")
 
 #: Parameters that choose the layers to prune: changing them recomputes the prune points.
 STRUCTURAL_PARAMS = ("layer_name", "strategy", "layer_names")
@@ -243,32 +202,23 @@ class FinePruning(Transformer):
     ) -> list[PrunePoint]:
         """
         :param strategy: The pruning strategy.
-        :param layer_name: The layer of the activation strategy (``None``: the last feature map on every path;
+        :param layer_name: The layer of a one-layer strategy (``None``: the last feature map on every path;
                ``"nested/layer"`` inside a nested model).
-        :param layer_names: The layers of the ``attack_aware`` strategy (``None``: the last three blocks on every path).
+        :param layer_names: The layers of a several-layer strategy (``None``: the strategy's default).
         :return: The prune points, in the model's order.
         :raises ValueError: If a layer is unknown, is no channels-last feature map, is bypassed by another path, or
                 two layers are masked at the same place.
         """
-        if strategy == "attack_aware":
-            names = (
-                [resolve_layer_name(self._user_model, name) for name in layer_names]
-                if layer_names is not None
-                else last_prunable_layers(self._model, 3)
-            )
-            order = {layer.name: index for index, layer in enumerate(self._model.layers)}
-            points = sorted((find_prune_point(self._model, name) for name in names), key=lambda p: order[p.layer_name])
-        else:
-            name = None if layer_name is None else resolve_layer_name(self._user_model, layer_name)
-            points = [find_prune_point(self._model, name)]
+        points = STRATEGIES[strategy]().prune_points(self._model, self._user_model, layer_name, layer_names)
         cuts = [point.cut_name for point in points]
         if len(set(cuts)) != len(cuts):
             raise ValueError(
                 f"layer_names {[p.layer_name for p in points]} are masked at the same place ({cuts}): "
                 "name each conv block once."
             )
-        for point in points:
-            split(self._model, point.cut_name)  # fails now, with a clear message, if a path bypasses the layer
+        if STRATEGIES[strategy].single_layer or STRATEGIES[strategy].takes_layer_names:
+            for point in points:
+                split(self._model, point.cut_name)  # fails now, with a clear message, if a path bypasses the layer
         return points
 
     def _reset_fit(self) -> None:
@@ -283,7 +233,7 @@ class FinePruning(Transformer):
         self.steps_ = None
         self.fine_pruned_model_ = None
         self.fine_tune_ = None
-        self._masks = None
+        self._fit: StrategyFit | None = None
 
     def set_params(self, **kwargs) -> None:
         """
@@ -395,9 +345,10 @@ class FinePruning(Transformer):
                 raise TypeError("layer_names must be a list of layer names (strings).")
             if not layer_names or len(set(layer_names)) != len(layer_names):
                 raise ValueError(f"layer_names must be distinct and not empty, got {layer_names}.")
-            if strategy != "attack_aware":
+            if not STRATEGIES[strategy].takes_layer_names:
+                takers = ", ".join(repr(name) for name, cls in STRATEGIES.items() if cls.takes_layer_names)
                 raise ValueError(
-                    "layer_names is for strategy='attack_aware'; the activation strategy prunes layer_name "
+                    f"layer_names is for strategy={takers}; strategy={strategy!r} does not take it "
                     "(to switch to it, set layer_names=None too)."
                 )
             p["layer_names"] = [str(n) for n in layer_names]
@@ -444,17 +395,18 @@ class FinePruning(Transformer):
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
         clean, poisoned = self._sources(x, y, poisoned_x, poisoned_target)
+        strategy = STRATEGIES[self.strategy]()
         streaming = clean.is_stream or (poisoned is not None and poisoned.is_stream)
-        if self.strategy == "attack_aware" and poisoned is None:
+        if strategy.needs_poisoned and poisoned is None:
             raise ValueError(
-                "strategy='attack_aware' needs triggered validation data: pass poisoned_x and poisoned_target "
+                f"strategy={self.strategy!r} needs triggered validation data: pass poisoned_x and poisoned_target "
                 "to fit (the activation strategy needs clean data only)."
             )
-        if self.strategy == "attack_aware" and streaming:
+        if streaming and not strategy.streams:
             raise ValueError(
-                "strategy='attack_aware' keeps the activations of all validation data in memory and needs them as "
-                "numpy arrays; give x, y, poisoned_x and poisoned_target as arrays (or use strategy='activation', "
-                "which streams)."
+                f"strategy={self.strategy!r} keeps the activations of all validation data in memory and needs them "
+                "as numpy arrays; give x, y, poisoned_x and poisoned_target as arrays (or use "
+                "strategy='activation', which streams)."
             )
         if self.fine_tune_epochs > 0:
             for source in (clean, poisoned):
@@ -468,12 +420,35 @@ class FinePruning(Transformer):
         # A fit that fails half-way must not leave the results of an earlier one looking valid.
         self._reset_fit()
         self._check_range = True
-        if self.strategy == "attack_aware":
-            self._fit_attack_aware(clean.x, clean.y, poisoned.x, poisoned.y)
-        else:
-            self._fit_activation(clean, poisoned)
-        if self.fine_tune_epochs > 0:
-            self._fine_prune(clean, poisoned)
+        run = FitRun(
+            self._model,
+            self._user_model,
+            self._points,
+            self._n_classes,
+            self._prepared,
+            self.batch_size,
+            self.max_cache_bytes,
+            self.seed,
+            self.verbose,
+        )
+        fine_pruning = self.fine_tune_epochs > 0
+        fitted = strategy.fit(run, clean, poisoned, list(self.accuracy_drops), self.prune_until if fine_pruning else None)
+        self.mean_activation_ = fitted.scores
+        self.ranking_ = fitted.ranking
+        self.steps_ = dict(fitted.steps)
+        self.sweeps_ = None if strategy.single_layer else dict(fitted.sweeps)
+        self.sweep_ = fitted.sweeps[max(self.accuracy_drops)]
+        self._fit = fitted
+        if fine_pruning:
+            options = TuningOptions(
+                epochs=self.fine_tune_epochs,
+                learning_rate=float(self.fine_tune_learning_rate),
+                batch_size=self.fine_tune_batch_size,
+                optimizer=self.fine_tune_optimizer,
+                batchnorm=self.fine_tune_batchnorm,
+                augment=self.fine_tune_augment,
+            )
+            self.fine_pruned_model_, self.fine_tune_ = fine_tune_pruned(run, fitted.fine_prune, clean, poisoned, options)
         self._is_fitted = True
         for drop, step in self.steps_.items():
             record = self._records(drop)[step]
@@ -536,375 +511,7 @@ class FinePruning(Transformer):
         return sum(point.n_channels for point in self._points)
 
     def _records(self, drop: float) -> list[_sweep.SweepStep]:
-        return self.sweeps_[drop] if self.strategy == "attack_aware" else self.sweep_
-
-    def _fit_activation(
-        self, clean: "ArrayBatches | StreamBatches", poisoned: "ArrayBatches | StreamBatches | None"
-    ) -> None:
-        """
-        The activation-order sweep over one layer. Sets ``mean_activation_``, ``ranking_``, ``sweep_``, ``steps_``.
-
-        :param clean: The clean data and its labels, batch by batch.
-        :param poisoned: The poisoned data and its attack targets, or ``None``.
-        """
-        point = self._point
-        head, head_predict, compiled_tail = self._compiled_split(point.cut_name)
-        chunk = self._chunk_size(head)
-        # The tail needs far less memory per sample than the whole network: fewer, larger calls cost less.
-        tail_batch = TAIL_BATCH_FACTOR * self.batch_size
-
-        # Pass 1: channel means on the clean data, keeping the activations while they fit in the cache.
-        means = _sweep.ChannelMeans()
-        cache: list[tuple[np.ndarray, np.ndarray]] | None = (
-            [] if clean.n_samples is None or clean.n_samples <= chunk else None
-        )
-        cached = 0
-        for batch in clean.batches():
-            activations = head_predict(self._prepared(batch.x), self.batch_size)
-            means.update(activations)
-            if cache is not None:
-                cached += len(activations)
-                if cached <= chunk:
-                    cache.append((activations, batch.y))
-                else:
-                    cache = None
-                    if clean.one_shot:
-                        raise ValueError(
-                            f"The activations of x outgrow max_cache_bytes={self.max_cache_bytes} (from batch "
-                            f"{batch.index} on), so the sweep must read x a second time, but x is a one-shot "
-                            "iterator (a generator): pass a re-iterable instead (a tf.data.Dataset, a list of "
-                            "batches, or an object whose __iter__ returns a fresh iterator), or raise "
-                            "max_cache_bytes."
-                        )
-        order = _sweep.rank_channels(means.mean)
-
-        # Pass 2: the sweep, chunk by chunk; only the tail of the network runs at each step.
-        n_chunks = math.ceil(clean.n_samples / chunk)
-        if poisoned is not None:
-            n_chunks = None if poisoned.n_samples is None else n_chunks + math.ceil(poisoned.n_samples / chunk)
-        progress = tqdm(
-            total=None if n_chunks is None else n_chunks * len(order),
-            desc=f"Pruning {point.layer_name}",
-            unit="step",
-            disable=not self.verbose,
-        )
-
-        def sweep(activations: list[np.ndarray], references: list[np.ndarray]) -> _sweep.SweepCounts:
-            """
-            :param activations: A chunk's activations, batch by batch: the list is emptied as they are copied (held
-                   by nothing else, each batch goes then), so that one copy of a chunk and one batch are held.
-            """
-            # Cached with the channels in pruning order, step k keeps the last channels: a slice, not a gather. The
-            # cache is filled batch by batch, each batch dropped once copied, and is aligned so that TensorFlow
-            # shares it rather than copying it: one copy of the chunk in all.
-            in_order = aligned_empty((sum(len(a) for a in activations), *activations[0].shape[1:]), np.float32)
-            start = 0
-            for i, part in enumerate(activations):
-                # (mode="clip": the order is a permutation, so no index is clipped, and numpy writes out directly.)
-                np.take(
-                    np.asarray(part, np.float32), order, axis=-1, out=in_order[start : start + len(part)], mode="clip"
-                )
-                start += len(part)
-                activations[i] = part = None
-            activations.clear()
-            active = _sweep.active_channels(in_order)[:, np.argsort(order)]
-            tail = CachedTail(compiled_tail, shared_tensor(in_order), tail_batch, channel_order=order)
-            # The sweep keeps the fronts' sums per sample where they pay and fit beside the cache.
-            stepper = tail.stepper(order, active, spare_bytes=self.max_cache_bytes - in_order.nbytes)
-            del in_order
-            return _sweep.sweep_chunk(
-                active, np.concatenate(references), order, tail, on_step=progress.update, stepper=stepper
-            )
-
-        def run(source: "ArrayBatches | StreamBatches") -> _sweep.SweepCounts:
-            counts = _sweep.SweepCounts.zeros(len(order) + 1)
-            activations = ((head_predict(self._prepared(b.x), self.batch_size), b.y) for b in source.batches())
-            for parts, references in regroup(activations, chunk):  # chunks of max_cache_bytes, whatever the batches
-                counts += sweep(parts, references)
-            return counts
-
-        with progress:
-            if cache is not None:
-                parts, references = [a for a, _ in cache], [r for _, r in cache]
-                cache = None
-                clean_counts = sweep(parts, references)
-            else:
-                clean_counts = run(clean)
-            cache = None
-            poisoned_counts = None if poisoned is None else run(poisoned)
-
-        self.mean_activation_ = means.mean
-        self.ranking_ = order
-        self.sweep_ = _sweep.build_records(
-            order, point.n_channels, clean_counts, poisoned_counts, layers=[point.layer_name] * len(order)
-        )
-        self.steps_ = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], self.accuracy_drops)
-        self.sweeps_ = None
-
-    def _compiled_split(self, cut_name: str) -> tuple["keras.Model", BatchPredictor, CompiledTail]:
-        """
-        :param cut_name: Where to split the network.
-        :return: ``(head, head_predict, tail)``: the head, its compiled prediction and the compiled tail, shared by
-                 every fit on the same model (each is traced once per model and cut, not once per fit).
-        """
-        by_cut = _COMPILED.setdefault(self._user_model, {})
-        if cut_name not in by_cut:
-            head, tail = split(self._model, cut_name)
-            by_cut[cut_name] = (head, BatchPredictor(head), CompiledTail(tail))
-        return by_cut[cut_name]
-
-    def _chunk_size(self, head: "keras.Model") -> int:
-        """
-        :return: How many samples' activations at the head's output fit in ``max_cache_bytes``.
-        """
-        return max(1, self.max_cache_bytes // (4 * math.prod(int(d) for d in head.outputs[0].shape[1:])))
-
-    def _fit_attack_aware(self, x: np.ndarray, labels: np.ndarray, poisoned_x: np.ndarray, targets: np.ndarray) -> None:
-        """
-        One attack-aware pass per budget X, layer by layer, deepest first. Sets ``mean_activation_`` and
-        ``ranking_`` (per layer), ``sweeps_`` (records per X), ``sweep_`` (those of the largest X), ``steps_``.
-        """
-        budgets = sorted(set(self.accuracy_drops) | ({self.prune_until} if self.fine_tune_epochs > 0 else set()))
-        predict = BatchPredictor(self._model, labels_only=True)
-        clean_unpruned = predict(self._prepared(x), self.batch_size)
-        poisoned_unpruned = predict(self._prepared(poisoned_x), self.batch_size)
-        base_hits = int(np.count_nonzero(clean_unpruned == labels))
-        states = {b: _sweep.GreedyState.start(clean_unpruned, labels, poisoned_unpruned, targets) for b in budgets}
-        masks = {b: {p: np.ones(p.n_channels, dtype=np.float32) for p in self._points} for b in budgets}
-        self.mean_activation_, self.ranking_ = {}, {}
-        progress = tqdm(
-            total=self._n_prunable * len(budgets), desc="Attack-aware pruning", unit="channel", disable=not self.verbose
-        )
-        with progress:
-            for point in reversed(self._points):
-                head = split(self._model, point.cut_name)[0]
-                head_predict = BatchPredictor(head)
-                cut_bytes = 4 * (len(x) + len(poisoned_x)) * math.prod(int(d) for d in head.outputs[0].shape[1:])
-                if cut_bytes <= self.max_cache_bytes:
-                    view = self._cached_cut(head_predict, x, poisoned_x)
-                else:
-                    view = self._recomputed_cut(head_predict, x, poisoned_x, point.cut_name, cut_bytes)
-                self.mean_activation_[point.layer_name] = view.means
-                self.ranking_[point.layer_name] = view.order
-                for budget in budgets:
-                    tail = CompiledTail(split(multi_masked_copy(self._model, masks[budget]), point.cut_name)[1])
-                    min_hits = math.ceil(base_hits - budget * len(x) / 100.0 - 1e-9)
-                    masks[budget][point] = _sweep.attack_aware_pass(
-                        states[budget],
-                        point.layer_name,
-                        view.clean_active,
-                        view.poisoned_active,
-                        view.order,
-                        *view.rows(tail),
-                        min_hits,
-                        on_candidate=progress.update,
-                    )
-                del view
-        self.sweeps_ = {}
-        self._masks = masks
-        for budget in budgets:
-            state = states[budget]
-            self.sweeps_[budget] = _sweep.build_records(
-                np.array([c for _, c in state.accepted], dtype=np.int64),
-                self._n_prunable,
-                state.clean,
-                state.poisoned,
-                layers=[layer for layer, _ in state.accepted],
-            )
-        self.sweep_ = self.sweeps_[max(self.accuracy_drops)]
-        self.steps_ = {drop: len(self.sweeps_[drop]) - 1 for drop in self.accuracy_drops}
-
-    def _cached_cut(self, head_predict: BatchPredictor, x: np.ndarray, poisoned_x: np.ndarray) -> _CutView:
-        """
-        :return: The attack-aware pass's view of one cut, from the activations of all of ``x`` and ``poisoned_x``
-                 held in memory (one TensorFlow copy of each, shared by the budgets' tails).
-        """
-        tail_batch = TAIL_BATCH_FACTOR * self.batch_size
-        clean_cache = self._activation_cache(head_predict, x, "x")
-        means = _sweep.ChannelMeans()
-        means.update(clean_cache)
-        order = _sweep.rank_channels(means.mean)
-        clean_active = _sweep.active_channels(clean_cache)
-        # Aligned caches, so TensorFlow shares them (one copy of each, not a numpy and a TensorFlow one).
-        clean_cache = shared_tensor(clean_cache)
-        poisoned_cache = self._activation_cache(head_predict, poisoned_x, "poisoned_x")
-        poisoned_active = _sweep.active_channels(poisoned_cache)
-        poisoned_cache = shared_tensor(poisoned_cache)
-        return _CutView(
-            means.mean,
-            order,
-            clean_active,
-            poisoned_active,
-            lambda tail: (CachedTail(tail, clean_cache, tail_batch), CachedTail(tail, poisoned_cache, tail_batch)),
-        )
-
-    def _recomputed_cut(
-        self, head_predict: BatchPredictor, x: np.ndarray, poisoned_x: np.ndarray, cut_name: str, cut_bytes: int
-    ) -> _CutView:
-        """
-        As :meth:`_cached_cut` where the cut's activations would exceed ``max_cache_bytes``: the means and the active
-        channels are reduced batch by batch, and the preprocessed inputs are kept instead of the activations, the
-        head run again on the rows of each evaluation (:class:`RecomputedTail`).
-
-        :param cut_name: Name of the cut (for the messages).
-        :param cut_bytes: Size of the activations at the cut on ``x`` and ``poisoned_x`` (for the messages).
-        :raises ValueError: If the preprocessed inputs do not fit in ``max_cache_bytes`` either.
-        """
-        head = head_predict.model
-        input_bytes = 4 * (len(x) + len(poisoned_x)) * math.prod(int(d) for d in head.inputs[0].shape[1:])
-        if input_bytes > self.max_cache_bytes:
-            raise ValueError(
-                f"strategy='attack_aware' keeps either the activations at {cut_name} "
-                f"({cut_bytes / 2**20:.0f} MiB) or the inputs ({input_bytes / 2**20:.0f} MiB) of x and poisoned_x in "
-                f"memory; both exceed max_cache_bytes={self.max_cache_bytes / 2**20:.0f} MiB. Raise max_cache_bytes "
-                "or use fewer validation samples."
-            )
-        means = _sweep.ChannelMeans()
-        clean_active = []
-        for activations in self._activations(head_predict, x, self.batch_size, name="x"):
-            means.update(activations)
-            clean_active.append(_sweep.active_channels(activations))
-        poisoned_active = [
-            _sweep.active_channels(a)
-            for a in self._activations(head_predict, poisoned_x, self.batch_size, name="poisoned_x")
-        ]
-        # RecomputedTail takes fewer rows per call where the head's activations of a call would be too wide.
-        tail_batch = TAIL_BATCH_FACTOR * self.batch_size
-        compiled_head = CompiledHead(head)
-        clean_inputs = np.asarray(self._prepared(np.asarray(x)), dtype=np.float32)
-        poisoned_inputs = np.asarray(self._prepared(np.asarray(poisoned_x)), dtype=np.float32)
-        logger.info(
-            "Attack-aware pass at %s: its activations (%.0f MiB) exceed max_cache_bytes; keeping the inputs "
-            "(%.0f MiB) and recomputing the head per evaluation.",
-            cut_name,
-            cut_bytes / 2**20,
-            input_bytes / 2**20,
-        )
-        return _CutView(
-            means.mean,
-            _sweep.rank_channels(means.mean),
-            np.concatenate(clean_active),
-            np.concatenate(poisoned_active),
-            lambda tail: (
-                RecomputedTail(compiled_head, tail, clean_inputs, tail_batch),
-                RecomputedTail(compiled_head, tail, poisoned_inputs, tail_batch),
-            ),
-        )
-
-    def _fine_prune(
-        self, clean: "ArrayBatches | StreamBatches", poisoned: "ArrayBatches | StreamBatches | None"
-    ) -> None:
-        """
-        Prune to ``prune_until``, then retrain on the clean data with the pruned channels held at zero.
-        Sets ``fine_pruned_model_`` and ``fine_tune_`` (a summary measured on the data given to ``fit``).
-
-        :param clean: The clean data and its labels (arrays are shuffled each epoch; a stream is read once per
-               epoch in its own order).
-        :param poisoned: The poisoned data and its attack targets, or ``None``.
-        """
-        if self.strategy == "attack_aware":
-            masks = self._masks[self.prune_until]
-            accepted = self.sweeps_[self.prune_until][1:]
-            pruned_accuracy = self.sweeps_[self.prune_until][-1].clean_accuracy
-            channels = {p.layer_name: [r.channel for r in accepted if r.layer == p.layer_name] for p in self._points}
-        else:
-            step = _sweep.select_steps([r.clean_accuracy for r in self.sweep_], [self.prune_until])[self.prune_until]
-            # With every channel gone the output no longer depends on the input: nothing left to fine-tune.
-            step = min(step, self._point.n_channels - 1)
-            pruned_accuracy = self.sweep_[step].clean_accuracy
-            masks = self._activation_masks(step)
-            channels = {self._point.layer_name: self.ranking_[:step].tolist()}
-        n_pruned = int(sum(np.count_nonzero(mask == 0) for mask in masks.values()))
-        logger.info(
-            "Fine-pruning: %d of %d channels pruned, retraining for %d epochs on %d clean samples.",
-            n_pruned,
-            self._n_prunable,
-            self.fine_tune_epochs,
-            clean.n_samples,
-        )
-        bad_predict = BatchPredictor(self._model, labels_only=True)
-
-        def measure(model: "keras.Model", source: "ArrayBatches | StreamBatches") -> tuple[float, float]:
-            """
-            :return: Percent of samples on their reference label, and percent on which the model and B differ.
-            """
-            predict = BatchPredictor(model, labels_only=True)
-            hits = changed = n = 0
-            for batch in source.batches():
-                prepared = self._prepared(batch.x)
-                labels = predict(prepared, self.batch_size)
-                hits += int(np.count_nonzero(labels == batch.y))
-                changed += int(np.count_nonzero(labels != bad_predict(prepared, self.batch_size)))
-                n += len(labels)
-            return float(_sweep.percent(hits, n)), float(_sweep.percent(changed, n))
-
-        learning_rate = float(self.fine_tune_learning_rate)
-        # The sweep measured the pruned copy on this very data: its accuracy before fine-tuning, without a pass.
-        pruned_accuracy = float(pruned_accuracy)
-        for attempt in range(MAX_FINE_TUNE_ATTEMPTS):
-            # Seed before cloning: the clone's dropout layers draw their seeds when they are created.
-            seed_everything(int(self.seed))
-            model = multi_masked_copy(self._model, masks)
-            options = {
-                "epochs": self.fine_tune_epochs,
-                "learning_rate": learning_rate,
-                "batch_size": self.fine_tune_batch_size,
-                "seed": int(self.seed),
-                "verbose": self.verbose,
-                "optimizer": self.fine_tune_optimizer,
-                "batchnorm": self.fine_tune_batchnorm,
-                "augment": self.fine_tune_augment,
-            }
-            if clean.is_stream:
-                fine_tune_stream(
-                    model, lambda: ((self._prepared(b.x), b.y) for b in clean.batches()), clean.n_samples, **options
-                )
-            else:
-                fine_tune(model, self._prepared(clean.x), clean.y, **options)
-            accuracy, flagged = measure(model, clean)
-            # Training on the clean data cannot rightly leave the model worse on that very data than before: the
-            # optimisation diverged (a too large step for this network). Retry from the pruned copy, half the rate.
-            if accuracy >= pruned_accuracy or attempt == MAX_FINE_TUNE_ATTEMPTS - 1:
-                break
-            logger.warning(
-                "Fine-tuning at learning rate %g diverged (%.2f %% on the clean data it trained on, %.2f %% before); "
-                "retrying at %g.",
-                learning_rate,
-                accuracy,
-                pruned_accuracy,
-                learning_rate / 2,
-            )
-            learning_rate /= 2
-        if accuracy < pruned_accuracy:
-            logger.warning(
-                "Fine-tuning left the model at %.2f %% on its clean data, below the pruned model's %.2f %%, after %d "
-                "attempts down to learning rate %g.",
-                accuracy,
-                pruned_accuracy,
-                MAX_FINE_TUNE_ATTEMPTS,
-                learning_rate,
-            )
-        summary = {
-            "channels_pruned": n_pruned,
-            "fraction_pruned": n_pruned / self._n_prunable,
-            "pruned_channels": channels,
-            "epochs": self.fine_tune_epochs,
-            "learning_rate": learning_rate,
-            "pruned_accuracy": pruned_accuracy,
-            "clean_accuracy": accuracy,
-            "clean_flagged": flagged,
-            "attack_success_rate": None,
-            "poisoned_flagged": None,
-        }
-        if poisoned is not None:
-            summary["attack_success_rate"], summary["poisoned_flagged"] = measure(model, poisoned)
-        self.fine_pruned_model_ = model
-        self.fine_tune_ = summary
-
-    def _activation_masks(self, step: int) -> dict[PrunePoint, np.ndarray]:
-        mask = np.ones(self._point.n_channels, dtype=np.float32)
-        mask[self.ranking_[:step]] = 0.0
-        return {self._point: mask}
+        return self._fit.sweeps[drop]
 
     def _prepared(self, x: np.ndarray) -> np.ndarray:
         """
@@ -920,46 +527,6 @@ class FinePruning(Transformer):
             x, _ = self.classifier._apply_preprocessing(x, y=None, fit=False)
         return np.asarray(x, dtype=np.float32)
 
-    def _activation_cache(self, head_predict: BatchPredictor, x: np.ndarray, name: str) -> np.ndarray:
-        """
-        :return: The activations at the cut of all of ``x``, filled batch by batch into one float32 array (no list
-                 of batches and concatenated copy side by side), aligned so that :func:`shared_tensor` shares it.
-        """
-        cache: np.ndarray | None = None
-        start = 0
-        for activations in self._activations(head_predict, x, self.batch_size, name=name):
-            if cache is None:
-                cache = aligned_empty((len(x), *activations.shape[1:]), np.float32)
-            cache[start : start + len(activations)] = activations
-            start += len(activations)
-        if cache is None:
-            raise ValueError(f"{name} holds no samples.")
-        return cache
-
-    def _activations(
-        self,
-        head_predict: BatchPredictor,
-        x: np.ndarray,
-        batch_size: int,
-        start: int = 0,
-        stop: int | None = None,
-        name: str = "x",
-    ) -> Iterator[np.ndarray]:
-        """
-        :param x: Inputs: a numpy array, or a lazy array read batch by batch (each batch checked for NaN/inf).
-        :param start: First sample.
-        :param stop: End of the samples (default: all).
-        :param name: Name of the data (for error messages).
-        :return: Activations at the cut of ``x[start:stop]``, batch by batch, after the classifier's preprocessing.
-        """
-        stop = len(x) if stop is None else min(stop, len(x))
-        lazy = is_lazy_array(x)
-        for first in range(start, stop, batch_size):
-            batch = np.asarray(x[first : min(first + batch_size, stop)])
-            if lazy:
-                check_finite_batch(batch, first, name)
-            yield head_predict(self._prepared(batch), batch_size)
-
     def _step(self, accuracy_drop: float) -> int:
         if not self._is_fitted:
             raise ValueError("FinePruning is not fitted yet; call fit(x, y) first.")
@@ -970,25 +537,20 @@ class FinePruning(Transformer):
         return self.steps_[drop]
 
     def _masks_for(self, accuracy_drop: float) -> dict[PrunePoint, np.ndarray]:
-        step = self._step(accuracy_drop)
-        if self.strategy == "attack_aware":
-            return self._masks[check_drop(accuracy_drop)]
-        return self._activation_masks(step)
+        self._step(accuracy_drop)
+        return self._fit.masks[check_drop(accuracy_drop)]
 
     def pruned_channels(self, accuracy_drop: float) -> np.ndarray | dict[str, np.ndarray]:
         """
         :param accuracy_drop: One of the fitted accuracy drops X.
-        :return: The channels pruned in B'(X): for the activation strategy, their indices in pruning order; for
-                 ``attack_aware``, ``{layer name: indices in pruning order}``.
+        :return: The channels pruned in B'(X), in pruning order: for a one-layer strategy (``activation``), their
+                 indices; for the others, ``{layer name: indices}``.
         """
-        step = self._step(accuracy_drop)
-        if self.strategy == "attack_aware":
-            records = self._records(check_drop(accuracy_drop))[1:]
-            return {
-                p.layer_name: np.array([r.channel for r in records if r.layer == p.layer_name], dtype=np.int64)
-                for p in self._points
-            }
-        return self.ranking_[:step].copy()
+        self._step(accuracy_drop)
+        channels = self._fit.channels[check_drop(accuracy_drop)]
+        if STRATEGIES[self.strategy].single_layer:
+            return channels[self._point.layer_name].copy()
+        return {layer: c.copy() for layer, c in channels.items()}
 
     def pruned_model(self, accuracy_drop: float) -> "keras.Model":
         """
@@ -1085,11 +647,7 @@ class FinePruning(Transformer):
             {
                 "method": "pruning",
                 "accuracy_drop": check_drop(accuracy_drop),
-                "pruned_channels": self._channels_metadata(
-                    {p.layer_name: c for p, c in zip(self._points, [self.pruned_channels(accuracy_drop)])}
-                    if self.strategy == "activation"
-                    else self.pruned_channels(accuracy_drop)
-                ),
+                "pruned_channels": self._channels_metadata(self._fit.channels[check_drop(accuracy_drop)]),
                 "validation_clean_accuracy": record.clean_accuracy,
                 "validation_attack_success_rate": record.attack_success_rate,
             }
@@ -1100,8 +658,8 @@ class FinePruning(Transformer):
 
     def _channels_metadata(self, by_layer: dict) -> list[int] | dict[str, list[int]]:
         """
-        :return: The pruned channels for a GoodNet's metadata: a list for the activation strategy (one layer), a
-                 dict by layer for ``attack_aware``.
+        :return: The pruned channels for a GoodNet's metadata: a list for a one-layer strategy, a dict by layer for
+                 the others.
         """
         as_lists = {layer: [int(c) for c in channels] for layer, channels in by_layer.items()}
-        return as_lists[self._point.layer_name] if self.strategy == "activation" else as_lists
+        return as_lists[self._point.layer_name] if STRATEGIES[self.strategy].single_layer else as_lists

@@ -130,7 +130,7 @@ def _rest_only(model: object, x: np.ndarray, px: np.ndarray, batch_size: int) ->
     import tensorflow as tf
 
     from art_pruning_defense import _sweep
-    from art_pruning_defense.fine_pruning import TAIL_BATCH_FACTOR
+    from art_pruning_defense.strategies.activation import TAIL_BATCH_FACTOR
     from art_pruning_defense.keras import BatchPredictor
     from art_pruning_defense.keras._tail import channel_linear_front
     from art_pruning_defense.keras._graph import split

@@ -67,7 +67,7 @@ def test_strategy_parameters_are_checked(digits_badnet):
     _, classifier = digits_badnet
     with pytest.raises(ValueError, match="strategy must be one of"):
         FinePruning(classifier, strategy="random")
-    with pytest.raises(ValueError, match="layer_names is for strategy='attack_aware'"):
+    with pytest.raises(ValueError, match="layer_names is for strategy='attack_aware'; strategy='activation' does not take it"):
         FinePruning(classifier, layer_names=["conv_1"])
     with pytest.raises(ValueError, match="Unknown layer_name 'nope'"):
         FinePruning(classifier, strategy="attack_aware", layer_names=["conv_2", "nope"])
@@ -87,7 +87,7 @@ def test_cuts_too_large_for_the_cache_are_recomputed_from_the_inputs_with_the_sa
     defence = FinePruning(
         classifier, strategy="attack_aware", accuracy_drops=(2, 10), max_cache_bytes=input_bytes, verbose=False
     )
-    with caplog.at_level("INFO", logger="art_pruning_defense.fine_pruning"):
+    with caplog.at_level("INFO", logger="art_pruning_defense.strategies.attack_aware"):
         defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)
     assert sum("recomputing the head" in r.getMessage() for r in caplog.records) == len(cut_bytes)
     for layer in cut_bytes:
@@ -117,7 +117,10 @@ def test_activation_caches_are_shared_with_tensorflow_not_copied(attack_aware):
     data, classifier, defence = attack_aware
     point = defence.prune_points[0]
     head = split(classifier.model, point.cut_name)[0]
-    cache = defence._activation_cache(BatchPredictor(head), data.x_valid, "x")
+    from art_pruning_defense.strategies import FitRun
+
+    run = FitRun(classifier.model, classifier.model, defence.prune_points, 10, defence._prepared, 64, 2**30, 0, False)
+    cache = run.activation_cache(BatchPredictor(head), data.x_valid, "x")
     assert is_shareable(cache)
     np.testing.assert_allclose(cache, head.predict(defence._prepared(data.x_valid), verbose=0), rtol=1e-5, atol=1e-6)
     tensor = shared_tensor(cache)

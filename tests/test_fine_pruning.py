@@ -265,19 +265,27 @@ def test_later_fits_on_the_same_model_reuse_the_compiled_head_and_tail_which_go_
     import gc
     import weakref
 
-    from art_pruning_defense import fine_pruning
+    from art_pruning_defense.strategies import base
 
     model = conv_block_model()
     classifier = KerasClassifier(model, clip_values=(0.0, 1.0))
     x, y = tiny_data
     first = FinePruning(classifier, verbose=False)
     first.fit(x, y)
-    compiled = fine_pruning._COMPILED[model]["pool"]
+    compiled = base.COMPILED[model]["pool"]
     second = FinePruning(classifier, verbose=False)
     second.fit(x, y)
-    assert fine_pruning._COMPILED[model]["pool"] is compiled
+    assert base.COMPILED[model]["pool"] is compiled
     assert [r.as_dict() for r in first.sweep_] == [r.as_dict() for r in second.sweep_]
     alive = weakref.ref(model)
     del model, classifier, first, second, compiled
     gc.collect()
     assert alive() is None
+
+
+def test_the_strategy_names_the_cli_offers_are_the_registry():
+    """The CLI checks --strategy against _defaults.STRATEGY_NAMES without importing TensorFlow: keep both equal."""
+    from art_pruning_defense._defaults import STRATEGY_NAMES
+    from art_pruning_defense.strategies import STRATEGIES
+
+    assert tuple(STRATEGIES) == STRATEGY_NAMES

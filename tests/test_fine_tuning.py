@@ -149,7 +149,7 @@ def test_same_inputs_and_seed_give_the_same_outputs(digits_badnet):
 
 def test_diverged_fine_tuning_is_redone_at_half_the_rate(tiny_data, monkeypatch, caplog):
     """A fine-tuning run that leaves B' worse on its own clean data than the pruned copy is redone, rate halved."""
-    import art_pruning_defense.fine_pruning as fine_pruning_module
+    import art_pruning_defense.tuning as fine_pruning_module
 
     real = fine_pruning_module.fine_tune
     rates = []
@@ -172,7 +172,7 @@ def test_diverged_fine_tuning_is_redone_at_half_the_rate(tiny_data, monkeypatch,
     defence = FinePruning(
         KerasClassifier(model, clip_values=(0.0, 1.0)), fine_tune_epochs=2, fine_tune_learning_rate=0.02, verbose=False
     )
-    with caplog.at_level("WARNING", logger="art_pruning_defense.fine_pruning"):
+    with caplog.at_level("WARNING", logger="art_pruning_defense.tuning"):
         defence.fit(x, y)
     assert rates == [0.02, 0.01]
     summary = defence.fine_tune_
@@ -181,7 +181,7 @@ def test_diverged_fine_tuning_is_redone_at_half_the_rate(tiny_data, monkeypatch,
 
 
 def test_fine_tuning_that_works_is_run_once(tiny_data, monkeypatch):
-    import art_pruning_defense.fine_pruning as fine_pruning_module
+    import art_pruning_defense.tuning as fine_pruning_module
 
     real = fine_pruning_module.fine_tune
     calls = []

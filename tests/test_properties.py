@@ -50,7 +50,7 @@ from art_pruning_defense._validation import (
     check_target,
 )
 from art_pruning_defense.lab.data import iter_lab_h5, load_image, load_lab_h5
-from art_pruning_defense.fine_pruning import STRATEGIES
+from art_pruning_defense._defaults import STRATEGY_NAMES as STRATEGIES
 
 #: The tiny model's per-sample input shape, number of classes and channels of the pruned layer (conv_2).
 SAMPLE_SHAPE = (10, 10, 3)

@@ -23,6 +23,7 @@ from art_pruning_defense._defaults import (
     ATTACK_NAMES,
     DEFENCE_NAMES,
     RECOMMENDED_FINE_TUNE_EPOCHS,
+    STRATEGY_NAMES,
     TRIGGER_NAMES,
 )
 from art_pruning_defense._io import check_output_dir, output_lock
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--layer", help="layer to prune (default: the last Conv2D)")
     repair.add_argument(
         "--strategy",
-        choices=["activation", "attack_aware"],
+        choices=STRATEGY_NAMES,
         default="activation",
         help="attack_aware needs --poisoned-valid (the defender holds triggered samples)",
     )
