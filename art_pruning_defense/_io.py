@@ -76,6 +76,25 @@ def _follow_umask(path: str, directory: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def check_input_file(path: str, what: str) -> str:
+    """
+    :param path: A path that must name an existing file.
+    :param what: What the file is, for the message (``"image"``, ``"lab HDF5 file"``, ...).
+    :return: ``path``.
+    :raises FileNotFoundError: If nothing exists at ``path``.
+    :raises IsADirectoryError: If ``path`` is a directory.
+    :raises ValueError: If ``path`` is something else than a regular file (a FIFO, a device, ...).
+    """
+    label = what[0].upper() + what[1:]
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{label} {path} is a directory; expected a file.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{label} {path} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{label} {path} is not a regular file (a FIFO, socket or device?); expected a file.")
+    return path
+
+
 def has_marker(directory: str) -> bool:
     """
     :param directory: A directory.
@@ -99,7 +118,7 @@ def write_marker(directory: str, kind: str) -> None:
     :param directory: The directory.
     :param kind: What it holds (``"repair"``, ``"goodnet"``, ``"benchmark"``, ...).
     """
-    from art_pruning_defense import __version__
+    from art_pruning_defense._version import __version__
 
     with open(os.path.join(directory, MARKER_FILE), "w", encoding="utf-8") as handle:
         json.dump({"tool": MARKER_TOOL, "version": __version__, "kind": kind}, handle)

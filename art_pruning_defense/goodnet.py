@@ -21,7 +21,8 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
 
-from art_pruning_defense import __version__, _metrics, _sweep
+from art_pruning_defense import _metrics, _sweep
+from art_pruning_defense._version import __version__
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._limits import read_json_file
 from art_pruning_defense._stream import StreamBatches, is_stream

@@ -10,8 +10,8 @@ import numpy as np
 
 from art_pruning_defense import FinePruning
 from art_pruning_defense._metrics import detection_metrics
-from art_pruning_defense.badnet import digits_badnet_data
-from art_pruning_defense.demo import train_digits_badnet
+from art_pruning_defense.lab.digits import digits_badnet_data
+from art_pruning_defense.lab.demo import train_digits_badnet
 from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS
 
 data = digits_badnet_data(poison_rate=0.1, target=0, trigger="pattern", seed=0)

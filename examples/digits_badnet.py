@@ -7,7 +7,7 @@ Fine-pruning a BadNet, step by step, on scikit-learn's bundled digits (nothing t
 from art.estimators.classification import KerasClassifier
 
 from art_pruning_defense import FinePruning, FinePruningDetector
-from art_pruning_defense.badnet import digits_badnet_data
+from art_pruning_defense.lab.digits import digits_badnet_data
 from art_pruning_defense.keras import mnist_cnn, train
 
 # 1. A BadNet: ART's PoisoningAttackBackdoor puts a pattern in the corner of 10 % of the training digits and

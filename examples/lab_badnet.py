@@ -12,8 +12,8 @@ pruned, and on the test sets the clean accuracy and attack success rate of B' an
 import argparse
 import os
 
-from art_pruning_defense.reports import markdown_table
-from art_pruning_defense.workflow import drop_tag, evaluate, repair
+from art_pruning_defense.lab.output import markdown_table
+from art_pruning_defense.lab.workflow import drop_tag, evaluate, repair
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--model", required=True)

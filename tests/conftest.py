@@ -87,8 +87,8 @@ def tiny_data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def digits_badnet():
     """The embedded default BadNet: (BadNetData, KerasClassifier), trained once per test session."""
-    from art_pruning_defense.badnet import digits_badnet_data
-    from art_pruning_defense.demo import train_digits_badnet
+    from art_pruning_defense.lab.digits import digits_badnet_data
+    from art_pruning_defense.lab.demo import train_digits_badnet
 
     keras.utils.set_random_seed(0)
     data = digits_badnet_data(seed=0)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from art_pruning_defense.cli import main
+from art_pruning_defense.lab.cli import main
 
 from art_pruning_defense import benchmark as bench  # noqa: E402
 

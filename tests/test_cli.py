@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from art_pruning_defense._io import MARKER_FILE
-from art_pruning_defense.cli import main
-from art_pruning_defense.data import write_lab_h5
+from art_pruning_defense.lab.cli import main
+from art_pruning_defense.lab.data import write_lab_h5
 from art_pruning_defense.keras import mnist_cnn
 from conftest import SHARED
 
@@ -32,7 +32,7 @@ def lab_files(tmp_path_factory):
     """Small lab-format h5 files made from the real faces with simple augmentations."""
     if not FACES.is_dir() or not LAB3.is_file():
         pytest.skip(f"../shared not found: {FACES} and {LAB3} are needed for the lab workflow on real faces")
-    from art_pruning_defense.data import load_image
+    from art_pruning_defense.lab.data import load_image
 
     clean = sorted(FACES.glob("cl_*.png"))
     sunglasses = sorted(FACES.glob("sun_*.png"))
@@ -142,7 +142,7 @@ def test_repair_with_a_keras_file_and_fine_tuning(tmp_path, capsys):
 
 def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
     from art_pruning_defense import GoodNetClassifier
-    from art_pruning_defense.data import load_lab_h5
+    from art_pruning_defense.lab.data import load_lab_h5
 
     keras.utils.set_random_seed(0)
     mnist_cnn((12, 10, 3), 4).save(tmp_path / "model.keras")
@@ -265,7 +265,7 @@ def _run_cli(*argv: str, cwd: str | None = None) -> tuple[int, str, str, float]:
     env = {**os.environ, "PYTHONPATH": REPOSITORY}
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "art_pruning_defense.cli", *argv],
+        [sys.executable, "-m", "art_pruning_defense.lab.cli", *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -327,7 +327,7 @@ def test_the_command_line_imports_no_tensorflow():
     import subprocess
     import sys
 
-    code = "import sys, art_pruning_defense, art_pruning_defense.cli; print(sorted(m for m in ('tensorflow', 'keras', "
+    code = "import sys, art_pruning_defense, art_pruning_defense.lab.cli; print(sorted(m for m in ('tensorflow', 'keras', "
     code += "'art', 'h5py') if m in sys.modules))"
     done = subprocess.run(
         [sys.executable, "-c", code],

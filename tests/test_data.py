@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from art_pruning_defense.data import iter_lab_h5, lab_h5_info, load_image, load_lab_h5, load_npz, write_lab_h5
+from art_pruning_defense.lab.data import iter_lab_h5, lab_h5_info, load_image, load_lab_h5, load_npz, write_lab_h5
 
 #: ../shared beside the repository (real data); the tests that need it skip without it.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -237,9 +237,9 @@ def test_real_mnist_npz():
 
 
 def test_data_module_imports_no_framework():
-    import art_pruning_defense.data
+    import art_pruning_defense.lab.data
 
-    source = Path(art_pruning_defense.data.__file__)
+    source = Path(art_pruning_defense.lab.data.__file__)
     imported = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):

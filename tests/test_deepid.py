@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from art_pruning_defense.data import load_image
+from art_pruning_defense.lab.data import load_image
 from art_pruning_defense.keras import build_deepid, load_deepid_weights, load_keras_model
 
 #: ../shared beside the repository (real data and models); the tests that need it skip without it.

@@ -44,7 +44,7 @@ def test_the_api_reference_builds_without_warnings(tmp_path):
         assert f'id="art_pruning_defense.{name}"' in pages["api"], name
     for name in ("masked_copy", "build_deepid", "find_prune_point", "fine_tune"):
         assert f'id="art_pruning_defense.keras.{name}"' in pages["keras"], name
-    assert 'id="art_pruning_defense.data.images_to_lab_h5"' in pages["data"]
+    assert 'id="art_pruning_defense.lab.data.images_to_lab_h5"' in pages["data"]
 
 
 def test_a_docstring_error_fails_the_build(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from art_pruning_defense import FinePruning
-from art_pruning_defense.cli import main
+from art_pruning_defense.lab.cli import main
 
 
 @pytest.fixture

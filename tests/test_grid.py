@@ -9,7 +9,7 @@ import pytest
 
 from art_pruning_defense.benchmark import config as grid_config
 from art_pruning_defense.benchmark import store
-from art_pruning_defense.cli import main
+from art_pruning_defense.lab.cli import main
 
 #: The tiny grid of these tests: two seeds on digits, two defences, two epochs.
 TINY = ["--epochs", "2", "--defences", "none", "pruning", "--seeds", "0", "1", "--quiet"]

@@ -41,8 +41,8 @@ from test_properties import ExampleCounter, _settings, assert_documented
 
 from art_pruning_defense import FinePruning, GoodNetClassifier
 from art_pruning_defense._io import MARKER_FILE, write_marker
-from art_pruning_defense.cli import main
-from art_pruning_defense.data import iter_lab_h5, lab_h5_info, load_image, load_lab_h5, write_lab_h5
+from art_pruning_defense.lab.cli import main
+from art_pruning_defense.lab.data import iter_lab_h5, lab_h5_info, load_image, load_lab_h5, write_lab_h5
 from art_pruning_defense.keras import build_deepid, load_keras_model, mnist_cnn
 
 N_CLASSES = 4
@@ -848,7 +848,7 @@ def _start_repair(directory: Path, model: Path, valid: Path, *extra: str) -> tup
             [
                 sys.executable,
                 "-m",
-                "art_pruning_defense.cli",
+                "art_pruning_defense.lab.cli",
                 "repair",
                 "--model",
                 str(model),
@@ -972,7 +972,7 @@ def test_external_storage_on_a_fifo_does_not_hang(tmp_path):
     path = _hostile_h5("external storage", tmp_path / "valid.h5")
     (tmp_path / "secret.txt").unlink()
     os.mkfifo(tmp_path / "secret.txt")
-    script = "import sys\nfrom art_pruning_defense.data import load_lab_h5\nload_lab_h5(sys.argv[1])"
+    script = "import sys\nfrom art_pruning_defense.lab.data import load_lab_h5\nload_lab_h5(sys.argv[1])"
     env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
     done = subprocess.run(
         [sys.executable, "-c", script, str(path)], capture_output=True, text=True, env=env, timeout=60

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from art_pruning_defense.cli import main
-from art_pruning_defense.data import images_to_lab_h5, load_image, load_lab_h5, read_labels_csv
+from art_pruning_defense.lab.cli import main
+from art_pruning_defense.lab.data import images_to_lab_h5, load_image, load_lab_h5, read_labels_csv
 from conftest import SHARED
 
 REPOSITORY = str(Path(__file__).resolve().parents[1])
@@ -105,7 +105,7 @@ def test_force_replaces_the_file(tmp_path, capsys):
 def test_make_h5_is_fast_and_needs_no_tensorflow(tmp_path):
     _images(tmp_path / "img", ["a_label=1.png", "b_label=2.png"])
     code = (
-        "import sys; from art_pruning_defense.cli import main; rc = main(sys.argv[1:]); "
+        "import sys; from art_pruning_defense.lab.cli import main; rc = main(sys.argv[1:]); "
         "print(rc, sorted(m for m in ('tensorflow', 'keras', 'art') if m in sys.modules))"
     )
     start = time.monotonic()

@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from art_pruning_defense.cli import main
-from art_pruning_defense.data import write_lab_h5
+from art_pruning_defense.lab.cli import main
+from art_pruning_defense.lab.data import write_lab_h5
 from art_pruning_defense.keras import mnist_cnn
 
 REPOSITORY = str(Path(__file__).resolve().parents[1])
@@ -31,7 +31,7 @@ def test_repair_with_fine_tuning_shows_only_our_bars_and_a_closing_line(tmp_path
         [
             sys.executable,
             "-m",
-            "art_pruning_defense.cli",
+            "art_pruning_defense.lab.cli",
             "repair",
             "--model",
             "model.keras",
@@ -80,7 +80,7 @@ def test_sweep_plot_labels_each_step_once(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     from matplotlib.axes import Axes
 
-    from art_pruning_defense.reports import plot_sweep
+    from art_pruning_defense.lab.output import plot_sweep
 
     labels: list[str] = []
     original = Axes.annotate
@@ -99,7 +99,7 @@ def test_sweep_plot_labels_each_step_once(tmp_path, monkeypatch):
 
 
 def test_markdown_table_left_aligns_text_and_right_aligns_numbers():
-    from art_pruning_defense.reports import markdown_table
+    from art_pruning_defense.lab.output import markdown_table
 
     rows = [
         {"defence": "no defence", "clean": 79.82, "auroc": "0.8357", "mean": "75.88 ± 1.20", "notes": None},

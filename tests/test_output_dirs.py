@@ -19,7 +19,7 @@ import pytest
 
 from art_pruning_defense import _io
 from art_pruning_defense._io import MARKER_FILE, atomic_directory, atomic_file, check_output_dir, write_marker
-from art_pruning_defense.cli import main
+from art_pruning_defense.lab.cli import main
 
 
 def _write(directory: str, name: str = "result.txt", text: str = "new") -> None:
@@ -234,7 +234,7 @@ def test_locked_out_fails_fast_from_the_command_line(tmp_path):
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         start = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "art_pruning_defense.cli", "benchmark", "--out", str(tmp_path / "out")],
+            [sys.executable, "-m", "art_pruning_defense.lab.cli", "benchmark", "--out", str(tmp_path / "out")],
             capture_output=True,
             text=True,
             env=env,

@@ -49,7 +49,7 @@ from art_pruning_defense._validation import (
     check_positive_int,
     check_target,
 )
-from art_pruning_defense.data import iter_lab_h5, load_image, load_lab_h5
+from art_pruning_defense.lab.data import iter_lab_h5, load_image, load_lab_h5
 from art_pruning_defense.fine_pruning import STRATEGIES
 
 #: The tiny model's per-sample input shape, number of classes and channels of the pruned layer (conv_2).

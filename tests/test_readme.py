@@ -118,7 +118,7 @@ def test_the_lab_workflow_runs_as_written(tmp_path):
     (tmp_path / "shared").symlink_to(SHARED)
     bin_dir = tmp_path / "bin"  # art-prune as installed by pip, on this checkout's code
     bin_dir.mkdir()
-    (bin_dir / "art-prune").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m art_pruning_defense.cli "$@"\n')
+    (bin_dir / "art-prune").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m art_pruning_defense.lab.cli "$@"\n')
     (bin_dir / "art-prune").chmod(0o755)
     env = {**_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run(

@@ -21,7 +21,7 @@ from art_pruning_defense._validation import check_drops, check_positive_int
 DIGITS = "digits"
 
 #: The defender's clean validation split, by data source (the digits split is fixed by
-#: :func:`~art_pruning_defense.badnet.digits_badnet_data`).
+#: :func:`~art_pruning_defense.lab.digits.digits_badnet_data`).
 DEFAULT_N_VALID_NPZ = 5000
 DIGITS_N_VALID = 300
 #: Training epochs and batch size of the BadNet (and of the retrained networks) on digits; on ``.npz`` data they

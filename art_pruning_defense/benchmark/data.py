@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from art_pruning_defense.badnet import BadNetData, load_digits_images
+from art_pruning_defense.lab.digits import BadNetData, load_digits_images
 from art_pruning_defense.benchmark.config import BenchmarkConfig
-from art_pruning_defense.data import load_npz
+from art_pruning_defense.lab.data import load_npz
 
 logger = logging.getLogger(__name__)
 

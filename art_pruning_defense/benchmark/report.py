@@ -10,7 +10,7 @@ import os
 from typing import Any, Sequence
 
 from art_pruning_defense._io import atomic_directory, atomic_file
-from art_pruning_defense.reports import markdown_table, plot_tradeoff, write_json, write_text
+from art_pruning_defense.lab.output import markdown_table, plot_tradeoff, write_json, write_text
 
 logger = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ def versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from art_pruning_defense import __version__
+    from art_pruning_defense._version import __version__
 
     return {
         "art_pruning_defense": __version__,

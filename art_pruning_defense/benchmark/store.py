@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from art_pruning_defense._io import atomic_directory, check_output_dir, has_marker
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
-from art_pruning_defense.reports import write_json
+from art_pruning_defense.lab.output import write_json
 
 logger = logging.getLogger(__name__)
 

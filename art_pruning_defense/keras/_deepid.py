@@ -35,7 +35,7 @@ from art_pruning_defense._limits import (  # noqa: E402
     check_model_config,
     loads_bounded,
 )
-from art_pruning_defense.data import check_input_file  # noqa: E402
+from art_pruning_defense._io import check_input_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

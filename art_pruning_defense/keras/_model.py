@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from art_pruning_defense._aligned import is_shareable  # noqa: E402
 from art_pruning_defense._io import atomic_file  # noqa: E402
 from art_pruning_defense._limits import check_keras_archive  # noqa: E402
-from art_pruning_defense.data import check_input_file  # noqa: E402
+from art_pruning_defense._io import check_input_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

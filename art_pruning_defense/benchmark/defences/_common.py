@@ -18,7 +18,7 @@ from art.estimators.poison_mitigation.neural_cleanse.neural_cleanse import Neura
 from art.utils import to_categorical
 
 from art_pruning_defense import _metrics, _sweep
-from art_pruning_defense.badnet import BadNetData
+from art_pruning_defense.lab.digits import BadNetData
 from art_pruning_defense.benchmark.config import BenchmarkConfig
 from art_pruning_defense.benchmark.report import ROW_KEYS
 from art_pruning_defense.benchmark.training import train_badnet

@@ -2,7 +2,7 @@
 Where the time of the package's sweep goes on the lab's DeepID case: the head pass, the tail steps and the rest
 (bookkeeping), each beside the floor (one forward pass of the whole network over both sets), in one process.
 
-    python benchmarks/sweep_breakdown.py [--repeats R]
+    python perf/sweep_breakdown.py [--repeats R]
 
 The inputs are those of ``sweep_speed.py`` (11,547 clean and 11,547 sunglasses images made from the 15 real faces in
 ../shared/data/ytface). Each repeat measures the floor, then times ``FinePruning.fit`` (``conv_3``, both sets),
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"re-evaluations: {rest_only.count} ({rest_only.count / (len(x) + len(px)):.2f} per image)")
     print(f"load average: {os.getloadavg()[0]:.2f}")
-    print("command: python benchmarks/sweep_breakdown.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])))
+    print("command: python perf/sweep_breakdown.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])))
     return 0
 
 

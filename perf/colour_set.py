@@ -1,7 +1,7 @@
 """
 A 50,000-image 32x32 colour set for the benchmark's memory target, made from ../shared/data/cifar10.npz.
 
-    python benchmarks/colour_set.py --out PATH.npz
+    python perf/colour_set.py --out PATH.npz
 
 ``x_train``: the 20,000 CIFAR-10 training images and 30,000 copies of them drawn at random (seed 0), each flipped
 left-right with probability 1/2 and shifted by up to 3 pixels (wrapping around); ``x_test``: the 10,000 test
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     np.savez(partial, x_train=x, y_train=y, x_test=x_test, y_test=y_test)
     os.replace(partial, args.out)  # never a half-written set under the given name
     print(f"wrote {args.out}: {len(x)} training and {len(x_test)} test images of shape {x.shape[1:]}")
-    print(f"command: python benchmarks/colour_set.py --out {args.out}")
+    print(f"command: python perf/colour_set.py --out {args.out}")
     return 0
 
 

@@ -2,7 +2,7 @@
 What an exact sweep of the lab's DeepID case cannot go below on this machine, piece by piece, and the shortcuts
 measured against the package's own tail steps.
 
-    python benchmarks/sweep_limits.py [--n N] [--rows R] [--repeats K]
+    python perf/sweep_limits.py [--n N] [--rows R] [--repeats K]
 
 The inputs are those of ``sweep_speed.py`` (N = 11,547 clean and N sunglasses images made from the 15 real faces in
 ../shared/data/ytface); the cut is ``pool_3`` (``conv_3``'s 60 channels), whose readers ``conv_4`` and ``fc_1`` are
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{(head_seconds + after_all) / floor:.2f} floors"
     )
     print(f"load average: {os.getloadavg()[0]:.2f}")
-    print("command: python benchmarks/sweep_limits.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])))
+    print("command: python perf/sweep_limits.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])))
     return 0
 
 

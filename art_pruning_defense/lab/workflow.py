@@ -12,9 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from art_pruning_defense import _metrics, reports
+from art_pruning_defense import _metrics
+from art_pruning_defense.lab import output
 from art_pruning_defense._io import atomic_directory, check_output_dir, output_lock
-from art_pruning_defense.data import lab_h5_info, load_image, load_lab_h5
+from art_pruning_defense.lab.data import lab_h5_info, load_image, load_lab_h5
 from art_pruning_defense.fine_pruning import FinePruning
 from art_pruning_defense.goodnet import GoodNetClassifier
 
@@ -151,11 +152,11 @@ def repair(
             if defence.fine_pruned_model_ is not None:
                 save_model(defence.fine_pruned_model(), os.path.join(tmp, "fine_pruned.keras"))
                 write_goodnet(defence(classifier), "goodnet_fine_pruned")
-            reports.write_csv(os.path.join(tmp, "sweep.csv"), records)
-            reports.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
-            table = reports.markdown_table(summary, reports.SUMMARY_COLUMNS)
-            reports.write_text(os.path.join(tmp, "summary.md"), f"# {title}\n\n{table}\n")
-            reports.write_json(
+            output.write_csv(os.path.join(tmp, "sweep.csv"), records)
+            output.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
+            table = output.markdown_table(summary, output.SUMMARY_COLUMNS)
+            output.write_text(os.path.join(tmp, "summary.md"), f"# {title}\n\n{table}\n")
+            output.write_json(
                 os.path.join(tmp, "summary.json"),
                 {
                     "summary": summary,

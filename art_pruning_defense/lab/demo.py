@@ -11,7 +11,7 @@ from typing import Sequence
 
 from art.estimators.classification import KerasClassifier
 
-from art_pruning_defense.badnet import BadNetData, digits_badnet_data
+from art_pruning_defense.lab.digits import BadNetData, digits_badnet_data
 from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS, FinePruning
 from art_pruning_defense.keras import mnist_cnn, seed_everything, train
 

@@ -2,7 +2,7 @@
 How the package's pruning sweep scales: its time against the validation-set size and against the pruned layer's
 channel count, with the floor (one forward pass of the whole network over the same images) beside each.
 
-    python benchmarks/sweep_scaling.py [--quick] [--out DIR]
+    python perf/sweep_scaling.py [--quick] [--out DIR]
 
 1. Size: the lab's DeepID network (``lab3_bd_weights.h5`` when ../shared is present, else the same architecture
    with random weights) on n images of 55x47x3 made from the 15 real faces in ../shared/data/ytface by random
@@ -73,7 +73,7 @@ def deepid_inputs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     :return: ``(x, y, description)``: n DeepID inputs and labels.
     """
     if FACES.is_dir():
-        sys.path.insert(0, str(ROOT / "benchmarks"))
+        sys.path.insert(0, str(ROOT / "perf"))
         from sweep_speed import augmented_faces
 
         paths = sorted(FACES.glob("cl_*.png"))
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([1000, 4000] if args.quick else [1000, 4000, 16000, 64000])
     channels = args.channels or ([16, 64] if args.quick else [16, 32, 64, 128, 256])
     n_scan = args.n_channel_scan or (1000 if args.quick else 4000)
-    command = "python benchmarks/sweep_scaling.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
+    command = "python perf/sweep_scaling.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
     rng = np.random.default_rng(args.seed)
 
     from art_pruning_defense.keras import build_deepid, load_deepid_weights

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from art_pruning_defense._h5 import H5_ERRORS, damaged_h5, open_checked_h5
-from art_pruning_defense._io import atomic_file
+from art_pruning_defense._io import atomic_file, check_input_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,25 +51,6 @@ def _damaged(path: str, error: BaseException) -> ValueError:
 # ---------------------------------------------------------------------------------------------------------------------
 # The lab's HDF5 files.
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def check_input_file(path: str, what: str) -> str:
-    """
-    :param path: A path that must name an existing file.
-    :param what: What the file is, for the message (``"image"``, ``"lab HDF5 file"``, ...).
-    :return: ``path``.
-    :raises FileNotFoundError: If nothing exists at ``path``.
-    :raises IsADirectoryError: If ``path`` is a directory.
-    :raises ValueError: If ``path`` is something else than a regular file (a FIFO, a device, ...).
-    """
-    label = what[0].upper() + what[1:]
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{label} {path} is a directory; expected a file.")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{label} {path} does not exist.")
-    if not os.path.isfile(path):
-        raise ValueError(f"{label} {path} is not a regular file (a FIFO, socket or device?); expected a file.")
-    return path
 
 
 def _check_path(path: object, what: str) -> str:

@@ -27,13 +27,11 @@ from art_pruning_defense._defaults import (
     TRIGGER_NAMES,
 )
 from art_pruning_defense._io import check_output_dir, output_lock
-
-#: Libraries whose log messages are shown only with --verbose (errors always are).
-NOISY_LOGGERS = ("tensorflow", "absl", "keras", "art", "h5py", "matplotlib", "PIL", "numba", "jax")
+from art_pruning_defense.lab._quiet import quiet
 
 
 def _make_h5(args: argparse.Namespace) -> int:
-    from art_pruning_defense.data import images_to_lab_h5
+    from art_pruning_defense.lab.data import images_to_lab_h5
 
     n, shape = images_to_lab_h5(args.image_dir, args.out, labels_csv=args.labels, pattern=args.glob)
     source = f"labels from {args.labels}" if args.labels else "labels from the file names"
@@ -42,8 +40,8 @@ def _make_h5(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from art_pruning_defense.demo import DEMO_COLUMNS, run_demo
-    from art_pruning_defense.reports import markdown_table
+    from art_pruning_defense.lab.demo import DEMO_COLUMNS, run_demo
+    from art_pruning_defense.lab.output import markdown_table
 
     rows = run_demo(
         accuracy_drops=args.drops,
@@ -58,8 +56,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _repair(args: argparse.Namespace) -> int:
-    from art_pruning_defense.reports import SUMMARY_COLUMNS, markdown_table
-    from art_pruning_defense.workflow import repair
+    from art_pruning_defense.lab.output import SUMMARY_COLUMNS, markdown_table
+    from art_pruning_defense.lab.workflow import repair
 
     result = repair(
         model_path=args.model,
@@ -100,8 +98,8 @@ def _repair(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from art_pruning_defense.reports import markdown_table
-    from art_pruning_defense.workflow import evaluate
+    from art_pruning_defense.lab.output import markdown_table
+    from art_pruning_defense.lab.workflow import evaluate
 
     rows = evaluate(
         args.goodnet,
@@ -139,7 +137,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _eval_image(args: argparse.Namespace) -> int:
-    from art_pruning_defense.workflow import classify_image
+    from art_pruning_defense.lab.workflow import classify_image
 
     print(classify_image(args.goodnet, args.image, safe_mode=not args.unsafe))
     return 0
@@ -500,30 +498,6 @@ def _check_benchmark(args: argparse.Namespace) -> None:
     check_grid_output(args.out, args.grid_config, overwrite=args.force, inputs=[data, model, args.grid])
 
 
-def _quiet_libraries(verbose: bool) -> None:
-    """
-    Keep TensorFlow's, absl's, ART's and other libraries' messages (C++ logs, "PyTorch not found", deprecation
-    warnings) to errors, unless ``--verbose``. Called before TensorFlow is imported.
-    """
-    if verbose:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for module in ("tensorflow", "keras", "art", "absl", "h5py", "matplotlib", "google", "numpy"):
-        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
-    warnings.filterwarnings("ignore", message=".*PyTorch not found.*")
-    if "tensorflow" not in sys.modules:
-        # TensorFlow's C++ side logs to file descriptor 2 while it is imported, before its log level applies.
-        with _stderr_muted():
-            with contextlib.suppress(ImportError):
-                import tensorflow  # noqa: F401
-    with contextlib.suppress(ImportError):
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-
-
 def _release_tensorflow_memory() -> None:
     """
     Let TensorFlow hand freed tensors back to the system (the benchmark's memory: see
@@ -533,27 +507,6 @@ def _release_tensorflow_memory() -> None:
 
     if not use_system_allocator():
         logging.getLogger(__name__).debug("TensorFlow was imported already: its memory pool stays as it is.")
-
-
-@contextlib.contextmanager
-def _stderr_muted() -> Iterator[None]:
-    """
-    Send file descriptor 2 to the null device for the duration (Python's own ``sys.stderr`` is flushed first).
-    """
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to mute
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def _print_done(args: argparse.Namespace, seconds: float) -> None:
@@ -603,8 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
             if args.command == "benchmark":
                 _release_tensorflow_memory()
-            if getattr(args, "needs_tensorflow", True):
-                _quiet_libraries(args.verbose)
+            if getattr(args, "needs_tensorflow", True) and not args.verbose:
+                quiet()
             code = int(args.func(args))
         _print_done(args, time.monotonic() - start)
         return code

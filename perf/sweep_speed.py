@@ -1,7 +1,7 @@
 """
 Sweep speed and memory on the lab's DeepID BadNet: the lab's per-channel loop against this package's sweep.
 
-    python benchmarks/sweep_speed.py [--quick]
+    python perf/sweep_speed.py [--quick]
 
 Inputs are of the lab's sizes (11,547 clean and 11,547 triggered validation images of 55x47x3) made from the 15
 real faces in ../shared/data/ytface by random shifts, brightness and contrast changes and pixel noise (the 5 clean
@@ -67,7 +67,7 @@ def augmented_faces(
     paths: list[Path], labels: list[int], n: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """n images (55x47x3, 0..255) drawn from the given faces with random shifts, contrast, brightness and noise."""
-    from art_pruning_defense.data import load_image
+    from art_pruning_defense.lab.data import load_image
 
     faces = np.concatenate([load_image(str(p)) for p in paths])
     pick = rng.integers(0, len(faces), n)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     from art_pruning_defense import FinePruning
     from art_pruning_defense.keras import BatchPredictor, load_deepid_weights
 
-    command = "python benchmarks/sweep_speed.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    command = "python perf/sweep_speed.py" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     rng = np.random.default_rng(args.seed)
     clean_paths = sorted(FACES.glob("cl_*.png"))
     sun_paths = sorted(FACES.glob("sun_*.png"))
