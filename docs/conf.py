@@ -1,7 +1,7 @@
 """
 Sphinx configuration of the API reference. Build it with (from the repository root):
 
-    python -m sphinx -W -b html docs docs/_build/html
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 The build needs no network. ``ART_PRUNE_DOCS_INTERSPHINX=1`` adds links to ART's and Keras's documentation
 (fetched from the web while building).
@@ -21,7 +21,16 @@ author = "art_pruning_defense contributors"
 copyright = "the art_pruning_defense contributors, MIT licence"
 version = release = art_pruning_defense.__version__
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "sphinx.ext.intersphinx"]
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
+]
+# The guide, the lab workflow, the benchmark and the other prose pages are Markdown (myst-parser); the API pages reST.
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3  # [text](page.md#a-heading) links to headings down to ###
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}

@@ -1,4 +1,5 @@
-"""The API reference (Sphinx, docs/) builds offline with warnings as errors, as the README's command builds it."""
+"""The documentation (Sphinx, docs/: the guide pages and the API reference) builds offline with warnings as errors, as
+the README's command builds it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 REPOSITORY = Path(__file__).resolve().parents[1]
 #: The README's command, run from the repository root (the output directory is replaced by a temporary one here).
 README_COMMAND = "python -m sphinx -W --keep-going -b html docs docs/_build/html"
+#: The user-facing pages beside the API reference.
+GUIDE_PAGES = ("guide", "lab", "benchmark", "internals", "performance", "safety", "performance-log")
 
 
 def _sphinx(source: Path, out: Path) -> subprocess.CompletedProcess:
@@ -45,6 +48,10 @@ def test_the_api_reference_builds_without_warnings(tmp_path):
     for name in ("masked_copy", "build_deepid", "find_prune_point", "fine_tune"):
         assert f'id="art_pruning_defense.keras.{name}"' in pages["keras"], name
     assert 'id="art_pruning_defense.lab.data.images_to_lab_h5"' in pages["data"]
+    assert 'id="art_pruning_defense.lab.quiet"' in pages["api"]
+    for name in GUIDE_PAGES:  # the README's former sections, as pages of the documentation (Markdown via myst-parser)
+        assert (html / f"{name}.html").is_file(), name
+    assert "Your own model" in (html / "guide.html").read_text(encoding="utf-8")
 
 
 def test_a_docstring_error_fails_the_build(tmp_path):
