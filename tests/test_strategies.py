@@ -167,13 +167,13 @@ def anp_runs():
     model = residual_model()
     x, y = data()
     before = snapshot(model)
-    kwargs = dict(iterations=6, batch_size=32, seed=3)
+    kwargs = {"iterations": 6, "batch_size": 32, "seed": 3}
     first = anp_mask_values(model, x, y, **kwargs)
     after = snapshot(model)
     second = anp_mask_values(model, x, y, **kwargs)
     other_seed = anp_mask_values(model, x, y, iterations=6, batch_size=32, seed=4)
     keras.backend.clear_session()
-    return dict(before=before, after=after, first=first, second=second, other_seed=other_seed)
+    return {"before": before, "after": after, "first": first, "second": second, "other_seed": other_seed}
 
 
 def test_anp_values_in_unit_interval_for_every_channel(anp_runs):

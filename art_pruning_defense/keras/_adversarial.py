@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Union
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import numpy as np
@@ -44,11 +45,13 @@ logger = logging.getLogger(__name__)
 
 #: Default iterations. The authors run 2,000 iterations of 128 images, three forward-backward passes each (the
 #: perturbation step, the perturbed loss, the natural loss). Measured on ResNet-20 (32×32×3, 10 classes, random
-#: weights, 2,000 images) with TensorFlow 2.21 on two CPU cores shared with other work (load average 3): 1.31 s per
-#: iteration at batch 128 (41 iterations 59.1 s, 1 iteration 6.6 s: tracing and the copy), so 2,000 iterations
-#: would take about 45 minutes. 200 iterations of 128 (12.8 passes over 2,000 images) take about 4.5 minutes there,
-#: within a 5-minute budget; the batch keeps the authors' size so that each mask step sees as much data as theirs.
-ANP_ITERATIONS = 200
+#: weights, 2,000 images) with TensorFlow 2.21 on two CPU cores shared with other work: 1.31 s per iteration at batch
+#: 128 under a load average of 3 (1 iteration 6.6 s, 41 iterations 59.1 s) and 1.49 s under a load average of 5 (1
+#: iteration 13.5 s, 61 iterations 102.9 s; the single iteration is mostly tracing and the model's copy), so 2,000
+#: iterations would take 45-50 minutes. 180 iterations of 128 (11.5 passes over 2,000 images) take 4.0-4.7 minutes
+#: there, within a 5-minute budget; the batch keeps the authors' size so that each mask step sees as much data as
+#: theirs.
+ANP_ITERATIONS = 180
 #: The paper's perturbation budget on the normalisation's scale and shift.
 ANP_EPS = 0.4
 #: The paper's weight of the natural loss in the mask objective.
@@ -58,7 +61,7 @@ ANP_LEARNING_RATE = 0.2
 #: Momentum of the mask optimiser.
 ANP_MOMENTUM = 0.9
 
-Target = Union[ChannelLayer, PrunePoint, str]
+Target = ChannelLayer | PrunePoint | str
 
 
 class _NoisyChannels(keras.layers.Layer):
@@ -298,9 +301,7 @@ def anp_mask_values(
 
     def loss_of(inputs: tf.Tensor, targets_: tf.Tensor) -> tf.Tensor:
         outputs = copy(inputs, training=False)
-        return tf.reduce_mean(
-            keras.losses.sparse_categorical_crossentropy(targets_, outputs, from_logits=from_logits)
-        )
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets_, outputs, from_logits=from_logits))
 
     def set_flags(value: float) -> None:
         for flag in flags:

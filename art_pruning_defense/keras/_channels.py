@@ -15,8 +15,9 @@ the numpy core :mod:`art_pruning_defense.strategies.lipschitz`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import keras
 import numpy as np

@@ -18,7 +18,8 @@ The optimisation itself (:func:`art_pruning_defense.keras.anp_mask_values`) need
 from __future__ import annotations
 
 import logging
-from typing import Hashable, Mapping, TypeVar
+from collections.abc import Hashable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
