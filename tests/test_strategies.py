@@ -288,3 +288,24 @@ def test_fst_needs_a_dense_head():
     outputs = keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(x))
     with pytest.raises(ValueError, match="last Dense layer"):
         feature_shift_tune(keras.Model(inputs, outputs), *data(16))
+
+
+@pytest.mark.parametrize("head", ["softmax_layer", "logits"])
+def test_fst_heads_without_softmax_inside_the_dense(head):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    outputs = keras.layers.Softmax(name="probabilities")(x) if head == "softmax_layer" else x
+    model = keras.Model(inputs, outputs)
+    x_data, y_data = data(64)
+    tuned = feature_shift_tune(model, x_data, y_data, epochs=1, batch_size=32)
+    original = model.get_layer("head").get_weights()[0]
+    np.testing.assert_allclose(
+        np.linalg.norm(tuned.get_layer("head").get_weights()[0]), np.linalg.norm(original), rtol=1e-5
+    )
+    out = tuned.predict(x_data[:8], verbose=0)
+    if head == "softmax_layer":
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    else:
+        assert not np.allclose(out.sum(axis=1), 1.0, atol=1e-3)

@@ -13,7 +13,8 @@ the chosen convolutions a mask value and learns it under adversarial channel per
 2. Each iteration draws a batch of the clean data (with replacement, as the authors' sampler), then:
 
    a. draws ``δ, ξ`` uniformly in ``[-ε, ε]`` and takes ``anp_steps`` signed-gradient ascent steps of size
-      ``ε / anp_steps`` on the cross-entropy, keeping them within ``[-ε, ε]``;
+      ``ε / anp_steps`` on the cross-entropy, projected back onto ``[-ε, ε]`` (the paper's constraint; the
+      authors' code does not clip, so that one step from a uniform start reaches up to ``2ε``);
    b. takes one SGD step (momentum 0.9) on the masks for ``α · L(natural) + (1 - α) · L(perturbed)``, then clips the
       masks to ``[0, 1]``.
 
@@ -23,7 +24,8 @@ the chosen convolutions a mask value and learns it under adversarial channel per
 Hyper-parameters from the paper and its code: ``ε = 0.4``, ``α = 0.2``, mask learning rate 0.2 with momentum 0.9,
 one perturbation step, batches of 128, pruning threshold 0.2. The authors run 2,000 iterations; see
 :data:`ANP_ITERATIONS` for the default here. As in the authors' code (``model.train()``), normalisation uses each
-batch's statistics while the masks are learnt (``batch_statistics=False``: the moving statistics); cross-entropy is
+batch's statistics while the masks are learnt (``batch_statistics=False``: the moving statistics) and the other
+layers run in inference mode (no dropout, unlike the authors' ``model.train()``); cross-entropy is
 taken on the logits where the output layer is a softmax ``Dense`` (its activation is dropped in the copy).
 """
 

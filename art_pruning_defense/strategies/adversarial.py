@@ -12,7 +12,9 @@ The optimisation itself (:func:`art_pruning_defense.keras.anp_mask_values`) need
    signed-gradient ascent to maximise the loss (the backdoor channels are the ones whose perturbation hurts most).
 3. The masks take one SGD step (momentum 0.9) on ``α · L(natural) + (1 - α) · L(perturbed)`` and are clipped to
    ``[0, 1]``.
-4. Channels whose mask value ends below a threshold (0.2 in the paper) are pruned: :func:`anp_prune_masks`.
+4. Channels whose mask value ends below a threshold (0.2 in the paper) are pruned: :func:`anp_prune_masks`. The
+   authors zero the pruned channel's BN scale (its shift stays); a mask at the end of the conv block zeroes the
+   channel's whole output.
 """
 
 from __future__ import annotations
