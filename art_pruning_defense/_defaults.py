@@ -8,7 +8,7 @@ RECOMMENDED_FINE_TUNE_EPOCHS = 20
 
 #: The pruning strategies, in the order the docs present them (the registry is
 #: :data:`art_pruning_defense.strategies.STRATEGIES`; a test keeps the two equal).
-STRATEGY_NAMES = ("activation", "attack_aware")
+STRATEGY_NAMES = ("activation", "attack_aware", "lipschitz", "adversarial")
 
 #: The benchmark's built-in architectures (builders in :mod:`art_pruning_defense.keras._architectures`).
 ARCH_NAMES = ("small-cnn", "resnet20", "vgg11-bn")

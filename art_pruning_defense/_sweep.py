@@ -19,6 +19,7 @@ cost does not grow with the number of channels still kept.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import math
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 import numpy as np
@@ -555,3 +556,59 @@ def compare_labels(
             else None,
         }
     return rows
+
+
+#: A ranked sweep over many channels evaluates the network on a grid of this many steps (plus the unpruned network)
+#: before refining each X by bisection, instead of after every channel.
+SEARCH_GRID = 32
+
+
+def search_steps(
+    clean_accuracy: Callable[[int], float], n_steps: int, accuracy_drops: Iterable[float], grid: int = SEARCH_GRID
+) -> dict[float, int]:
+    """
+    The stopping rule of :func:`select_steps` where evaluating a step costs a pass of the whole network: the
+    accuracy is evaluated at step 0 and on a grid of about ``grid`` steps up to the first grid step that falls
+    below the largest X, then each X is refined by bisection between the last grid step above it and the first
+    below it. Where accuracy falls monotonically with the steps, this is :func:`select_steps`'s answer; otherwise
+    it is the first crossing on the grid, refined to one step.
+
+    :param clean_accuracy: ``step → clean accuracy in percent`` (the caller records whatever else it measures).
+    :param n_steps: The last step (every channel pruned).
+    :param accuracy_drops: The X values, in percentage points.
+    :param grid: About how many grid steps cover ``0..n_steps``.
+    :return: ``{X: step}``.
+    """
+    drops = sorted(float(x) for x in accuracy_drops)
+    if not drops:
+        return {}
+    seen = {0: float(clean_accuracy(0))}
+    base = seen[0]
+
+    def fallen(step: int, x: float) -> bool:
+        if step not in seen:
+            seen[step] = float(clean_accuracy(step))
+        # A small tolerance keeps e.g. 97.0 - 95.0 >= 2.0 true despite binary rounding (as select_steps).
+        return base - seen[step] >= x - 1e-9
+
+    stride = max(1, math.ceil(n_steps / max(1, grid)))
+    step = 0
+    while step < n_steps and not fallen(step, drops[-1]):
+        step = min(n_steps, step + stride)
+    fallen(step, drops[-1])
+    steps = {}
+    for x in drops:
+        grid_steps = sorted(s for s in seen if s == 0 or s % stride == 0 or s == n_steps)
+        below = next((s for s in grid_steps if fallen(s, x)), None)
+        if below is None:
+            steps[x] = n_steps
+            continue
+        low, high = max([s for s in grid_steps if s < below], default=below), below
+        while high - low > 1:
+            middle = (low + high) // 2
+            if fallen(middle, x):
+                high = middle
+            else:
+                low = middle
+        steps[x] = high
+    return steps

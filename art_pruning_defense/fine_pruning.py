@@ -24,21 +24,22 @@ rate on the poisoned validation data while clean accuracy stays within X points 
 from __future__ import annotations
 
 import logging
+import inspect
 import numbers
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 from art.defences.transformer.transformer import Transformer
 
 from art_pruning_defense import _defaults, _sweep
+from art_pruning_defense._params import DEFAULTS, FINE_PRUNING_PARAMS, PARAMS, check_params, docstring_fields
 from art_pruning_defense._classifier import is_identity_preprocessing, model_of
 from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream
-from art_pruning_defense._validation import check_drop, check_drops, check_inputs, check_labels
-from art_pruning_defense._validation import check_positive_int, check_target, is_lazy_array
+from art_pruning_defense._validation import check_drop, check_inputs, check_labels
+from art_pruning_defense._validation import check_target, is_lazy_array
 from art_pruning_defense._validation import warn_outside_clip_values
 from art_pruning_defense.goodnet import GoodNetClassifier
 from art_pruning_defense.keras import (
-    BATCHNORM_MODES,
     PrunePoint,
     as_functional,
     copy_model,
@@ -48,7 +49,7 @@ from art_pruning_defense.keras import (
     split,
     weights_equal,
 )
-from art_pruning_defense.strategies import STRATEGIES, FitRun, StrategyFit
+from art_pruning_defense.strategies import STRATEGIES, FitRun, Strategy, StrategyFit
 from art_pruning_defense.tuning import TuningOptions, fine_tune_pruned
 
 if TYPE_CHECKING:
@@ -58,19 +59,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-#: Parameters that choose the layers to prune: changing them recomputes the prune points.
-STRUCTURAL_PARAMS = ("layer_name", "strategy", "layer_names")
-#: Parameters that do not change what ``fit`` computes: changing them keeps the fit.
-UNFITTED_PARAMS = ("batch_size", "max_cache_bytes", "verbose")
-
-#: Fine-pruning defaults (how they were chosen: README, "Choosing the fine-pruning defaults").
-DEFAULT_PRUNE_UNTIL = 20.0
-DEFAULT_FINE_TUNE_LEARNING_RATE = 0.02
-DEFAULT_FINE_TUNE_OPTIMIZER = "sgd"
-DEFAULT_FINE_TUNE_BATCHNORM = "train"
-DEFAULT_FINE_TUNE_AUGMENT = False
-#: Fine-tuning optimizers.
-OPTIMIZERS = ("sgd", "adam")
 #: The fine-tuning epochs we recommend (and the detector's and benchmark's default) when fine-pruning.
 RECOMMENDED_FINE_TUNE_EPOCHS = _defaults.RECOMMENDED_FINE_TUNE_EPOCHS
 
@@ -90,103 +78,18 @@ class FinePruning(Transformer):
     | Paper link: https://arxiv.org/abs/1805.12185
     """
 
-    params = [
-        "layer_name",
-        "strategy",
-        "layer_names",
-        "accuracy_drops",
-        "batch_size",
-        "max_cache_bytes",
-        "fine_tune_epochs",
-        "fine_tune_learning_rate",
-        "fine_tune_batch_size",
-        "fine_tune_optimizer",
-        "fine_tune_batchnorm",
-        "fine_tune_augment",
-        "prune_until",
-        "seed",
-        "verbose",
-    ]
+    params = [param.name for param in FINE_PRUNING_PARAMS]
 
-    def __init__(
-        self,
-        classifier: "CLASSIFIER_TYPE",
-        layer_name: str | None = None,
-        accuracy_drops: Sequence[float] = (2.0, 4.0, 10.0),
-        batch_size: int = 256,
-        max_cache_bytes: int = 512 * 2**20,
-        fine_tune_epochs: int = 0,
-        fine_tune_learning_rate: float = DEFAULT_FINE_TUNE_LEARNING_RATE,
-        fine_tune_batch_size: int = 32,
-        fine_tune_optimizer: str = DEFAULT_FINE_TUNE_OPTIMIZER,
-        fine_tune_batchnorm: str = DEFAULT_FINE_TUNE_BATCHNORM,
-        fine_tune_augment: bool = DEFAULT_FINE_TUNE_AUGMENT,
-        prune_until: float = DEFAULT_PRUNE_UNTIL,
-        seed: int = 0,
-        strategy: str = "activation",
-        layer_names: Sequence[str] | None = None,
-        verbose: bool = True,
-    ) -> None:
-        """
-        Create a fine-pruning defence.
-
-        :param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential
-               model (``KerasClassifier``) whose output is a softmax or logits (the sweep needs only the argmax).
-               It is never modified.
-        :param layer_name: The layer to prune: any layer with a channels-last 4-D output that every path to the
-               output passes through (a Conv2D, or an ``Add``/``Activation``/``Concatenate`` of a residual or dense
-               network); ``"nested/layer"`` for a layer inside a nested model (a ``keras.applications`` backbone).
-               ``None`` (the default) picks the last such feature map: a ResNet's last stage output, a plain CNN's
-               last conv block; ``prune_point`` shows the choice.
-        :param accuracy_drops: The accuracy drops X (percentage points, each in (0, 100]) at which B' is taken.
-        :param batch_size: Samples per forward pass.
-        :param max_cache_bytes: Bound on the memory of the activation cache. Activations of the pruned layer are
-               computed once and reused at every step when they fit; otherwise the data is swept in chunks of this
-               size and the part of the network before the layer runs twice. (The sweep's per-sample sums of the
-               layers that read the pruned layer are kept only where they fit beside the cache in this bound.) With
-               ``strategy="attack_aware"``, a layer whose activations on the clean and the poisoned data exceed it
-               keeps the (preprocessed) inputs instead and runs the part of the network before the layer again for
-               each evaluation.
-        :param fine_tune_epochs: Fine-pruning: epochs of retraining on the clean data after pruning to
-               ``prune_until``; 0 (the default) for pruning only. See the README for the recommended setting.
-        :param fine_tune_learning_rate: The initial learning rate of fine-tuning.
-        :param fine_tune_batch_size: Batch size for fine-tuning.
-        :param fine_tune_optimizer: ``"sgd"`` (momentum 0.9, Nesterov, cosine decay of the learning rate to 0 over the
-               epochs) or ``"adam"`` (constant learning rate).
-        :param fine_tune_batchnorm: ``"train"``: BatchNormalization layers learn and update their statistics on the
-               clean data while fine-tuning; ``"frozen"``: they keep B's (inference mode).
-        :param fine_tune_augment: Fine-tune on randomly shifted copies of the clean data (up to an eighth of the
-               image size; never mirrored).
-        :param prune_until: Fine-pruning: prune to the first step whose clean accuracy has fallen this many points
-               (in (0, 100]) before fine-tuning, deeper than the X of plain pruning since fine-tuning recovers the
-               accuracy; at least one channel is always kept.
-        :param seed: Seed of the fine-tuning.
-        :param strategy: ``"activation"`` (rank one layer's channels by mean clean activation and prune in that
-               order; needs only clean data) or ``"attack_aware"`` (over ``layer_names``, keep a channel pruned only
-               if that lowers the attack success rate on poisoned validation data, within the accuracy budget X;
-               needs ``poisoned_x`` and ``poisoned_target`` in ``fit``: it assumes the defender holds triggered
-               samples).
-        :param layer_names: The layers of the ``attack_aware`` strategy (default: the last three conv blocks that
-               every path to the output passes through; a layer on a side branch or inside a residual block is never
-               chosen).
-        :param verbose: Show progress bars.
-        """
+    def __init__(self, classifier: "CLASSIFIER_TYPE", **params: Any) -> None:
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise TypeError(
+                f"FinePruning got unexpected parameter(s) {', '.join(map(repr, unknown))}; its parameters are: "
+                f"{', '.join(self.params)}."
+            )
         super().__init__(classifier=classifier)
-        self.layer_name = layer_name
-        self.accuracy_drops = accuracy_drops
-        self.batch_size = batch_size
-        self.max_cache_bytes = max_cache_bytes
-        self.fine_tune_epochs = fine_tune_epochs
-        self.fine_tune_learning_rate = fine_tune_learning_rate
-        self.fine_tune_batch_size = fine_tune_batch_size
-        self.fine_tune_optimizer = fine_tune_optimizer
-        self.fine_tune_batchnorm = fine_tune_batchnorm
-        self.fine_tune_augment = fine_tune_augment
-        self.prune_until = prune_until
-        self.seed = seed
-        self.strategy = strategy
-        self.layer_names = layer_names
-        self.verbose = verbose
+        for name, default in DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
         self._check_params()
         user_model = model_of(classifier)
         self._model = as_functional(user_model)
@@ -257,16 +160,17 @@ class FinePruning(Transformer):
         checked = self._checked_params({**current, **kwargs})
         changed = {name for name in self.params if not _same(checked[name], current[name])}
         points = self._points
-        if changed & set(STRUCTURAL_PARAMS):
+        if any(PARAMS[name].structural for name in changed):
             points = self._find_prune_points(checked["strategy"], checked["layer_name"], checked["layer_names"])
         # Everything is checked: assign.
         for name, value in checked.items():
             setattr(self, name, value)
         self._points = points
         self._point = points[-1]
-        if changed - set(UNFITTED_PARAMS):
+        refitting = sorted(name for name in changed if PARAMS[name].refits)
+        if refitting:
             if self._is_fitted:
-                logger.info("Parameters %s changed: the defence must be fitted again.", ", ".join(sorted(changed)))
+                logger.info("Parameters %s changed: the defence must be fitted again.", ", ".join(refitting))
             self._reset_fit()
 
     @property
@@ -294,73 +198,24 @@ class FinePruning(Transformer):
         :param params: A value for every parameter of :attr:`params`.
         :return: A new dict of the same values, checked and normalised (``accuracy_drops`` sorted and distinct,
                  ``layer_names`` a list, integers as ``int``); ``params`` is not modified.
-        :raises ValueError: If a value is invalid.
+        :raises ValueError: If a value is invalid, or ``layer_names`` is given to a strategy that does not take it.
         :raises TypeError: If a value has the wrong type.
         """
-        p = dict(params)
-        layer_name, layer_names, strategy = p["layer_name"], p["layer_names"], p["strategy"]
-        if layer_name is not None and not isinstance(layer_name, str):
-            raise TypeError(f"layer_name must be a string or None, got {type(layer_name).__name__}.")
-        p["accuracy_drops"] = check_drops(p["accuracy_drops"])
-        p["batch_size"] = check_positive_int(p["batch_size"], "batch_size")
-        p["max_cache_bytes"] = check_positive_int(p["max_cache_bytes"], "max_cache_bytes")
-        epochs = p["fine_tune_epochs"]
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
-            raise TypeError(f"fine_tune_epochs must be an int >= 0, got {type(epochs).__name__}.")
-        if epochs < 0:
-            raise ValueError(f"fine_tune_epochs must be >= 0, got {epochs}.")
-        p["fine_tune_epochs"] = int(epochs)
-        rate = p["fine_tune_learning_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-            raise TypeError(f"fine_tune_learning_rate must be a number, got {type(rate).__name__}.")
-        if not 0.0 < float(rate) < 1.0:
-            raise ValueError(f"fine_tune_learning_rate must be in (0, 1), got {rate}.")
-        p["fine_tune_batch_size"] = check_positive_int(p["fine_tune_batch_size"], "fine_tune_batch_size")
-        if p["fine_tune_optimizer"] not in OPTIMIZERS:
+        checked = check_params(params)
+        strategy = STRATEGIES[checked["strategy"]]
+        if checked["layer_names"] is not None and not strategy.takes_layer_names:
+            takers = ", ".join(repr(name) for name, cls in STRATEGIES.items() if cls.takes_layer_names)
             raise ValueError(
-                f"fine_tune_optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, "
-                f"got {p['fine_tune_optimizer']!r}."
+                f"layer_names is for strategy={takers}; strategy={strategy.name!r} does not take it "
+                "(to switch to it, set layer_names=None too)."
             )
-        if p["fine_tune_batchnorm"] not in BATCHNORM_MODES:
-            raise ValueError(
-                f"fine_tune_batchnorm must be one of {', '.join(map(repr, BATCHNORM_MODES))}, "
-                f"got {p['fine_tune_batchnorm']!r}."
-            )
-        if not isinstance(p["fine_tune_augment"], bool):
-            raise TypeError(f"fine_tune_augment must be a bool, got {type(p['fine_tune_augment']).__name__}.")
-        p["prune_until"] = check_drop(p["prune_until"], "prune_until")
-        seed = p["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
-        if not 0 <= int(seed) < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
-        p["seed"] = int(seed)
-        if not isinstance(strategy, str) or strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}.")
-        if layer_names is not None:
-            if isinstance(layer_names, (str, bytes)) or not isinstance(layer_names, Iterable):
-                raise TypeError(f"layer_names must be a list of layer names, got {type(layer_names).__name__}.")
-            layer_names = list(layer_names)
-            if not all(isinstance(n, str) for n in layer_names):
-                raise TypeError("layer_names must be a list of layer names (strings).")
-            if not layer_names or len(set(layer_names)) != len(layer_names):
-                raise ValueError(f"layer_names must be distinct and not empty, got {layer_names}.")
-            if not STRATEGIES[strategy].takes_layer_names:
-                takers = ", ".join(repr(name) for name, cls in STRATEGIES.items() if cls.takes_layer_names)
-                raise ValueError(
-                    f"layer_names is for strategy={takers}; strategy={strategy!r} does not take it "
-                    "(to switch to it, set layer_names=None too)."
-                )
-            p["layer_names"] = [str(n) for n in layer_names]
-        if not isinstance(p["verbose"], bool):
-            raise TypeError(f"verbose must be a bool, got {type(p['verbose']).__name__}.")
-        return p
+        return checked
 
     # ------------------------------------------------------------------------------------------------- fitting
 
     def fit(
         self,
-        x: "np.ndarray | Iterable",
+        x: "np.ndarray | Iterable | None" = None,
         y: np.ndarray | None = None,
         poisoned_x: "np.ndarray | Iterable | None" = None,
         poisoned_target: int | np.ndarray | None = None,
@@ -381,7 +236,8 @@ class FinePruning(Transformer):
         The sweep equals that of the same data given as arrays. The ``attack_aware`` strategy needs arrays.
 
         :param x: Clean validation inputs, in the classifier's input space: a numpy array (or an array read in
-               slices, such as an h5py dataset), or a stream of ``(x, y)`` batches.
+               slices, such as an h5py dataset), or a stream of ``(x, y)`` batches. ``None`` for a data-free fit
+               (``strategy="lipschitz"`` without fine-tuning): no sweep, only the strategy's own cut.
         :param y: Their labels: integers in [0, N) of shape (n,), or one-hot of shape (n, N); ``None`` where ``x``
                is a stream (the labels travel in its batches, integer or one-hot as here).
         :param poisoned_x: Optional inputs carrying the trigger, to record the attack success rate: an array, or a
@@ -394,9 +250,13 @@ class FinePruning(Transformer):
         """
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}.")
-        clean, poisoned = self._sources(x, y, poisoned_x, poisoned_target)
-        strategy = STRATEGIES[self.strategy]()
-        streaming = clean.is_stream or (poisoned is not None and poisoned.is_stream)
+        strategy = STRATEGIES[self.strategy](**{name: getattr(self, name) for name in self.params})
+        if x is None:
+            self._check_data_free(strategy, y, poisoned_x, poisoned_target)
+            clean = poisoned = None
+        else:
+            clean, poisoned = self._sources(x, y, poisoned_x, poisoned_target)
+        streaming = clean is not None and (clean.is_stream or (poisoned is not None and poisoned.is_stream))
         if strategy.needs_poisoned and poisoned is None:
             raise ValueError(
                 f"strategy={self.strategy!r} needs triggered validation data: pass poisoned_x and poisoned_target "
@@ -432,12 +292,13 @@ class FinePruning(Transformer):
             self.verbose,
         )
         fine_pruning = self.fine_tune_epochs > 0
-        fitted = strategy.fit(run, clean, poisoned, list(self.accuracy_drops), self.prune_until if fine_pruning else None)
+        budgets = [] if clean is None else list(self.accuracy_drops)
+        fitted = strategy.fit(run, clean, poisoned, budgets, self.prune_until if fine_pruning else None)
         self.mean_activation_ = fitted.scores
         self.ranking_ = fitted.ranking
         self.steps_ = dict(fitted.steps)
-        self.sweeps_ = None if strategy.single_layer else dict(fitted.sweeps)
-        self.sweep_ = fitted.sweeps[max(self.accuracy_drops)]
+        self.sweeps_ = None if strategy.single_layer or not budgets else dict(fitted.sweeps)
+        self.sweep_ = fitted.sweeps[max(budgets)] if budgets else None
         self._fit = fitted
         if fine_pruning:
             options = TuningOptions(
@@ -448,7 +309,9 @@ class FinePruning(Transformer):
                 batchnorm=self.fine_tune_batchnorm,
                 augment=self.fine_tune_augment,
             )
-            self.fine_pruned_model_, self.fine_tune_ = fine_tune_pruned(run, fitted.fine_prune, clean, poisoned, options)
+            self.fine_pruned_model_, self.fine_tune_ = fine_tune_pruned(
+                run, fitted.fine_prune, clean, poisoned, options, mode=self.fine_tune_mode
+            )
         self._is_fitted = True
         for drop, step in self.steps_.items():
             record = self._records(drop)[step]
@@ -460,6 +323,27 @@ class FinePruning(Transformer):
                 record.clean_accuracy,
                 "n/a" if record.attack_success_rate is None else f"{record.attack_success_rate:.2f}%",
             )
+
+    def _check_data_free(self, strategy: "Strategy", y: object, poisoned_x: object, poisoned_target: object) -> None:
+        """
+        Check a ``fit`` without clean data.
+
+        :raises ValueError: If the strategy needs data, fine-tuning is on, or labels or poisoned data come without
+                clean data.
+        """
+        if strategy.needs_clean:
+            free = ", ".join(repr(name) for name, cls in STRATEGIES.items() if not cls.needs_clean)
+            raise ValueError(
+                f"fit needs the clean validation data x and y for strategy={self.strategy!r}; only "
+                f"strategy={free} can fit without data."
+            )
+        if self.fine_tune_epochs > 0:
+            raise ValueError(
+                f"fine_tune_epochs={self.fine_tune_epochs} fine-tunes on clean data, but fit was given none: pass x "
+                "and y, or set fine_tune_epochs=0."
+            )
+        if y is not None or poisoned_x is not None or poisoned_target is not None:
+            raise ValueError("fit was given labels or poisoned data but no clean inputs x; pass x too, or nothing.")
 
     def _sources(
         self, x: object, y: object, poisoned_x: object, poisoned_target: object
@@ -531,6 +415,11 @@ class FinePruning(Transformer):
         if not self._is_fitted:
             raise ValueError("FinePruning is not fitted yet; call fit(x, y) first.")
         drop = check_drop(accuracy_drop)
+        if not self.steps_:
+            raise ValueError(
+                f"accuracy_drop={drop:g} was not swept: fit ran without data. Use accuracy_drop=None for the "
+                f"{self.strategy} strategy's own cut, or fit with clean data to sweep."
+            )
         if drop not in self.steps_:
             swept = ", ".join(f"{d:g}" for d in self.steps_)
             raise ValueError(f"accuracy_drop={drop:g} was not swept; the fitted values are: {swept}.")
@@ -552,12 +441,30 @@ class FinePruning(Transformer):
             return channels[self._point.layer_name].copy()
         return {layer: c.copy() for layer, c in channels.items()}
 
-    def pruned_model(self, accuracy_drop: float) -> "keras.Model":
+    def pruned_model(self, accuracy_drop: float | None) -> "keras.Model":
         """
-        :param accuracy_drop: One of the fitted accuracy drops X.
+        :param accuracy_drop: One of the fitted accuracy drops X, or ``None`` for the strategy's own cut (the
+               ``lipschitz`` and ``adversarial`` strategies' thresholds).
         :return: B'(X): a new Keras model, a copy of B with the pruned channels masked to zero.
         """
+        if accuracy_drop is None:
+            return multi_masked_copy(self._model, self._own_cut())
         return multi_masked_copy(self._model, self._masks_for(accuracy_drop))
+
+    def _own_cut(self) -> dict[PrunePoint, np.ndarray]:
+        """
+        :return: The masks of the strategy's own cut.
+        :raises ValueError: If the defence is not fitted, or the strategy has no cut of its own.
+        """
+        if not self._is_fitted:
+            raise ValueError("FinePruning is not fitted yet; call fit(x, y) first.")
+        if self._fit.own_cut is None:
+            owners = ", ".join(repr(name) for name, cls in STRATEGIES.items() if hasattr(cls, "own_cut"))
+            raise ValueError(
+                f"strategy={self.strategy!r} has no cut of its own (only {owners} have one): choose an accuracy drop "
+                "X with accuracy_drop=X."
+            )
+        return self._fit.own_cut
 
     def summary(self) -> list[dict]:
         """
@@ -566,7 +473,7 @@ class FinePruning(Transformer):
                  ``poisoned_flagged`` (what a GoodNet at this X flags on the validation data).
         """
         rows = []
-        for drop in self.accuracy_drops:
+        for drop in self.steps_:
             record = self._records(drop)[self._step(drop)].as_dict()
             record.pop("channel")
             record.pop("layer")
@@ -593,7 +500,8 @@ class FinePruning(Transformer):
         Build a GoodNet.
 
         With ``accuracy_drop=X``, B' is the pruned network B'(X). Without it, B' is the fine-pruned network where
-        fine-tuning ran (``fine_tune_epochs > 0``), else B'(X) for the only fitted X.
+        fine-tuning ran (``fine_tune_epochs > 0``), else the strategy's own cut where it has one (``lipschitz``,
+        ``adversarial``), else B'(X) for the only fitted X.
 
         :param transformed_classifier: The classifier B (by default the one given at construction); it must hold the
                same weights as the classifier that was fitted.
@@ -630,11 +538,26 @@ class FinePruning(Transformer):
                     "fine_tune_optimizer": self.fine_tune_optimizer,
                     "fine_tune_batchnorm": self.fine_tune_batchnorm,
                     "fine_tune_augment": self.fine_tune_augment,
+                    "fine_tune_mode": self.fine_tune_mode,
                     "pruned_channels": self._channels_metadata(summary["pruned_channels"]),
                 }
             )
             return GoodNetClassifier.from_classifier(
                 classifier, self.fine_pruned_model(), metadata=metadata, abstain=abstain
+            )
+        if accuracy_drop is None and self._fit.own_cut is not None:
+            masks = self._fit.own_cut
+            metadata.update(
+                {
+                    "method": "pruning",
+                    "accuracy_drop": None,
+                    "pruned_channels": {
+                        point.layer_name: np.flatnonzero(mask == 0).tolist() for point, mask in masks.items()
+                    },
+                }
+            )
+            return GoodNetClassifier.from_classifier(
+                classifier, multi_masked_copy(self._model, masks), metadata=metadata, abstain=abstain
             )
         if accuracy_drop is None:
             if len(self.accuracy_drops) != 1:
@@ -663,3 +586,29 @@ class FinePruning(Transformer):
         """
         as_lists = {layer: [int(c) for c in channels] for layer, channels in by_layer.items()}
         return as_lists[self._point.layer_name] if STRATEGIES[self.strategy].single_layer else as_lists
+
+
+def _constructor_docs() -> None:
+    """
+    Give ``FinePruning.__init__`` the signature and the parameter documentation of the declarations in
+    :mod:`art_pruning_defense._params`, so that both follow the one place where parameters are declared.
+    """
+    init = FinePruning.__init__
+    parameters = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("classifier", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="CLASSIFIER_TYPE"),
+    ] + [
+        inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default, annotation=p.annotation)
+        for p in FINE_PRUNING_PARAMS
+    ]
+    init.__signature__ = inspect.Signature(parameters, return_annotation="None")
+    init.__doc__ = (
+        "Create a fine-pruning defence. Every parameter is a keyword argument.\n\n"
+        ":param classifier: The classifier B: an ART classifier whose ``model`` is a Keras 3 Functional or Sequential "
+        "model (``KerasClassifier``) whose output is a softmax or logits (the sweep needs only the argmax). It is "
+        "never modified.\n" + docstring_fields() + "\n:raises TypeError: If a parameter is unknown or of the wrong "
+        "type.\n:raises ValueError: If a value is invalid, or the model has nothing the strategy can prune.\n"
+    )
+
+
+_constructor_docs()

@@ -4,7 +4,9 @@ of fine-pruning, shared by every strategy.
 
 1. Copy B with the strategy's masks (:func:`~art_pruning_defense.keras.multi_masked_copy`): the masks are constants
    after each cut, so the pruned channels stay zero whatever the training does to the weights.
-2. Train it on the clean data (``mode="plain"``: the whole network, cross-entropy, as the seeds' fine-pruning does).
+2. Train it on the clean data: ``mode="plain"``, the whole network on cross-entropy, as the seeds' fine-pruning does;
+   ``mode="feature-shift"``, FST (Min et al., NeurIPS 2023, https://arxiv.org/abs/2310.01875): the classifier head
+   re-initialised, a penalty on its inner product with B's head, its norm held to B's.
 3. A run that leaves the copy worse on its own clean data than it was before training has diverged; it is redone
    from the pruned copy at half the learning rate, at most :data:`MAX_FINE_TUNE_ATTEMPTS` times.
 4. Measure it on the data given to ``fit``: clean accuracy, what a GoodNet would flag, the attack success rate.
@@ -19,7 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from art_pruning_defense import _sweep
-from art_pruning_defense.keras import BatchPredictor, fine_tune, fine_tune_stream, multi_masked_copy, seed_everything
+from art_pruning_defense.keras import (
+    BatchPredictor,
+    feature_shift_tune,
+    fine_tune,
+    fine_tune_stream,
+    multi_masked_copy,
+    seed_everything,
+)
 from art_pruning_defense.strategies.base import FinePruneCut, FitRun, Source
 
 if TYPE_CHECKING:
@@ -69,7 +78,12 @@ def measure(
 
 
 def fine_tune_pruned(
-    run: FitRun, cut: FinePruneCut, clean: Source, poisoned: Source | None, options: TuningOptions
+    run: FitRun,
+    cut: FinePruneCut,
+    clean: Source,
+    poisoned: Source | None,
+    options: TuningOptions,
+    mode: str = "plain",
 ) -> tuple["keras.Model", dict]:
     """
     Fine-tune the pruned copy of B on the clean data, the pruned channels held at zero.
@@ -80,6 +94,9 @@ def fine_tune_pruned(
            its own order).
     :param poisoned: The poisoned data and its attack targets, or ``None``.
     :param options: How to fine-tune.
+    :param mode: ``"plain"`` (the whole network on cross-entropy) or ``"feature-shift"`` (FST: the head
+           re-initialised and pushed away from B's, :func:`~art_pruning_defense.keras.feature_shift_tune`; needs the
+           clean data as arrays).
     :return: ``(model, summary)``: the fine-pruned B' and its figures on the data given to ``fit``.
     """
     n_pruned = int(sum(np.count_nonzero(mask == 0) for mask in cut.masks.values()))
@@ -111,7 +128,22 @@ def fine_tune_pruned(
             "batchnorm": options.batchnorm,
             "augment": options.augment,
         }
-        if clean.is_stream:
+        if mode == "feature-shift":
+            if clean.is_stream:
+                raise ValueError(
+                    "fine_tune_mode='feature-shift' needs the clean data as numpy arrays, not a stream of batches."
+                )
+            model = feature_shift_tune(
+                model,
+                run.prepared(clean.x),
+                clean.y,
+                epochs=options.epochs,
+                learning_rate=learning_rate,
+                batch_size=options.batch_size,
+                seed=run.seed,
+                verbose=run.verbose,
+            )
+        elif clean.is_stream:
             fine_tune_stream(
                 model, lambda: ((run.prepared(b.x), b.y) for b in clean.batches()), clean.n_samples, **kwargs
             )
@@ -145,6 +177,7 @@ def fine_tune_pruned(
         "fraction_pruned": n_pruned / run.n_prunable,
         "pruned_channels": cut.channels,
         "epochs": options.epochs,
+        "mode": mode,
         "learning_rate": learning_rate,
         "pruned_accuracy": pruned_accuracy,
         "clean_accuracy": accuracy,

@@ -25,7 +25,10 @@ from art_pruning_defense.keras._architectures import (
     small_cnn,
     vgg11_bn,
 )
+from art_pruning_defense.keras._adversarial import anp_mask_values
+from art_pruning_defense.keras._channels import ChannelLayer, channel_layers, conv_bn_weights
 from art_pruning_defense.keras._deepid import build_deepid, load_deepid_weights
+from art_pruning_defense.keras._feature_shift import classifier_head, feature_shift_tune
 from art_pruning_defense.keras._files import load_keras_model, load_model, save_model
 from art_pruning_defense.keras._graph import (
     PrunePoint,
@@ -41,7 +44,15 @@ from art_pruning_defense.keras._graph import (
     resolve_layer_name,
     split,
 )
-from art_pruning_defense.keras._masking import copy_model, mask_of, masked_copy, multi_masked_copy, weights_equal
+from art_pruning_defense.keras._masking import (
+    MaskedPredictor,
+    clone_layer,
+    copy_model,
+    mask_of,
+    masked_copy,
+    multi_masked_copy,
+    weights_equal,
+)
 from art_pruning_defense.keras._predict import BatchPredictor, rows_per_call, shared_tensor, widest_row_bytes
 from art_pruning_defense.keras._tail import (
     CachedTail,
@@ -62,6 +73,14 @@ from art_pruning_defense.keras._training import (
 )
 
 __all__ = [
+    "ChannelLayer",
+    "MaskedPredictor",
+    "anp_mask_values",
+    "channel_layers",
+    "classifier_head",
+    "clone_layer",
+    "conv_bn_weights",
+    "feature_shift_tune",
     "BATCHNORM_MODES",
     "augment_padding",
     "ARCHITECTURES",

@@ -209,7 +209,7 @@ def n_outputs(model: keras.Model) -> int:
     return int(shape[-1])
 
 
-def _graph(model: keras.Model) -> tuple[dict[str, list[str]], dict[str, int]]:
+def consumers_and_calls(model: keras.Model) -> tuple[dict[str, list[str]], dict[str, int]]:
     """
     :return: ``(consumers, calls)``: the layers that take each layer's output, and how often each layer is called.
     """
@@ -278,7 +278,7 @@ def bottleneck_layers(model: keras.Model) -> list[str]:
     :param model: A Functional model (see :func:`as_functional`).
     :return: Their names.
     """
-    consumers, _ = _graph(model)
+    consumers, _ = consumers_and_calls(model)
     order = _topological_order(model, consumers)
     position = {name: index for index, name in enumerate(order)}
     jumped = np.zeros(len(order) + 1, dtype=np.int64)
@@ -320,7 +320,7 @@ def _block_candidates(model: keras.Model) -> tuple[list[str], list[str]]:
             "The model has no layer with a 4-D channels-last output (batch, height, width, channels) to prune; its "
             "layers are: " + ", ".join(names)
         )
-    consumers, calls = _graph(model)
+    consumers, calls = consumers_and_calls(model)
     output_name = model.outputs[0]._keras_history[0].name
     candidates = [
         name
@@ -340,7 +340,7 @@ def _block_name(model: keras.Model, name: str, candidates: list[str]) -> str:
     :return: The name under which the feature map ``name`` is pruned: the Conv2D of its conv block (conv → BN →
              activation → pooling, walking back through channel-wise and pooling layers), else ``name`` itself.
     """
-    consumers, _ = _graph(model)
+    consumers, _ = consumers_and_calls(model)
     parents: dict[str, list[str]] = {}
     for parent, children in consumers.items():
         for child in children:
@@ -418,7 +418,7 @@ def find_prune_point(model: keras.Model, layer_name: str | None = None) -> Prune
         )
 
     layer = model.get_layer(layer_name)
-    consumers, calls = _graph(model)
+    consumers, calls = consumers_and_calls(model)
     if calls.get(layer_name, 0) != 1:
         raise ValueError(f"Layer {layer_name!r} is called {calls.get(layer_name, 0)} times; it must be called once.")
     shape = tuple(layer.output.shape)

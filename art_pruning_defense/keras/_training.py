@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 import keras
 import numpy as np
 
+from art_pruning_defense._params import BATCHNORM_MODES
 from art_pruning_defense.keras._architectures import fit_classifier, outputs_probabilities
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ def check_probability_output(model: keras.Model, name: str = "the model") -> Non
         )
 
 
-#: How fine-tuning treats BatchNormalization layers.
-BATCHNORM_MODES = ("train", "frozen")
 
 
 def augment_padding(shape: tuple[int | None, ...]) -> int:
