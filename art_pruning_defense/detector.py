@@ -12,6 +12,7 @@ sample is flagged as poisoned where the original network B and its (fine-)pruned
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -22,17 +23,21 @@ from art.utils import segment_by_class
 
 from art_pruning_defense._stream import is_one_shot, is_stream
 from art_pruning_defense._validation import check_inputs, check_labels
-from art_pruning_defense.fine_pruning import (
-    DEFAULT_FINE_TUNE_LEARNING_RATE,
-    DEFAULT_PRUNE_UNTIL,
-    RECOMMENDED_FINE_TUNE_EPOCHS,
-    FinePruning,
-)
+from art_pruning_defense._params import DEFAULTS, PARAMS, docstring_fields
+from art_pruning_defense.fine_pruning import RECOMMENDED_FINE_TUNE_EPOCHS, FinePruning
 
 if TYPE_CHECKING:
     from art.utils import CLASSIFIER_TYPE
 
 logger = logging.getLogger(__name__)
+
+#: The detector's defaults: FinePruning's, with one X (10) instead of several and fine-pruning on (the recommended
+#: epochs), as a detector compares B with the fine-pruned B'.
+DETECTOR_DEFAULTS = {
+    "accuracy_drop": 10.0,
+    **{name: value for name, value in DEFAULTS.items() if name != "accuracy_drops"},
+    "fine_tune_epochs": RECOMMENDED_FINE_TUNE_EPOCHS,
+}
 
 
 class FinePruningDetector(PoisonFilteringDefence):
@@ -42,16 +47,9 @@ class FinePruningDetector(PoisonFilteringDefence):
     | Paper link: https://arxiv.org/abs/1805.12185
     """
 
-    defence_params = [
-        "classifier",
-        "layer_name",
-        "accuracy_drop",
-        "fine_tune_epochs",
-        "fine_tune_learning_rate",
-        "prune_until",
-        "batch_size",
-        "verbose",
-    ]
+    #: FinePruning's parameters that the detector passes on (all but ``accuracy_drops``: it takes one X).
+    shared_params = [name for name in PARAMS if name != "accuracy_drops"]
+    defence_params = ["classifier", "accuracy_drop", *shared_params]
 
     def __init__(
         self,
@@ -60,56 +58,27 @@ class FinePruningDetector(PoisonFilteringDefence):
         y_train: np.ndarray,
         x_val: "np.ndarray | Iterable",
         y_val: np.ndarray | None,
-        layer_name: str | None = None,
-        accuracy_drop: float = 10.0,
-        fine_tune_epochs: int = RECOMMENDED_FINE_TUNE_EPOCHS,
-        fine_tune_learning_rate: float = DEFAULT_FINE_TUNE_LEARNING_RATE,
-        prune_until: float = DEFAULT_PRUNE_UNTIL,
-        batch_size: int = 256,
-        verbose: bool = True,
+        **params: Any,
     ) -> None:
-        """
-        Create a fine-pruning poison detector.
-
-        :param classifier: The classifier trained on the (possibly poisoned) training data.
-        :param x_train: The training data to filter.
-        :param y_train: Its labels (integers or one-hot), as used in training.
-        :param x_val: The defender's clean validation data: an array, or a re-iterable stream of ``(x, y)`` batches
-               (a ``tf.data.Dataset``, a list of batches; not a one-shot generator, as each :meth:`detect_poison`
-               reads it anew), read batch by batch so that memory is bounded by a batch (see
-               :meth:`FinePruning.fit`).
-        :param y_val: Its labels (integers or one-hot); ``None`` where ``x_val`` is a stream (its batches carry them).
-        :param layer_name: The layer to prune (``None``: the last Conv2D).
-        :param accuracy_drop: X of the pruned B' when fine-tuning is off.
-        :param fine_tune_epochs: Fine-tuning epochs after pruning to ``prune_until``; 0 compares B with B'(X).
-        :param fine_tune_learning_rate: The initial learning rate of fine-tuning (see :class:`FinePruning`).
-        :param prune_until: How far clean accuracy may fall (points) before fine-tuning.
-        :param batch_size: Samples per forward pass.
-        :param verbose: Show progress bars.
-        """
+        unknown = sorted(set(params) - set(self.defence_params[1:]))
+        if unknown:
+            raise TypeError(
+                f"FinePruningDetector got unexpected parameter(s) {', '.join(map(repr, unknown))}; its parameters "
+                f"are: {', '.join(self.defence_params[1:])}."
+            )
         super().__init__(classifier, x_train, y_train)
         self.x_val = x_val
         self.y_val = y_val
-        self.layer_name = layer_name
-        self.accuracy_drop = accuracy_drop
-        self.fine_tune_epochs = fine_tune_epochs
-        self.fine_tune_learning_rate = fine_tune_learning_rate
-        self.prune_until = prune_until
-        self.batch_size = batch_size
-        self.verbose = verbose
+        for name, default in DETECTOR_DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
         self.defence_: FinePruning | None = None
         self._check_params()
 
     def _defence(self) -> FinePruning:
         return FinePruning(
             self.classifier,
-            layer_name=self.layer_name,
             accuracy_drops=(self.accuracy_drop,),
-            batch_size=self.batch_size,
-            fine_tune_epochs=self.fine_tune_epochs,
-            fine_tune_learning_rate=self.fine_tune_learning_rate,
-            prune_until=self.prune_until,
-            verbose=self.verbose,
+            **{name: getattr(self, name) for name in self.shared_params},
         )
 
     def _check_params(self) -> None:
@@ -195,3 +164,36 @@ class FinePruningDetector(PoisonFilteringDefence):
         is_clean_by_class = segment_by_class(is_clean, labels, n_classes)
         _, confusion = GroundTruthEvaluator().analyze_correctness(assigned_by_class, is_clean_by_class)
         return confusion
+
+
+def _constructor_docs() -> None:
+    """
+    Give ``FinePruningDetector.__init__`` the signature and parameter documentation of FinePruning's declarations.
+    """
+    init = FinePruningDetector.__init__
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    head = [
+        inspect.Parameter(name, positional) for name in ("self", "classifier", "x_train", "y_train", "x_val", "y_val")
+    ]
+    tail = [inspect.Parameter(name, keyword, default=default) for name, default in DETECTOR_DEFAULTS.items()]
+    init.__signature__ = inspect.Signature(head + tail, return_annotation="None")
+    init.__doc__ = (
+        "Create a fine-pruning poison detector. Every parameter after ``y_val`` is a keyword argument.\n\n"
+        ":param classifier: The classifier trained on the (possibly poisoned) training data.\n"
+        ":param x_train: The training data to filter.\n"
+        ":param y_train: Its labels (integers or one-hot), as used in training.\n"
+        ":param x_val: The defender's clean validation data: an array, or a re-iterable stream of ``(x, y)`` batches "
+        "(a ``tf.data.Dataset``, a list of batches; not a one-shot generator, as each :meth:`detect_poison` reads it "
+        "anew), read batch by batch so that memory is bounded by a batch (see :meth:`FinePruning.fit`).\n"
+        ":param y_val: Its labels (integers or one-hot); ``None`` where ``x_val`` is a stream (its batches carry "
+        "them).\n"
+        ":param accuracy_drop: X of the pruned B' when fine-tuning is off (default 10).\n"
+        + docstring_fields(FinePruningDetector.shared_params).replace(
+            ":param fine_tune_epochs: ", f":param fine_tune_epochs: (Default here: {RECOMMENDED_FINE_TUNE_EPOCHS}.) "
+        )
+        + "\n"
+    )
+
+
+_constructor_docs()

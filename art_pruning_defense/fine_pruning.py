@@ -429,12 +429,14 @@ class FinePruning(Transformer):
         self._step(accuracy_drop)
         return self._fit.masks[check_drop(accuracy_drop)]
 
-    def pruned_channels(self, accuracy_drop: float) -> np.ndarray | dict[str, np.ndarray]:
+    def pruned_channels(self, accuracy_drop: float | None) -> np.ndarray | dict[str, np.ndarray]:
         """
-        :param accuracy_drop: One of the fitted accuracy drops X.
+        :param accuracy_drop: One of the fitted accuracy drops X, or ``None`` for the strategy's own cut.
         :return: The channels pruned in B'(X), in pruning order: for a one-layer strategy (``activation``), their
-                 indices; for the others, ``{layer name: indices}``.
+                 indices; for the others, ``{layer name: indices}`` (the own cut's in increasing order).
         """
+        if accuracy_drop is None:
+            return {point.layer_name: np.flatnonzero(mask == 0) for point, mask in self._own_cut().items()}
         self._step(accuracy_drop)
         channels = self._fit.channels[check_drop(accuracy_drop)]
         if STRATEGIES[self.strategy].single_layer:

@@ -32,7 +32,7 @@ result = repair(
     args.out,
     arch=arch,
     poisoned_valid_path=path("bd_valid.h5"),
-    drops=args.drops,
+    accuracy_drops=args.drops,
     force=True,
 )
 

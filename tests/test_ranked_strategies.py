@@ -91,11 +91,11 @@ def test_set_params_changes_the_strategy_and_its_threshold(resnet):
     defence.set_params(strategy="lipschitz")
     assert len(defence.prune_points) == 21
     defence.fit()
-    strict = int(sum(np.count_nonzero(m == 0) for m in defence._own_cut().values()))
+    strict = sum(len(c) for c in defence.pruned_channels(None).values())
     defence.set_params(lipschitz_threshold=1.0)
     assert not defence.is_fitted
     defence.fit()
-    loose = int(sum(np.count_nonzero(m == 0) for m in defence._own_cut().values()))
+    loose = sum(len(c) for c in defence.pruned_channels(None).values())
     assert loose > strict
     with pytest.raises(ValueError, match="layer_names is for strategy='attack_aware'; strategy='lipschitz'"):
         defence.set_params(layer_names=["conv_1"])
@@ -143,9 +143,11 @@ def test_feature_shift_fine_pruning_keeps_masks_at_zero_and_the_head_norm(resnet
     )
     assert not np.allclose(tuned.get_layer(head).get_weights()[0], model.get_layer(head).get_weights()[0])
     assert defence.fine_tune_["mode"] == "feature-shift"
-    own = defence._own_cut()
-    for point, mask in own.items():
-        assert np.array_equal(np.asarray(tuned.get_layer(point.mask_name).scale).reshape(-1), mask)
+    own = defence.pruned_channels(None)
+    assert sum(len(c) for c in own.values()) > 0
+    for point in defence.prune_points:
+        mask = np.asarray(tuned.get_layer(point.mask_name).scale).reshape(-1)
+        assert np.flatnonzero(mask == 0).tolist() == own[point.layer_name].tolist()
     goodnet = defence(_classifier(model))
     assert goodnet.metadata["method"] == "fine-pruning" and goodnet.metadata["fine_tune_mode"] == "feature-shift"
 

@@ -27,6 +27,7 @@ from art_pruning_defense._defaults import (
     TRIGGER_NAMES,
 )
 from art_pruning_defense._io import check_output_dir, output_lock
+from art_pruning_defense._params import FINE_TUNE_MODES
 from art_pruning_defense.lab._quiet import quiet
 
 
@@ -66,15 +67,16 @@ def _repair(args: argparse.Namespace) -> int:
         arch=args.arch,
         poisoned_valid_path=args.poisoned_valid,
         target=args.target,
-        drops=args.drops,
+        force=args.force,
+        safe_mode=not args.unsafe,
+        false_positive_rate=args.fpr,
+        accuracy_drops=args.drops,
         layer_name=args.layer,
         batch_size=args.batch_size,
         fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_mode=args.fine_tune_mode,
         strategy=args.strategy,
-        force=args.force,
-        safe_mode=not args.unsafe,
         verbose=not args.quiet,
-        false_positive_rate=args.fpr,
     )
     print(markdown_table(result.summary, SUMMARY_COLUMNS))
     if result.fine_tune is not None:
@@ -242,9 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy",
         choices=STRATEGY_NAMES,
         default="activation",
-        help="attack_aware needs --poisoned-valid (the defender holds triggered samples)",
+        help="activation: the seeds' sweep at one layer; attack_aware: needs --poisoned-valid; lipschitz: CLP, "
+        "every conv channel, data-free ranking; adversarial: ANP, every conv channel, masks learnt on --valid",
     )
     repair.add_argument("--fine-tune-epochs", type=int, default=0, help="fine-pruning epochs (0: pruning only)")
+    repair.add_argument(
+        "--fine-tune-mode",
+        choices=FINE_TUNE_MODES,
+        default=FINE_TUNE_MODES[0],
+        help="plain: retrain on the clean data; feature-shift: FST (head re-initialised and pushed away from B's)",
+    )
     repair.add_argument(
         "--fpr",
         type=float,

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
 from art_pruning_defense import _metrics
+from art_pruning_defense._params import DEFAULTS, PARAMS, check_params
 from art_pruning_defense.lab import output
 from art_pruning_defense._io import atomic_directory, check_output_dir, output_lock
 from art_pruning_defense.lab.data import lab_h5_info, load_image, load_lab_h5
@@ -59,15 +60,10 @@ def repair(
     arch: str | None = None,
     poisoned_valid_path: str | None = None,
     target: int | None = None,
-    drops: Sequence[float] = (2.0, 4.0, 10.0),
-    layer_name: str | None = None,
-    batch_size: int = 256,
-    fine_tune_epochs: int = 0,
-    strategy: str = "activation",
     force: bool = False,
     safe_mode: bool = True,
-    verbose: bool = True,
     false_positive_rate: float | None = None,
+    **params: Any,
 ) -> RepairResult:
     """
     Run the pruning sweep on lab-format validation data and write, into ``out_dir``: B'(X) as
@@ -83,19 +79,16 @@ def repair(
     :param arch: Architecture for a weights-only file (``"deepid"``).
     :param poisoned_valid_path: Optional triggered validation data (lab HDF5), to record attack success rates.
     :param target: The attack's target; by default the labels stored in the poisoned file.
-    :param drops: The accuracy drops X.
-    :param layer_name: The layer to prune (default: the last Conv2D).
-    :param batch_size: Samples per forward pass.
-    :param fine_tune_epochs: Fine-pruning epochs (0: pruning only).
-    :param strategy: ``"activation"`` or ``"attack_aware"`` (needs the poisoned validation data).
     :param force: Replace an existing ``out_dir``: only a directory that art-prune wrote (it holds the marker file
                   ``.art-prune-output``), never one holding the inputs or the current directory.
     :param safe_mode: Refuse model files that would run code.
-    :param verbose: Show progress bars.
     :param false_positive_rate: Calibrate each GoodNet so that at most this share of the clean validation data is
            flagged (in (0, 1); ``None``: the label rule). The validation data must hold at least
            ``ceil(1 / false_positive_rate)`` samples. When they also fine-tune B', expect a somewhat higher share on
            unseen clean data.
+    :param params: :class:`~art_pruning_defense.FinePruning`'s parameters (``accuracy_drops``, ``layer_name``,
+           ``strategy``, ``fine_tune_epochs``, ``fine_tune_mode``, ``batch_size``, ``verbose``, ...), checked by it
+           before any file is read.
     :return: The summary, the files written and the calibration.
     :raises FileExistsError: If ``out_dir`` exists and ``force`` is false.
     :raises BlockingIOError: If another run is writing ``out_dir``.
@@ -105,6 +98,13 @@ def repair(
 
     from art_pruning_defense.keras import load_keras_model, save_model
 
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise TypeError(
+            f"repair got unexpected parameter(s) {', '.join(map(repr, unknown))}; FinePruning's are: "
+            f"{', '.join(PARAMS)}."
+        )
+    check_params({**DEFAULTS, **params})  # before any file is read
     if target is not None and poisoned_valid_path is None:
         raise ValueError("--target needs --poisoned-valid.")
     if false_positive_rate is not None:
@@ -116,15 +116,7 @@ def repair(
     with output_lock(out_dir):  # one run at a time on out_dir, from now until it is written
         model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
         classifier = KerasClassifier(model, clip_values=LAB_CLIP_VALUES)
-        defence = FinePruning(
-            classifier,
-            layer_name=layer_name,
-            accuracy_drops=drops,
-            batch_size=batch_size,
-            fine_tune_epochs=fine_tune_epochs,
-            strategy=strategy,
-            verbose=verbose,
-        )
+        defence = FinePruning(classifier, **params)
         x, y = load_lab_h5(valid_path)
         poisoned_x = poisoned_target = None
         if poisoned_valid_path is not None:
@@ -141,7 +133,9 @@ def repair(
 
         def write_goodnet(goodnet: GoodNetClassifier, name: str) -> None:
             if calibration is not None:
-                calibration["thresholds"][name] = goodnet.calibrate(x, false_positive_rate, batch_size=batch_size)
+                calibration["thresholds"][name] = goodnet.calibrate(
+                    x, false_positive_rate, batch_size=defence.batch_size
+                )
             goodnet.save(os.path.join(tmp, name))
 
         with atomic_directory(out_dir, overwrite=force, kind="repair", inputs=inputs) as tmp:

@@ -11,6 +11,9 @@ The benchmark's defences: a registry by name (:data:`DEFENCES`), one module each
     "fine-pruning GoodNet" (GoodNet over the fine-pruned B').
 ``attack-aware``
     attack-aware pruning and fine-pruning: the defender holds triggered validation samples.
+``clp``, ``anp``, ``fst``
+    the field's repairs for networks with normalised channels: Lipschitz pruning, adversarial neuron pruning and
+    feature-shift tuning, each alone and as a GoodNet (:mod:`~art_pruning_defense.benchmark.defences.repairs`).
 ``activation-clustering``, ``spectral-signatures``
     ART's ``ActivationDefence`` and ``SpectralSignatureDefense`` flag training samples; the flagged samples are
     removed and a fresh CNN is trained on the rest, with the same seed and epochs as B, as a user would.
@@ -87,6 +90,7 @@ from art_pruning_defense.benchmark.defences import (  # noqa: E402, F401  (each 
     pruning,
     fine_pruning,
     attack_aware,
+    repairs,
     activation_clustering,
     spectral_signatures,
     neural_cleanse,
