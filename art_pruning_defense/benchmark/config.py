@@ -443,6 +443,9 @@ def load_grid_file(path: str) -> dict[str, Any]:
         raise ValueError(
             f"Grid file {path}: unknown key(s) {', '.join(unknown)}; expected some of: {', '.join(GRID_KEYS)}."
         )
+    from art_pruning_defense.benchmark.schema import validate
+
+    validate(values, "grid", f"Grid file {path}")
     return values
 
 

@@ -179,15 +179,19 @@ def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[st
              ``peak_rss_mib`` (the peak resident memory, MiB, of the ``data`` and ``training`` stages and over the
              ``defences``).
     """
-    from art_pruning_defense.benchmark.store import cell_key
+    from art_pruning_defense.benchmark import store
 
     _deterministic()
     start = time.perf_counter()
+    inputs = store.input_hashes(config)
     summary: dict[str, Any] = {}
     memory: dict[str, float] = {}
     rows = run_benchmark(config, verbose=verbose, stage=stage, summary=summary, memory=memory)
     return {
-        "key": cell_key(config),
+        "key": store.cell_key(config, inputs),
+        "label": store.cell_label(config),
+        "hash": store.cell_hash(config, inputs),
+        "inputs": inputs,
         "config": json_ready(config.as_dict()),
         "resolved": json_ready(config.resolved().as_dict()),
         "attack": {"name": config.attack, "options": config.make_attack().params()},
@@ -272,14 +276,20 @@ def run_grid(
     inputs = [cells[0].data if not cells[0].is_digits else None, grid.model]
     with output_lock(out):
         mode = store.prepare_output(out, grid, overwrite=overwrite, inputs=inputs)
+        # The file name is a cell's only identity: keys are computed here, from the configuration and the content
+        # of its input files, never read from a cell file.
+        keys = [store.cell_key(config) for config in cells]
+        key_of = {id(config): key for config, key in zip(cells, keys)}
+        if len(set(keys)) != len(keys):
+            raise ValueError("Two cells of the grid have the same configuration; give distinct axis values.")
         records: dict[str, dict] = {}
         pending = []
-        for config in cells:
-            record = store.read_cell(out, config)
+        for config, key in zip(cells, keys):
+            record = store.read_cell(out, config, key)
             if record is None:
                 pending.append(config)
             else:
-                records[record["key"]] = record
+                records[key] = record
         skipped = list(records)
         logger.info(
             "%s: %d cells, %d finished earlier (%s), %d to run.", out, len(cells), len(skipped), mode, len(pending)
@@ -287,18 +297,23 @@ def run_grid(
         result = GridResult(records=[], ran=[], skipped=skipped, failed={})
 
         def refresh() -> None:
-            keys = [store.cell_key(c) for c in cells]
             result.records = [records[k] for k in keys if k in records]
             unfinished = [k for k in keys if k not in records]
             result.files = report.write_grid_report(out, result.records, command, unfinished=unfinished)
 
         def finished(config: BenchmarkConfig, record: dict | None, error: str | None) -> None:
-            key = store.cell_key(config)
+            key = key_of[id(config)]
+            if record is not None and record.get("key") != key:
+                record, error = None, "its input files changed while it ran (their content hash differs)"
+            if record is not None:
+                try:
+                    store.write_cell(out, record)
+                except ValueError as problem:  # a record that would not be read back is not written
+                    record, error = None, f"its record is invalid: {' '.join(str(problem).split())[:300]}"
             if record is None:
                 result.failed[key] = error or "unknown error"
                 logger.warning("Cell %s did not finish: %s", key, error)
             else:
-                store.write_cell(out, record)
                 records[key] = record
                 result.ran.append(key)
             refresh()
@@ -308,17 +323,15 @@ def run_grid(
             if not pending:
                 refresh()
             elif executor == "local":
-                _run_local(pending, progress, finished)
+                _run_local(pending, progress, finished, key_of)
             else:
-                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell)
+                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell, key_of)
     return result
 
 
-def _run_local(pending: list[BenchmarkConfig], progress: tqdm, finished: Callable) -> None:
-    from art_pruning_defense.benchmark.store import cell_key
-
+def _run_local(pending: list[BenchmarkConfig], progress: tqdm, finished: Callable, key_of: dict) -> None:
     for config in pending:
-        key = cell_key(config)
+        key = key_of[id(config)]
 
         def stage(name: str, key: str = key) -> None:
             progress.set_postfix_str(f"{key}: {name}")
@@ -354,9 +367,8 @@ def _run_ray(
     finished: Callable,
     address: str | None,
     cpus_per_cell: float,
+    key_of: dict,
 ) -> None:
-    from art_pruning_defense.benchmark.store import cell_key
-
     started_here = not ray.is_initialized()
     if started_here:
         env = {
@@ -382,7 +394,7 @@ def _run_ray(
                 else:
                     finished(config, record, None)
                 progress.update(1)
-                progress.set_postfix_str(f"{cell_key(config)} done; {len(running)} left")
+                progress.set_postfix_str(f"{key_of[id(config)]} done; {len(running)} left")
     finally:
         if started_here:
             ray.shutdown()
