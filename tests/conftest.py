@@ -93,3 +93,14 @@ def digits_badnet():
     keras.utils.set_random_seed(0)
     data = digits_badnet_data(seed=0)
     return data, train_digits_badnet(data, epochs=30, seed=0)
+
+
+def reseal(goodnet_dir) -> None:
+    """
+    A saved GoodNet's manifest written again after a test changed one of its files: the checks behind the manifest
+    (of the metadata, of the model files) are what such a test is about.
+    """
+    from art_pruning_defense import goodnet_format
+    from art_pruning_defense._integrity import write_manifest
+
+    write_manifest(str(goodnet_dir), goodnet_format.FILES, extra={"kind": goodnet_format.FORMAT})

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import pytest
 from art.estimators.classification import KerasClassifier
-from conftest import conv_block_model
+from conftest import conv_block_model, reseal
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -584,6 +584,7 @@ def test_goodnet_with_broken_or_unsafe_parts(files, tmp_path, capsys):
             (goodnet / member).unlink()
         else:
             (goodnet / member).write_bytes(content)
+            reseal(goodnet)
         assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], message)
         assert_cli_error(*cli(capsys, ["evaluate", "--goodnet", goodnet, "--test", files["valid.h5"]])[::2], message)
 
@@ -623,6 +624,7 @@ def test_tampered_goodnet_json(files, tmp_path_factory, capsys, field, data):
     config = json.loads((goodnet / "goodnet.json").read_text())
     config[field] = value
     (goodnet / "goodnet.json").write_text(json.dumps(config))
+    reseal(goodnet)
     try:
         loaded = GoodNetClassifier.load(str(goodnet))
     except (ValueError, TypeError) as error:
@@ -1041,6 +1043,7 @@ def test_keras_file_whose_weights_read_other_files_is_refused(files, tmp_path):
 def _goodnet_with(files: dict[str, Path], tmp_path: Path, member: str, content: bytes) -> Path:
     goodnet = _goodnet_copy(files, tmp_path)
     (goodnet / member).write_bytes(content)
+    reseal(goodnet)
     return goodnet
 
 
@@ -1091,11 +1094,13 @@ def test_zip_bomb_is_refused_before_inflating(files, tmp_path, capsys):
 def test_deeply_nested_json_is_refused(files, tmp_path, capsys):
     goodnet = _goodnet_copy(files, tmp_path)
     (goodnet / "goodnet.json").write_text("[" * 200_000 + "]" * 200_000)
+    reseal(goodnet)
     with pytest.raises(ValueError, match="nests 200000 levels deep") as info:
         GoodNetClassifier.load(str(goodnet))
     assert_documented(info.value, ValueError)
     assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "nests 200000 levels deep")
     (goodnet / "goodnet.json").write_text(json.dumps({"format": "x", "padding": "x" * 2**20}))
+    reseal(goodnet)
     assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "more than the 1,048,576 accepted")
     members = _keras_members(files)
     nested = _zip(tmp_path / "nested.keras", {**members, "config.json": b"[" * 100_000 + b"]" * 100_000})

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Iterator, NoReturn, Sequence
 
 from art_pruning_defense._defaults import (
@@ -356,6 +357,10 @@ def _check_goodnet_dir(path: str) -> None:
     if not os.path.isdir(path):
         state = "does not exist" if not os.path.exists(path) else "is not a directory"
         raise FileNotFoundError(f"{path} is not a saved GoodNet: it {state}.")
+    from art_pruning_defense import goodnet_format
+
+    if os.path.isfile(os.path.join(path, goodnet_format.METADATA_FILE)):
+        goodnet_format.verify(path)  # before TensorFlow: a mismatch is refused at once (load checks it again)
 
 
 def _check_output_file(path: str, force: bool) -> None:
@@ -550,6 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.monotonic()
     args.written = None
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         check_arguments(args)
         with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
@@ -571,6 +578,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
+
+
+def _show_warning(message: object, category: type, filename: str, lineno: int, file=None, line=None) -> None:
+    """
+    Python warnings on one line of stderr, ``art-prune: warning: ...`` (each once per place, Python's default).
+    """
+    print(f"art-prune: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
