@@ -104,3 +104,15 @@ def reseal(goodnet_dir) -> None:
     from art_pruning_defense._integrity import write_manifest
 
     write_manifest(str(goodnet_dir), goodnet_format.FILES, extra={"kind": goodnet_format.FORMAT})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory):
+    """The benchmark's default model cache (under ``$XDG_CACHE_HOME``) in a temporary directory, never the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -56,7 +56,7 @@ def fake_cells(monkeypatch):
 
     calls = []
 
-    def fake(config, verbose=False, stage=None):
+    def fake(config, verbose=False, stage=None, **kwargs):
         calls.append(config)
         return _fake_record(config)
 

@@ -19,7 +19,7 @@ from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, js
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences._common import _row, _Run
-from art_pruning_defense.benchmark.training import train_badnet
+from art_pruning_defense.benchmark.cache import cached_badnet
 from art_pruning_defense.keras import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ def run_benchmark(
     stage: Callable[[str], None] | None = None,
     summary: dict | None = None,
     memory: dict | None = None,
+    model_cache: str | None = None,
+    cache_info: dict | None = None,
 ) -> list[dict]:
     """
     Poison the data, train the BadNet and measure every selected defence on it.
@@ -43,6 +45,9 @@ def run_benchmark(
     :param summary: Filled with the data's sizes (training, poisoned, validation, test, triggered test).
     :param memory: Filled with the peak resident memory (MiB) of the ``"data"`` and ``"training"`` stages (B's
            training and its labels on the evaluation sets).
+    :param model_cache: A model cache directory (:mod:`~art_pruning_defense.benchmark.cache`): B is loaded from it
+           where it was trained before, else trained and stored; ``None``: B is trained.
+    :param cache_info: Filled with the cache key of B and whether it was found (``key``, ``hit``).
     :return: One row per measured model, in registry order, with the keys of :data:`ROW_KEYS`: ``defence``;
              ``clean_accuracy`` and ``attack_success_rate`` on the test data (percent); ``poison_detection_tpr`` and
              ``poison_detection_fpr`` (percent of poisoned, resp. clean, training samples flagged; ``None`` for
@@ -86,8 +91,11 @@ def run_benchmark(
     stage("training")
     begin = time.perf_counter()
     with PeakRSS() as peak:
-        classifier = train_badnet(data.x_train, data.y_train, data.n_classes, config)
-        logger.info("Trained the BadNet (%d epochs) in %.1f s.", config.epochs, time.perf_counter() - begin)
+        classifier, info = cached_badnet(data, config, model_cache)
+        if info is not None and cache_info is not None:
+            cache_info.update(info)
+        how = "Loaded the BadNet from the cache" if info and info["hit"] else f"Trained the BadNet ({config.epochs} epochs)"
+        logger.info("%s in %.1f s.", how, time.perf_counter() - begin)
         run = _Run(config=config, data=data, classifier=classifier, verbose=verbose)
         begin = time.perf_counter()
         for name in ("test", "test_poisoned", "train"):
@@ -167,13 +175,19 @@ def _deterministic() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[str], None] | None = None) -> dict:
+def run_cell(
+    config: BenchmarkConfig,
+    verbose: bool = False,
+    stage: Callable[[str], None] | None = None,
+    model_cache: str | None = None,
+) -> dict:
     """
     Run one cell: one BadNet and every selected defence on it, deterministically from the cell's seed.
 
     :param config: The cell.
     :param verbose: Show the defences' progress bar (and ART's).
     :param stage: Called with each stage's name as it starts.
+    :param model_cache: The model cache directory (``None``: none); see :func:`run_benchmark`.
     :return: The cell's record: ``key``, ``config`` (as given), ``resolved`` (defaults filled in), ``attack`` (its
              options), ``versions``, ``data`` (sizes), ``rows`` (see :func:`run_benchmark`), ``seconds`` and
              ``peak_rss_mib`` (the peak resident memory, MiB, of the ``data`` and ``training`` stages and over the
@@ -186,8 +200,12 @@ def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[st
     inputs = store.input_hashes(config)
     summary: dict[str, Any] = {}
     memory: dict[str, float] = {}
-    rows = run_benchmark(config, verbose=verbose, stage=stage, summary=summary, memory=memory)
-    return {
+    cache_info: dict = {}
+    rows = run_benchmark(
+        config, verbose=verbose, stage=stage, summary=summary, memory=memory, model_cache=model_cache,
+        cache_info=cache_info,
+    )
+    record = {
         "key": store.cell_key(config, inputs),
         "label": store.cell_label(config),
         "hash": store.cell_hash(config, inputs),
@@ -201,15 +219,18 @@ def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[st
         "seconds": round(time.perf_counter() - start, 2),
         "peak_rss_mib": {**memory, "defences": max((row["peak_rss_mib"] for row in rows), default=None)},
     }
+    if cache_info:
+        record["model_cache"] = cache_info
+    return record
 
 
-def _cell_task(config: BenchmarkConfig) -> dict:
+def _cell_task(config: BenchmarkConfig, model_cache: str | None = None) -> dict:
     """
     A cell run by a Ray worker: quiet, no progress bars.
     """
     for name in ("tensorflow", "absl", "keras", "art"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return run_cell(config, verbose=False)
+    return run_cell(config, verbose=False, model_cache=model_cache)
 
 
 @dataclass
@@ -244,6 +265,7 @@ def run_grid(
     ray_address: str | None = None,
     cpus_per_cell: float = 1,
     verbose: bool = True,
+    model_cache: str | None = None,
 ) -> GridResult:
     """
     Run every unfinished cell of the grid; write each cell's record as it finishes (``OUT/cells/<key>.json``) and
@@ -259,6 +281,8 @@ def run_grid(
            new local instance).
     :param cpus_per_cell: CPUs Ray reserves for each cell.
     :param verbose: A progress bar over the cells.
+    :param model_cache: A model cache directory (:mod:`~art_pruning_defense.benchmark.cache`): each cell's B is
+           loaded from it where an earlier run trained it, else trained and stored; ``None`` (default): no cache.
     :return: What was run, skipped and failed, and the files written.
     """
     from art_pruning_defense._io import output_lock
@@ -270,6 +294,10 @@ def run_grid(
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
     if isinstance(cpus_per_cell, bool) or not isinstance(cpus_per_cell, (int, float)) or not cpus_per_cell > 0:
         raise ValueError(f"cpus_per_cell must be a positive number, got {cpus_per_cell!r}.")
+    if model_cache is not None:
+        from art_pruning_defense.benchmark.cache import check_cache_dir
+
+        model_cache = check_cache_dir(model_cache)
     if executor == "ray":
         ray = import_ray()
     cells = grid.cells()
@@ -323,13 +351,15 @@ def run_grid(
             if not pending:
                 refresh()
             elif executor == "local":
-                _run_local(pending, progress, finished, key_of)
+                _run_local(pending, progress, finished, key_of, model_cache)
             else:
-                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell, key_of)
+                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell, key_of, model_cache)
     return result
 
 
-def _run_local(pending: list[BenchmarkConfig], progress: tqdm, finished: Callable, key_of: dict) -> None:
+def _run_local(
+    pending: list[BenchmarkConfig], progress: tqdm, finished: Callable, key_of: dict, model_cache: str | None
+) -> None:
     for config in pending:
         key = key_of[id(config)]
 
@@ -337,7 +367,7 @@ def _run_local(pending: list[BenchmarkConfig], progress: tqdm, finished: Callabl
             progress.set_postfix_str(f"{key}: {name}")
 
         try:
-            record = run_cell(config, verbose=False, stage=stage)
+            record = run_cell(config, verbose=False, stage=stage, model_cache=model_cache)
         except Exception as error:  # a cell that fails is reported, and the grid goes on
             logger.warning("Cell %s failed: %s: %s", key, type(error).__name__, error, exc_info=True)
             finished(config, None, f"{type(error).__name__}: {error}")
@@ -368,6 +398,7 @@ def _run_ray(
     address: str | None,
     cpus_per_cell: float,
     key_of: dict,
+    model_cache: str | None,
 ) -> None:
     started_here = not ray.is_initialized()
     if started_here:
@@ -380,7 +411,7 @@ def _run_ray(
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(_cell_task)
-        running = {task.remote(config): config for config in pending}
+        running = {task.remote(config, model_cache): config for config in pending}
         progress.set_postfix_str(f"{len(running)} cells queued on Ray")
         while running:
             done, _ = ray.wait(list(running), num_returns=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import signal
 import sys
 import time
 import warnings
-from typing import Iterator, NoReturn, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence
 
 from art_pruning_defense._defaults import (
     ARCH_NAMES,
@@ -158,6 +159,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         cpus_per_cell=args.cpus_per_cell if args.cpus_per_cell is not None else 1,
         verbose=not args.quiet,
+        model_cache=args.model_cache_dir,
     )
     with open(os.path.join(args.out, "results.md"), encoding="utf-8") as handle:
         print(handle.read().rstrip())
@@ -320,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--force", action="store_true", help="replace an existing output directory that an earlier art-prune run wrote"
     )
+    cache = bench.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--model-cache",
+        metavar="DIR",
+        help="reuse each trained BadNet from this directory, and store new ones there "
+        "(default: $XDG_CACHE_HOME/art_pruning_defense/models, else ~/.cache/art_pruning_defense/models)",
+    )
+    cache.add_argument("--no-model-cache", action="store_true", help="train every BadNet; read and write no cache")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=_benchmark)
     return parser
@@ -499,6 +509,9 @@ def _check_benchmark(args: argparse.Namespace) -> None:
             raise ValueError(f"--model must be a .keras file, got {model}.")
         _check_input(model, "--model", "model file")
     args.grid_config = make_grid(values, source=args.grid)
+    from art_pruning_defense.benchmark.cache import check_cache_dir, default_cache_dir
+
+    args.model_cache_dir = None if args.no_model_cache else check_cache_dir(args.model_cache or default_cache_dir())
     check_grid_output(args.out, args.grid_config, overwrite=args.force, inputs=[data, model, args.grid])
 
 
@@ -556,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     args.written = None
     shown = warnings.showwarning
-    warnings.showwarning = _show_warning
+    warnings.showwarning = functools.partial(_show_warning, shown)
     try:
         check_arguments(args)
         with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
@@ -581,10 +594,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = shown
 
 
-def _show_warning(message: object, category: type, filename: str, lineno: int, file=None, line=None) -> None:
+def _show_warning(
+    previous: Callable, message: object, category: type, filename: str, lineno: int, file=None, line=None
+) -> None:
     """
-    Python warnings on one line of stderr, ``art-prune: warning: ...`` (each once per place, Python's default).
+    This package's warnings on one line of stderr, ``art-prune: warning: ...``; others as ``previous`` shows them.
     """
+    if not category.__module__.startswith("art_pruning_defense"):
+        previous(message, category, filename, lineno, file, line)
+        return
     print(f"art-prune: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
