@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from art_pruning_defense.benchmark._memory import SYSTEM_ALLOCATOR_VARIABLE, PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
-from art_pruning_defense.benchmark.data import load_benchmark_data
+from art_pruning_defense.benchmark.data import check_target, load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences._common import _row, _Run
 from art_pruning_defense.benchmark.cache import cached_badnet
@@ -301,6 +301,7 @@ def run_grid(
     if executor == "ray":
         ray = import_ray()
     cells = grid.cells()
+    check_target(cells[0])  # the labels alone, before any output is written or network trained
     inputs = [cells[0].data if not cells[0].is_digits else None, grid.model]
     with output_lock(out):
         mode = store.prepare_output(out, grid, overwrite=overwrite, inputs=inputs)
@@ -410,6 +411,12 @@ def _run_ray(
         }
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     try:
+        cluster = float(ray.cluster_resources().get("CPU", 0))
+        if cpus_per_cell > cluster:
+            raise ValueError(
+                f"--cpus-per-cell {cpus_per_cell:g} is more than the {cluster:g} CPUs of the Ray cluster: no cell could "
+                "ever start; give at most that many."
+            )
         task = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(_cell_task)
         running = {task.remote(config, model_cache): config for config in pending}
         progress.set_postfix_str(f"{len(running)} cells queued on Ray")

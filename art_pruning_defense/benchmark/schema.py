@@ -13,12 +13,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from art_pruning_defense.benchmark.config import GRID_AXES, GRID_KEYS, BenchmarkConfig
+from art_pruning_defense.benchmark.config import GRID_AXES, GRID_KEYS, MAX_SEED, BenchmarkConfig
 
 #: Most characters of an input quoted in an error message.
 MAX_QUOTED_CHARS = 200
-#: Largest seed (NumPy's generators take seeds in [0, 2**32 - 1]).
-MAX_SEED = 2**32 - 1
 #: Longest text (a defence name; a note or an error) kept in a record.
 MAX_NAME_CHARS = 200
 MAX_TEXT_CHARS = 20_000

@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ray-address", help="with --executor ray: join this Ray cluster (default: start a local one)")
     bench.add_argument("--cpus-per-cell", type=float, help="with --executor ray: CPUs reserved per cell (default 1)")
     bench.add_argument(
+        "--max-cells", type=int, default=None, help="refuse a grid of more cells than this (default 10000)"
+    )
+    bench.add_argument(
         "--out", required=True, help="output directory: created, or resumed where it holds this grid's cells"
     )
     bench.add_argument(
@@ -478,6 +481,8 @@ def _check_benchmark(args: argparse.Namespace) -> None:
             raise ValueError(f"--poison-rates: each poison rate must be in (0, 1), got {rate:g}.")
     for seed in args.seeds or ():
         _check_int(seed, "--seeds", 0, "seed")
+        if seed > 2**32 - 1:
+            raise ValueError(f"--seeds: seed must be in [0, 4294967295], got {seed}.")
     _check_int(args.n_valid, "--n-valid", 1)
     _check_int(args.epochs, "--epochs", 1)
     _check_int(args.target, "--target", 0)
@@ -508,7 +513,13 @@ def _check_benchmark(args: argparse.Namespace) -> None:
         if not model.endswith(".keras"):
             raise ValueError(f"--model must be a .keras file, got {model}.")
         _check_input(model, "--model", "model file")
-    args.grid_config = make_grid(values, source=args.grid)
+    _check_int(args.max_cells, "--max-cells", 1)
+    from art_pruning_defense.benchmark.config import MAX_CELLS
+
+    args.grid_config = make_grid(values, source=args.grid, max_cells=args.max_cells or MAX_CELLS)
+    from art_pruning_defense.benchmark.data import check_target
+
+    check_target(args.grid_config.cells()[0])  # the labels alone: a target outside the classes is refused now
     from art_pruning_defense.benchmark.cache import check_cache_dir, default_cache_dir
 
     args.model_cache_dir = None if args.no_model_cache else check_cache_dir(args.model_cache or default_cache_dir())
