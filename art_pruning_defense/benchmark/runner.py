@@ -19,6 +19,7 @@ from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, js
 from art_pruning_defense.benchmark.data import check_target, load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences._common import _row, _Run
+from art_pruning_defense._sanity import check_finite_weights, warn_if_near_chance
 from art_pruning_defense.benchmark.cache import cached_badnet
 from art_pruning_defense.keras import seed_everything
 
@@ -92,6 +93,7 @@ def run_benchmark(
     begin = time.perf_counter()
     with PeakRSS() as peak:
         classifier, info = cached_badnet(data, config, model_cache)
+        check_finite_weights(classifier.model, "The trained BadNet B")
         if info is not None and cache_info is not None:
             cache_info.update(info)
         how = "Loaded the BadNet from the cache" if info and info["hit"] else f"Trained the BadNet ({config.epochs} epochs)"
@@ -101,6 +103,8 @@ def run_benchmark(
         for name in ("test", "test_poisoned", "train"):
             run.bad_labels(name)  # shared by the defences: counted in none of their rows
         logger.info("Predicted B's labels on the test and training sets in %.1f s.", time.perf_counter() - begin)
+        accuracy = 100.0 * float(np.mean(run.bad_labels("test") == data.y_test))
+        warn_if_near_chance(accuracy, data.n_classes, f"B's clean test accuracy ({config.attack}, seed {config.seed})")
     memory["training"] = peak.mib
     release_memory()
 
