@@ -306,6 +306,36 @@ def check_attack_options(options: object) -> dict[str, dict[str, Any]]:
     return checked
 
 
+def check_target(config: BenchmarkConfig) -> int:
+    """
+    Check, from the labels alone (before any image is converted or any network trained), that the cell's target is
+    one of the data's classes.
+
+    :param config: A cell.
+    :return: The number of classes (the largest label + 1).
+    :raises ValueError: If the target is not one of them.
+    """
+    if config.is_digits:
+        n_classes = DIGITS_N_CLASSES
+    else:
+        import numpy as np
+
+        with np.load(config.data, allow_pickle=False) as arrays:
+            missing = [name for name in ("y_train", "y_test") if name not in arrays.files]
+            if missing:
+                raise ValueError(f"{config.data}: {', '.join(missing)} missing; expected x_train, y_train, x_test, y_test.")
+            labels = [np.asarray(arrays[name]) for name in ("y_train", "y_test")]
+        if any(y.dtype.kind not in "iuf" or y.size == 0 for y in labels):
+            raise ValueError(f"{config.data}: y_train and y_test must hold integer labels.")
+        top = max(float(np.nanmax(y)) for y in labels)
+        if not np.isfinite(top) or top > MAX_TARGET:
+            raise ValueError(f"{config.data}: the labels must be integers in [0, {MAX_TARGET}].")
+        n_classes = int(top) + 1
+    if not 0 <= config.target < n_classes:
+        raise ValueError(f"target must be one of the data's classes 0..{n_classes - 1}, got {config.target}.")
+    return n_classes
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The grid.
 # ---------------------------------------------------------------------------------------------------------------------

@@ -125,29 +125,6 @@ def load_npz_images(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return _unit_float(x_train, scaled), y_train, _unit_float(x_test, scaled), y_test
 
 
-def check_target(config: BenchmarkConfig) -> int:
-    """
-    Check, from the labels alone (before any image is converted or any network trained), that the cell's target is
-    one of the data's classes.
-
-    :param config: A cell.
-    :return: The number of classes (the largest label + 1).
-    :raises ValueError: If the target is not one of them.
-    """
-    if config.is_digits:
-        n_classes = 10
-    else:
-        with np.load(config.data, allow_pickle=False) as arrays:
-            missing = [name for name in ("y_train", "y_test") if name not in arrays.files]
-            if missing:
-                raise ValueError(f"{config.data}: {', '.join(missing)} missing; expected x_train, y_train, x_test, y_test.")
-            labels = [_int_labels(arrays[name], name, config.data) for name in ("y_train", "y_test")]
-        n_classes = int(max(int(y.max(initial=0)) for y in labels)) + 1
-    if not 0 <= config.target < n_classes:
-        raise ValueError(f"target must be one of the data's classes 0..{n_classes - 1}, got {config.target}.")
-    return n_classes
-
-
 def clean_split(config: BenchmarkConfig) -> tuple[np.ndarray, ...]:
     """
     :param config: The configuration (its defaults resolved or not).

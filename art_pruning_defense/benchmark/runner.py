@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from art_pruning_defense.benchmark._memory import SYSTEM_ALLOCATOR_VARIABLE, PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
-from art_pruning_defense.benchmark.data import check_target, load_benchmark_data
+from art_pruning_defense.benchmark.config import check_target
+from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences._common import _row, _Run
 from art_pruning_defense._sanity import check_finite_weights, warn_if_near_chance

@@ -517,13 +517,13 @@ def _check_benchmark(args: argparse.Namespace) -> None:
     from art_pruning_defense.benchmark.config import MAX_CELLS
 
     args.grid_config = make_grid(values, source=args.grid, max_cells=args.max_cells or MAX_CELLS)
-    from art_pruning_defense.benchmark.data import check_target
-
-    check_target(args.grid_config.cells()[0])  # the labels alone: a target outside the classes is refused now
     from art_pruning_defense.benchmark.cache import check_cache_dir, default_cache_dir
 
     args.model_cache_dir = None if args.no_model_cache else check_cache_dir(args.model_cache or default_cache_dir())
     check_grid_output(args.out, args.grid_config, overwrite=args.force, inputs=[data, model, args.grid])
+    from art_pruning_defense.benchmark.config import check_target
+
+    check_target(args.grid_config.cells()[0])  # the labels alone: a target outside the classes is refused now
 
 
 def _release_tensorflow_memory() -> None:
