@@ -182,7 +182,11 @@ def _compiled(model: Any, config: BenchmarkConfig) -> Any:
 
 
 def cached_badnet(
-    data: Any, config: BenchmarkConfig, cache_dir: str | None, inputs: dict[str, str | None] | None = None
+    data: Any,
+    config: BenchmarkConfig,
+    cache_dir: str | None,
+    inputs: dict[str, str | None] | None = None,
+    train: Any = None,
 ) -> tuple["KerasClassifier", dict | None]:
     """
     B for a cell: loaded from the cache where a verified entry exists, else trained
@@ -192,6 +196,7 @@ def cached_badnet(
     :param config: The cell.
     :param cache_dir: The cache directory; ``None``: no cache (B is trained).
     :param inputs: The cell's input hashes (computed if not given).
+    :param train: What trains B (default :func:`~art_pruning_defense.benchmark.training.train_badnet`).
     :return: ``(B, info)``: B as an ART ``KerasClassifier`` with clip values (0, 1), and ``{"key": ..., "hit": ...}``
              (``None`` without a cache).
     """
@@ -199,6 +204,7 @@ def cached_badnet(
 
     from art_pruning_defense.benchmark.training import train_badnet
 
+    train_badnet = train or train_badnet
     if cache_dir is None:
         return train_badnet(data.x_train, data.y_train, data.n_classes, config), None
     from art_pruning_defense.benchmark import store

@@ -22,6 +22,7 @@ from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences._common import _row, _Run
 from art_pruning_defense._sanity import check_finite_weights, warn_if_near_chance
 from art_pruning_defense.benchmark.cache import cached_badnet
+from art_pruning_defense.benchmark.training import train_badnet
 from art_pruning_defense.keras import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def run_benchmark(
     stage("training")
     begin = time.perf_counter()
     with PeakRSS() as peak:
-        classifier, info = cached_badnet(data, config, model_cache)
+        classifier, info = cached_badnet(data, config, model_cache, train=train_badnet)
         check_finite_weights(classifier.model, "The trained BadNet B")
         if info is not None and cache_info is not None:
             cache_info.update(info)
