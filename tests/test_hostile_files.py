@@ -126,8 +126,11 @@ def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
 
 
 def only_closing_line(err: str) -> bool:
-    """Whether stderr holds nothing but the closing line of a command that wrote nothing."""
-    return re.fullmatch(r"art-prune: done in \d+\.\d s \(nothing written\)\n", err) is not None
+    """
+    Whether stderr holds nothing but the closing line of a command that wrote nothing (after one-line warnings that
+    a figure means nothing, as a B at chance on fuzzed data gets).
+    """
+    return re.fullmatch(r"(art-prune: warning: [^\n]+\n)*art-prune: done in \d+\.\d s \(nothing written\)\n", err) is not None
 
 
 def assert_cli_error(code: int, err: str, match: str | None = None) -> str:
@@ -826,7 +829,8 @@ def test_keyboard_interrupt_while_repair_writes(files, tmp_path, capsys, monkeyp
     code, _, err = cli(
         capsys, ["repair", "--model", files["model.keras"], "--valid", files["valid.h5"], "--out", out, "--quiet"]
     )
-    assert code == 130 and err.startswith("art-prune: interrupted") and len(err.splitlines()) == 1
+    lines = [line for line in err.splitlines() if not line.startswith("art-prune: warning: ")]  # B is at chance here
+    assert code == 130 and len(lines) == 1 and lines[0].startswith("art-prune: interrupted")
     assert len(calls) == 3 and os.listdir(tmp_path) == []
 
 
