@@ -21,6 +21,7 @@ from art.defences.detector.poison.ground_truth_evaluator import GroundTruthEvalu
 from art.defences.detector.poison.poison_filtering_defence import PoisonFilteringDefence
 from art.utils import segment_by_class
 
+from art_pruning_defense import _sanity
 from art_pruning_defense._stream import is_one_shot, is_stream
 from art_pruning_defense._validation import check_inputs, check_labels
 from art_pruning_defense._params import DEFAULTS, PARAMS, docstring_fields
@@ -138,6 +139,7 @@ class FinePruningDetector(PoisonFilteringDefence):
         }
         self.defence_ = defence
         logger.info("Flagged %d of %d training samples.", report["n_flagged"], len(is_clean))
+        _sanity.warn_if_flags_most(100.0 * report["n_flagged"] / len(is_clean), "The detector flags the training set")
         return report, is_clean.tolist()
 
     def evaluate_defence(self, is_clean: np.ndarray, **kwargs: Any) -> str:

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 from art.defences.transformer.transformer import Transformer
 
-from art_pruning_defense import _defaults, _sweep
+from art_pruning_defense import _defaults, _sanity, _sweep
+from art_pruning_defense._sanity import check_finite_weights
 from art_pruning_defense._params import DEFAULTS, FINE_PRUNING_PARAMS, PARAMS, check_params, docstring_fields
 from art_pruning_defense._classifier import is_identity_preprocessing, model_of
 from art_pruning_defense._stream import ArrayBatches, StreamBatches, is_stream
@@ -277,6 +278,7 @@ class FinePruning(Transformer):
                         "pass a re-iterable instead (a tf.data.Dataset, a list of batches, or an object whose "
                         "__iter__ returns a fresh iterator), or set fine_tune_epochs=0."
                     )
+        check_finite_weights(self._user_model, "The classifier given to FinePruning.fit")
         # A fit that fails half-way must not leave the results of an earlier one looking valid.
         self._reset_fit()
         self._check_range = True
@@ -313,6 +315,13 @@ class FinePruning(Transformer):
                 run, fitted.fine_prune, clean, poisoned, options, mode=self.fine_tune_mode
             )
         self._is_fitted = True
+        if self.sweep_:
+            _sanity.check_repair(
+                self.summary(),
+                self.sweep_[0].clean_accuracy,
+                self._n_classes,
+                prune_until=self.prune_until if fine_pruning else None,
+            )
         for drop, step in self.steps_.items():
             record = self._records(drop)[step]
             logger.info(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from art_pruning_defense import _metrics
+from art_pruning_defense._integrity import IntegrityError, has_manifest, verify_manifest, write_manifest
 from art_pruning_defense._io import atomic_directory
 from art_pruning_defense._limits import read_json_file
 from art_pruning_defense._validation import check_float32
@@ -30,6 +32,55 @@ PRUNED_MODEL_FILE = "pruned_model.keras"
 METADATA_FILE = "goodnet.json"
 FORMAT = "art_pruning_defense.goodnet"
 FORMAT_VERSION = 1
+#: The files a GoodNet directory's manifest (``MANIFEST.json``: their SHA-256) must cover.
+FILES = (BAD_MODEL_FILE, PRUNED_MODEL_FILE, METADATA_FILE)
+
+
+class UnverifiedGoodNetWarning(UserWarning):
+    """
+    A GoodNet directory without a manifest (written before manifests) was loaded: its files could not be verified.
+    """
+
+
+def verify(path: str) -> bool:
+    """
+    Verify a GoodNet directory's files against its manifest, before anything is loaded from it. Framework-free: the
+    command line calls it before TensorFlow is imported.
+
+    :param path: The directory.
+    :return: ``True`` if the manifest was checked; ``False`` for an older directory without one (a
+             :class:`UnverifiedGoodNetWarning` is issued; its two model files must still be regular files, not links,
+             and not one file).
+    :raises ValueError: If a file does not match the manifest, is missing, is a link, or B and B' are one file; one
+            line naming the file.
+    """
+    if has_manifest(path):
+        try:
+            verify_manifest(path, required=FILES)
+        except IntegrityError as error:
+            raise ValueError(f"Saved GoodNet refused: {error}") from None
+        return True
+    for name in FILES:
+        full = os.path.join(path, name)
+        if os.path.islink(full) or (os.path.lexists(full) and not os.path.isfile(full)):
+            raise ValueError(f"Saved GoodNet refused: {full} is a symbolic link or not a regular file.")
+    bad, pruned = (os.path.join(path, name) for name in (BAD_MODEL_FILE, PRUNED_MODEL_FILE))
+    if os.path.isfile(bad) and os.path.isfile(pruned) and os.path.samefile(bad, pruned):
+        raise ValueError(f"Saved GoodNet refused: {bad} and {pruned} are one file (B would be B').")
+    if os.path.realpath(path) in _WARNED:
+        return False
+    _WARNED.add(os.path.realpath(path))
+    warnings.warn(
+        f"{path} has no manifest (written by an older version of art_pruning_defense): its files are not verified. "
+        "Save it again to add one.",
+        UnverifiedGoodNetWarning,
+        stacklevel=3,
+    )
+    return False
+
+
+#: Directories without a manifest already warned about (once per process each).
+_WARNED: set[str] = set()
 
 
 class SavedGoodNet(NamedTuple):
@@ -67,6 +118,7 @@ def write(path: str, bad_model: "keras.Model", pruned_model: "keras.Model", conf
         save_model(pruned_model, os.path.join(tmp, PRUNED_MODEL_FILE))
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as handle:
             json.dump({**header, **config}, handle, indent=2)
+        write_manifest(tmp, FILES, extra={"kind": FORMAT})  # last: it covers the files above
 
 
 def read(path: str, safe_mode: bool = True) -> SavedGoodNet:
@@ -75,13 +127,15 @@ def read(path: str, safe_mode: bool = True) -> SavedGoodNet:
     :param safe_mode: Refuse model files that would run code when loaded (Keras ``safe_mode``).
     :return: Its contents, checked.
     :raises FileNotFoundError: If it holds no GoodNet metadata.
-    :raises ValueError: If the metadata is not a GoodNet's, is of another format version, or holds a bad value.
+    :raises ValueError: If its files do not match its manifest (see :func:`verify`), or the metadata is not a
+            GoodNet's, is of another format version, or holds a bad value.
     """
     from art_pruning_defense.keras import load_model
 
     meta_path = os.path.join(path, METADATA_FILE)
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{path} is not a saved GoodNet: {METADATA_FILE} is missing.")
+    verify(path)
     config = read_json_file(meta_path)  # at most 1 MB, nested at most 32 levels
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{meta_path} does not describe a GoodNet (format {FORMAT!r} expected).")

@@ -93,3 +93,26 @@ def digits_badnet():
     keras.utils.set_random_seed(0)
     data = digits_badnet_data(seed=0)
     return data, train_digits_badnet(data, epochs=30, seed=0)
+
+
+def reseal(goodnet_dir) -> None:
+    """
+    A saved GoodNet's manifest written again after a test changed one of its files: the checks behind the manifest
+    (of the metadata, of the model files) are what such a test is about.
+    """
+    from art_pruning_defense import goodnet_format
+    from art_pruning_defense._integrity import write_manifest
+
+    write_manifest(str(goodnet_dir), goodnet_format.FILES, extra={"kind": goodnet_format.FORMAT})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory):
+    """The benchmark's default model cache (under ``$XDG_CACHE_HOME``) in a temporary directory, never the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous

@@ -415,7 +415,7 @@ def test_cli_benchmark_writes_the_table(tmp_path, capsys, monkeypatch):
         "roc_badnets.png",
     ]
     (cell,) = json.loads((out / "results.json").read_text())["cells"]
-    assert cell["key"] == "digits__small-cnn__badnets__0.1__seed0"
+    assert cell["key"] == f"digits__small-cnn__badnets__0.1__seed0--{cell['hash']}"
     rows = {row["defence"]: row for row in cell["rows"]}
     assert {"no defence", "fine-pruning", "attack-aware pruning", "attack-aware fine-pruning", "STRIP"} <= set(rows)
     for row in rows.values():

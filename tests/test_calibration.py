@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from conftest import reseal
 from art_pruning_defense import FinePruning, GoodNetClassifier, _metrics
 from art_pruning_defense.keras import find_prune_point, masked_copy
 from test_goodnet import logits_twin
@@ -166,7 +167,8 @@ def test_tampered_calibration_in_goodnet_json_is_refused(goodnet_parts, tiny_dat
     path = tmp_path / "g" / "goodnet.json"
     config = json.loads(path.read_text())
     config["threshold"], config["false_positive_rate"] = threshold, rate
-    path.write_text(json.dumps(config))  # NaN is written as the token NaN, which Python's json reads back
+    path.write_text(json.dumps(config))
+    reseal(tmp_path / "g")  # NaN is written as the token NaN, which Python's json reads back
     with pytest.raises(ValueError, match=message) as info:
         GoodNetClassifier.load(str(tmp_path / "g"))
     assert "goodnet.json" in str(info.value)

@@ -12,6 +12,7 @@ import pytest
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
+from conftest import reseal
 from art_pruning_defense import FinePruning, GoodNetClassifier
 from art_pruning_defense.keras import find_prune_point, masked_copy
 
@@ -68,7 +69,13 @@ def test_save_load_round_trip(tiny_classifier, tiny_data, tmp_path):
     goodnet = defence(tiny_classifier)
     path = tmp_path / "goodnet_x4"
     goodnet.save(str(path))
-    assert sorted(os.listdir(path)) == [".art-prune-output", "bad_model.keras", "goodnet.json", "pruned_model.keras"]
+    assert sorted(os.listdir(path)) == [
+        ".art-prune-output",
+        "MANIFEST.json",
+        "bad_model.keras",
+        "goodnet.json",
+        "pruned_model.keras",
+    ]
     assert sorted(os.listdir(tmp_path)) == ["goodnet_x4"]  # no temporary left behind
     again = GoodNetClassifier.load(str(path))
     np.testing.assert_array_equal(again.predict(x), goodnet.predict(x))
@@ -327,6 +334,7 @@ def test_goodnet_json_numbers_are_checked_in_float32(goodnet_parts, tmp_path, fi
     else:
         config["preprocessing"][field] = value
     path.write_text(json.dumps(config))
+    reseal(tmp_path / "g")
     with pytest.raises(ValueError, match=message) as info:
         GoodNetClassifier.load(str(tmp_path / "g"))
     assert "NaN or infinite" not in str(info.value) and "goodnet.json" in str(info.value)

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import pytest
 from art.estimators.classification import KerasClassifier
-from conftest import conv_block_model
+from conftest import conv_block_model, reseal
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -126,8 +126,11 @@ def cli(capsys, argv: list[str]) -> tuple[int, str, str]:
 
 
 def only_closing_line(err: str) -> bool:
-    """Whether stderr holds nothing but the closing line of a command that wrote nothing."""
-    return re.fullmatch(r"art-prune: done in \d+\.\d s \(nothing written\)\n", err) is not None
+    """
+    Whether stderr holds nothing but the closing line of a command that wrote nothing (after one-line warnings that
+    a figure means nothing, as a B at chance on fuzzed data gets).
+    """
+    return re.fullmatch(r"(art-prune: warning: [^\n]+\n)*art-prune: done in \d+\.\d s \(nothing written\)\n", err) is not None
 
 
 def assert_cli_error(code: int, err: str, match: str | None = None) -> str:
@@ -584,6 +587,7 @@ def test_goodnet_with_broken_or_unsafe_parts(files, tmp_path, capsys):
             (goodnet / member).unlink()
         else:
             (goodnet / member).write_bytes(content)
+            reseal(goodnet)
         assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], message)
         assert_cli_error(*cli(capsys, ["evaluate", "--goodnet", goodnet, "--test", files["valid.h5"]])[::2], message)
 
@@ -623,6 +627,7 @@ def test_tampered_goodnet_json(files, tmp_path_factory, capsys, field, data):
     config = json.loads((goodnet / "goodnet.json").read_text())
     config[field] = value
     (goodnet / "goodnet.json").write_text(json.dumps(config))
+    reseal(goodnet)
     try:
         loaded = GoodNetClassifier.load(str(goodnet))
     except (ValueError, TypeError) as error:
@@ -824,7 +829,8 @@ def test_keyboard_interrupt_while_repair_writes(files, tmp_path, capsys, monkeyp
     code, _, err = cli(
         capsys, ["repair", "--model", files["model.keras"], "--valid", files["valid.h5"], "--out", out, "--quiet"]
     )
-    assert code == 130 and err.startswith("art-prune: interrupted") and len(err.splitlines()) == 1
+    lines = [line for line in err.splitlines() if not line.startswith("art-prune: warning: ")]  # B is at chance here
+    assert code == 130 and len(lines) == 1 and lines[0].startswith("art-prune: interrupted")
     assert len(calls) == 3 and os.listdir(tmp_path) == []
 
 
@@ -1041,6 +1047,7 @@ def test_keras_file_whose_weights_read_other_files_is_refused(files, tmp_path):
 def _goodnet_with(files: dict[str, Path], tmp_path: Path, member: str, content: bytes) -> Path:
     goodnet = _goodnet_copy(files, tmp_path)
     (goodnet / member).write_bytes(content)
+    reseal(goodnet)
     return goodnet
 
 
@@ -1091,11 +1098,13 @@ def test_zip_bomb_is_refused_before_inflating(files, tmp_path, capsys):
 def test_deeply_nested_json_is_refused(files, tmp_path, capsys):
     goodnet = _goodnet_copy(files, tmp_path)
     (goodnet / "goodnet.json").write_text("[" * 200_000 + "]" * 200_000)
+    reseal(goodnet)
     with pytest.raises(ValueError, match="nests 200000 levels deep") as info:
         GoodNetClassifier.load(str(goodnet))
     assert_documented(info.value, ValueError)
     assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "nests 200000 levels deep")
     (goodnet / "goodnet.json").write_text(json.dumps({"format": "x", "padding": "x" * 2**20}))
+    reseal(goodnet)
     assert_cli_error(*cli(capsys, ["eval", goodnet, files["face.png"]])[::2], "more than the 1,048,576 accepted")
     members = _keras_members(files)
     nested = _zip(tmp_path / "nested.keras", {**members, "config.json": b"[" * 100_000 + b"]" * 100_000})

@@ -130,3 +130,53 @@ def test_the_shared_faces(tmp_path, capsys):
     assert sorted(y.tolist()) == sorted([0] * 10 + [43, 328, 196, 1268, 748])
     assert main(["make-h5", str(FACES), str(tmp_path / "cl.h5"), "--glob", "cl_*"]) == 0
     assert load_lab_h5(str(tmp_path / "cl.h5"))[1].tolist() == [43, 328, 196, 1268, 748]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Labels exact, bounded images, a BOM in the CSV.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_large_labels_are_stored_exactly(tmp_path):
+    import h5py
+
+    _images(tmp_path / "img", ["a_label=16777217.png", "b_label=2147483647.png"])
+    images_to_lab_h5(str(tmp_path / "img"), str(tmp_path / "out.h5"))
+    with h5py.File(tmp_path / "out.h5") as handle:
+        assert handle["label"].dtype.kind == "i"
+    _, y = load_lab_h5(str(tmp_path / "out.h5"))
+    np.testing.assert_array_equal(y, [16777217, 2147483647])
+
+
+@pytest.mark.parametrize("label", ["2147483648", "9" * 400])
+def test_labels_out_of_the_int32_range_are_refused_in_one_line(tmp_path, capsys, label):
+    _images(tmp_path / "img", ["a.png"])
+    (tmp_path / "labels.csv").write_text(f"a.png,{label}\n")
+    assert main(["make-h5", str(tmp_path / "img"), str(tmp_path / "out.h5"), "--labels", str(tmp_path / "labels.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is out of range; expected an integer in [0, 2147483647]" in err and len(err) < 300
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_bom_in_the_labels_csv_is_accepted(tmp_path):
+    _images(tmp_path / "img", ["a.png", "b.png"])
+    (tmp_path / "labels.csv").write_bytes("\ufefffilename,label\r\na.png,1\r\nb.png,2\r\n".encode("utf-8"))
+    assert read_labels_csv(str(tmp_path / "labels.csv")) == {"a.png": 1, "b.png": 2}
+    (tmp_path / "labels.csv").write_bytes("\ufeffa.png,1\nb.png,2\n".encode("utf-8"))
+    assert read_labels_csv(str(tmp_path / "labels.csv")) == {"a.png": 1, "b.png": 2}
+
+
+def test_images_are_bounded_before_any_is_decoded(tmp_path, capsys, monkeypatch):
+    from art_pruning_defense.lab import data
+
+    _images(tmp_path / "img", ["a_label=0.png", "b_label=1.png"], shape=(40, 50))
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1999)
+    with pytest.raises(ValueError, match="is 40×50 pixels, more than the 1,999 accepted per image"):
+        images_to_lab_h5(str(tmp_path / "img"), str(tmp_path / "out.h5"))
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 2000)
+    monkeypatch.setattr(data, "MAX_IMAGES_BYTES", 2 * 40 * 50 * 12 - 1)
+    decoded = []
+    monkeypatch.setattr(data, "load_image", lambda *a, **k: decoded.append(a) or 1 / 0)
+    with pytest.raises(ValueError, match="2 images of 40×50 would take .* GiB as float32, more than"):
+        images_to_lab_h5(str(tmp_path / "img"), str(tmp_path / "out.h5"))
+    assert decoded == [] and not (tmp_path / "out.h5").exists()

@@ -20,6 +20,15 @@ from art_pruning_defense._validation import check_drops, check_positive_int
 #: ``BenchmarkConfig.data`` value of the embedded data set (scikit-learn's digits, upsampled to 16×16).
 DIGITS = "digits"
 
+#: Largest seed (NumPy's generators take seeds in [0, 2**32 - 1]) and largest target class accepted.
+MAX_SEED = 2**32 - 1
+MAX_TARGET = 2**31 - 1
+#: Classes of the embedded digits.
+DIGITS_N_CLASSES = 10
+#: Most cells of a grid (:class:`GridConfig`'s ``max_cells``, ``--max-cells``): 10,000 cells are checked in about
+#: half a second and already take days to run; a larger grid is refused before any work unless this is raised.
+MAX_CELLS = 10_000
+
 #: The defender's clean validation split, by data source (the digits split is fixed by
 #: :func:`~art_pruning_defense.lab.digits.digits_badnet_data`).
 DEFAULT_N_VALID_NPZ = 5000
@@ -167,10 +176,14 @@ class BenchmarkConfig:
         if not isinstance(self.attack, str) or self.attack not in ATTACKS:
             raise ValueError(f"Unknown attack {self.attack!r}; expected one of: {', '.join(ATTACKS)}.")
         self.attack_options = check_attack_options(self.attack_options)
-        for name in ("target", "seed"):
+        for name, maximum in (("target", MAX_TARGET), ("seed", MAX_SEED)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= maximum:
+                raise ValueError(f"{name} must be an integer in [0, {maximum}], got {str(value)[:40]}.")
+        if self.is_digits and self.target >= DIGITS_N_CLASSES:
+            raise ValueError(
+                f"target must be one of the digits' classes 0..{DIGITS_N_CLASSES - 1}, got {self.target}."
+            )
         for name in ("n_valid", "epochs", "batch_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(getattr(self, name), name))
@@ -293,6 +306,36 @@ def check_attack_options(options: object) -> dict[str, dict[str, Any]]:
     return checked
 
 
+def check_target(config: BenchmarkConfig) -> int:
+    """
+    Check, from the labels alone (before any image is converted or any network trained), that the cell's target is
+    one of the data's classes.
+
+    :param config: A cell.
+    :return: The number of classes (the largest label + 1).
+    :raises ValueError: If the target is not one of them.
+    """
+    if config.is_digits:
+        n_classes = DIGITS_N_CLASSES
+    else:
+        import numpy as np
+
+        with np.load(config.data, allow_pickle=False) as arrays:
+            missing = [name for name in ("y_train", "y_test") if name not in arrays.files]
+            if missing:
+                raise ValueError(f"{config.data}: {', '.join(missing)} missing; expected x_train, y_train, x_test, y_test.")
+            labels = [np.asarray(arrays[name]) for name in ("y_train", "y_test")]
+        if any(y.dtype.kind not in "iuf" or y.size == 0 for y in labels):
+            raise ValueError(f"{config.data}: y_train and y_test must hold integer labels.")
+        top = max(float(np.nanmax(y)) for y in labels)
+        if not np.isfinite(top) or top > MAX_TARGET:
+            raise ValueError(f"{config.data}: the labels must be integers in [0, {MAX_TARGET}].")
+        n_classes = int(top) + 1
+    if not 0 <= config.target < n_classes:
+        raise ValueError(f"target must be one of the data's classes 0..{n_classes - 1}, got {config.target}.")
+    return n_classes
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The grid.
 # ---------------------------------------------------------------------------------------------------------------------
@@ -321,6 +364,7 @@ class GridConfig:
     :param seeds: Seeds (the figures are averaged over them).
     :param model: Instead of ``archs``: a ``.keras`` model whose architecture is trained from scratch.
     :param settings: The other fields of :class:`BenchmarkConfig` (``data``, ``defences``, ``epochs``, ...).
+    :param max_cells: Most cells accepted (default :data:`MAX_CELLS`); checked before any cell is made.
     """
 
     archs: Sequence[str] = DEFAULT_AXES["archs"]
@@ -329,11 +373,13 @@ class GridConfig:
     seeds: Sequence[int] = DEFAULT_AXES["seeds"]
     model: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    max_cells: int = MAX_CELLS
 
     def __post_init__(self) -> None:
         self._check_params()
 
     def _check_params(self) -> None:
+        self.max_cells = check_positive_int(self.max_cells, "max_cells")
         for key, kinds, what in (
             ("archs", str, "architecture names"),
             ("attacks", str, "attack names"),
@@ -348,6 +394,13 @@ class GridConfig:
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} must be distinct, got {list(values)!r}.")
             setattr(self, key, tuple(values))
+        n_cells = len(self.attacks) * len(self.poison_rates) * len(self.seeds)
+        n_cells *= len(self.archs) if self.model is None else 1
+        if n_cells > self.max_cells:
+            raise ValueError(
+                f"The grid has {n_cells:,} cells, more than the {self.max_cells:,} accepted; give fewer values per "
+                "axis, or raise the limit (--max-cells, max_cells)."
+            )
         if self.model is not None and tuple(self.archs) != DEFAULT_AXES["archs"]:
             raise ValueError(f"Give archs ({', '.join(self.archs)}) or model ({self.model}), not both.")
         if not isinstance(self.settings, Mapping):
@@ -443,6 +496,9 @@ def load_grid_file(path: str) -> dict[str, Any]:
         raise ValueError(
             f"Grid file {path}: unknown key(s) {', '.join(unknown)}; expected some of: {', '.join(GRID_KEYS)}."
         )
+    from art_pruning_defense.benchmark.schema import validate
+
+    validate(values, "grid", f"Grid file {path}")
     return values
 
 
@@ -456,22 +512,43 @@ def _parse_toml(raw: bytes, path: str) -> Any:
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"Grid file {path} is not valid TOML: {' '.join(str(error).split())}") from None
+        raise ValueError(f"Grid file {path} is not valid TOML: {_short(error)}") from None
+
+
+#: Most characters of a parser's message quoted in an error (it may quote the input).
+MAX_QUOTED_CHARS = 300
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 1] + "…"
 
 
 def _parse_yaml(raw: bytes, path: str) -> Any:
     import yaml
 
+    class NoAliasLoader(yaml.SafeLoader):
+        """``yaml.SafeLoader`` without aliases: a few hundred bytes of them can expand to gigabytes."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ValueError(
+                    f"Grid file {path}: YAML aliases (*name) are refused (line {mark.line + 1}); write the values out."
+                )
+            return super().compose_node(parent, index)
+
     try:
-        return yaml.safe_load(raw.decode("utf-8"))
+        return yaml.load(raw.decode("utf-8"), Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"Grid file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+        raise ValueError(f"Grid file {path} is not valid YAML: {_short(error)}") from None
 
 
-def make_grid(values: Mapping[str, Any], source: str | None = None) -> GridConfig:
+def make_grid(values: Mapping[str, Any], source: str | None = None, max_cells: int = MAX_CELLS) -> GridConfig:
     """
     :param values: Grid keys (:data:`GRID_KEYS`) and their values, from a grid file and/or the command line.
     :param source: Where they come from, put before an error message (e.g. the grid file's path).
+    :param max_cells: Most cells accepted (see :data:`MAX_CELLS`).
     :return: The grid, every cell checked.
     :raises ValueError: If a key is unknown or a value out of range.
     :raises TypeError: If a value has the wrong type.
@@ -482,8 +559,7 @@ def make_grid(values: Mapping[str, Any], source: str | None = None) -> GridConfi
     axes = {key: values[key] for key in GRID_AXES if key in values}
     settings = {key: values[key] for key in GRID_SETTINGS if key in values}
     try:
-        return GridConfig(model=values.get("model"), settings=settings, **axes)
+        return GridConfig(model=values.get("model"), settings=settings, max_cells=max_cells, **axes)
     except (TypeError, ValueError, FileNotFoundError) as error:
-        if source is None:
-            raise
-        raise type(error)(f"{source}: {error}") from None
+        prefix = "" if source is None else f"{source}: "
+        raise type(error)(prefix + _short(error)) from None

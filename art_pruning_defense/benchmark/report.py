@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from typing import Any, Sequence
 
 from art_pruning_defense._io import atomic_directory, atomic_file
-from art_pruning_defense.lab.output import markdown_table, plot_tradeoff, write_json, write_text
+from art_pruning_defense.lab.output import escape_markdown, markdown_table, plot_tradeoff, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 RESULTS_PNG = "results.png"
 ROC_PNG = "roc.png"
+#: A cell key as the store writes it: shown as code in ``results.md``, anything else escaped.
+_SAFE_KEY = re.compile(r"[A-Za-z0-9.+_-]{1,250}")
 #: Title of the grid's ``results.md``.
 GRID_TITLE = "Backdoor defences"
 
@@ -83,7 +86,7 @@ def markdown_rows(rows: Sequence[dict]) -> list[dict]:
     shown = []
     for row in rows:
         text = f"error: {row['error']}" if row.get("error") else row.get("note") or ""
-        text = " ".join(str(text).split()).replace("|", "\\|")
+        text = " ".join(str(text).split())  # escaped by markdown_table
         four = {key: f"{row[key]:.4f}" for key in FOUR_DECIMALS if row.get(key) is not None}
         shown.append({**row, **four, "notes": text or None})
     return shown
@@ -312,7 +315,7 @@ def _group_title(group: dict) -> str:
     data = os.path.basename(group["data"])
     arch = group["arch"] if group["model"] is None else os.path.basename(group["model"])
     seeds = ", ".join(map(str, group["seeds"]))
-    return f"{group['attack']} on {data}, {arch}, poison rate {group['poison_rate']:g} (seeds {seeds})"
+    return f"{group['attack']} on {data}, {arch}, poison rate {float(group['poison_rate'])!r} (seeds {seeds})"
 
 
 def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str] = ()) -> str:
@@ -321,10 +324,11 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
     """
     lines = [f"# {GRID_TITLE}", "", "Produced by:", "", "```", command.strip(), "```", ""]
     for group in groups:
-        lines += [f"## {_group_title(group)}", ""]
+        lines += [f"## {escape_markdown(_group_title(group))}", ""]
         options = (group.get("attack_options") or {}).get("options")
         if options:
-            lines += ["Attack options: " + ", ".join(f"{k}={v}" for k, v in options.items()) + ".", ""]
+            text = ", ".join(f"{k}={v}" for k, v in options.items())
+            lines += ["Attack options: " + escape_markdown(text) + ".", ""]
         if group.get("weak_backdoor"):
             lines += [_weak_backdoor_text(group["weak_backdoor"]), ""]
         shown = []
@@ -337,7 +341,7 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
             text = "; ".join(row["errors"]) if row["errors"] else ("; ".join(row["notes"]) if single else "")
             if single:
                 text = text.removeprefix(f"seed {group['seeds'][0]}: ")
-            cells["notes"] = " ".join(text.split()).replace("|", "\\|") or None
+            cells["notes"] = " ".join(text.split()) or None  # escaped by markdown_table
             shown.append(cells)
         lines += [markdown_table(shown, BENCHMARK_COLUMNS), ""]
     several = any(len(group["seeds"]) > 1 for group in groups)
@@ -345,7 +349,8 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
     lines += [LEGEND + spread, ""]
     if unfinished:
         lines += ["## Unfinished cells", "", "A rerun with the same --out runs them:", ""]
-        lines += [f"- {key}" for key in unfinished] + [""]
+        lines += [f"- `{key}`" if _SAFE_KEY.fullmatch(key) else f"- {escape_markdown(key)}" for key in unfinished]
+        lines += [""]
     return "\n".join(lines)
 
 
@@ -412,7 +417,10 @@ def write_grid_report(out: str, records: Sequence[dict], command: str, unfinishe
     groups = aggregate(records)
     written = [os.path.join(out, RESULTS_JSON), os.path.join(out, RESULTS_MD)]
     cells = [
-        {key: record[key] for key in ("key", "config", "attack", "data", "versions", "seconds", "rows")}
+        {
+            key: record.get(key)
+            for key in ("key", "label", "hash", "inputs", "config", "attack", "data", "versions", "seconds", "rows")
+        }
         for record in records
     ]
     write_json(written[0], {"command": command, "groups": groups, "cells": cells, "unfinished": list(unfinished)})
@@ -423,7 +431,7 @@ def write_grid_report(out: str, records: Sequence[dict], command: str, unfinishe
         written.append(path)
         chosen = [group for group in groups if group["attack"] == attack]
         curves = [
-            (row["defence"] + ("" if len(chosen) == 1 else f", poison rate {group['poison_rate']:g}"), row["roc"])
+            (row["defence"] + ("" if len(chosen) == 1 else f", poison rate {float(group['poison_rate'])!r}"), row["roc"])
             for group in chosen
             for row in group["rows"]
             if row.get("roc")

@@ -16,9 +16,12 @@ from tqdm.auto import tqdm
 
 from art_pruning_defense.benchmark._memory import SYSTEM_ALLOCATOR_VARIABLE, PeakRSS, release_memory
 from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
+from art_pruning_defense.benchmark.config import check_target
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences._common import _row, _Run
+from art_pruning_defense._sanity import check_finite_weights, warn_if_near_chance
+from art_pruning_defense.benchmark.cache import cached_badnet
 from art_pruning_defense.benchmark.training import train_badnet
 from art_pruning_defense.keras import seed_everything
 
@@ -31,6 +34,8 @@ def run_benchmark(
     stage: Callable[[str], None] | None = None,
     summary: dict | None = None,
     memory: dict | None = None,
+    model_cache: str | None = None,
+    cache_info: dict | None = None,
 ) -> list[dict]:
     """
     Poison the data, train the BadNet and measure every selected defence on it.
@@ -43,6 +48,9 @@ def run_benchmark(
     :param summary: Filled with the data's sizes (training, poisoned, validation, test, triggered test).
     :param memory: Filled with the peak resident memory (MiB) of the ``"data"`` and ``"training"`` stages (B's
            training and its labels on the evaluation sets).
+    :param model_cache: A model cache directory (:mod:`~art_pruning_defense.benchmark.cache`): B is loaded from it
+           where it was trained before, else trained and stored; ``None``: B is trained.
+    :param cache_info: Filled with the cache key of B and whether it was found (``key``, ``hit``).
     :return: One row per measured model, in registry order, with the keys of :data:`ROW_KEYS`: ``defence``;
              ``clean_accuracy`` and ``attack_success_rate`` on the test data (percent); ``poison_detection_tpr`` and
              ``poison_detection_fpr`` (percent of poisoned, resp. clean, training samples flagged; ``None`` for
@@ -86,13 +94,19 @@ def run_benchmark(
     stage("training")
     begin = time.perf_counter()
     with PeakRSS() as peak:
-        classifier = train_badnet(data.x_train, data.y_train, data.n_classes, config)
-        logger.info("Trained the BadNet (%d epochs) in %.1f s.", config.epochs, time.perf_counter() - begin)
+        classifier, info = cached_badnet(data, config, model_cache, train=train_badnet)
+        check_finite_weights(classifier.model, "The trained BadNet B")
+        if info is not None and cache_info is not None:
+            cache_info.update(info)
+        how = "Loaded the BadNet from the cache" if info and info["hit"] else f"Trained the BadNet ({config.epochs} epochs)"
+        logger.info("%s in %.1f s.", how, time.perf_counter() - begin)
         run = _Run(config=config, data=data, classifier=classifier, verbose=verbose)
         begin = time.perf_counter()
         for name in ("test", "test_poisoned", "train"):
             run.bad_labels(name)  # shared by the defences: counted in none of their rows
         logger.info("Predicted B's labels on the test and training sets in %.1f s.", time.perf_counter() - begin)
+        accuracy = 100.0 * float(np.mean(run.bad_labels("test") == data.y_test))
+        warn_if_near_chance(accuracy, data.n_classes, f"B's clean test accuracy ({config.attack}, seed {config.seed})")
     memory["training"] = peak.mib
     release_memory()
 
@@ -167,27 +181,41 @@ def _deterministic() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[str], None] | None = None) -> dict:
+def run_cell(
+    config: BenchmarkConfig,
+    verbose: bool = False,
+    stage: Callable[[str], None] | None = None,
+    model_cache: str | None = None,
+) -> dict:
     """
     Run one cell: one BadNet and every selected defence on it, deterministically from the cell's seed.
 
     :param config: The cell.
     :param verbose: Show the defences' progress bar (and ART's).
     :param stage: Called with each stage's name as it starts.
+    :param model_cache: The model cache directory (``None``: none); see :func:`run_benchmark`.
     :return: The cell's record: ``key``, ``config`` (as given), ``resolved`` (defaults filled in), ``attack`` (its
              options), ``versions``, ``data`` (sizes), ``rows`` (see :func:`run_benchmark`), ``seconds`` and
              ``peak_rss_mib`` (the peak resident memory, MiB, of the ``data`` and ``training`` stages and over the
              ``defences``).
     """
-    from art_pruning_defense.benchmark.store import cell_key
+    from art_pruning_defense.benchmark import store
 
     _deterministic()
     start = time.perf_counter()
+    inputs = store.input_hashes(config)
     summary: dict[str, Any] = {}
     memory: dict[str, float] = {}
-    rows = run_benchmark(config, verbose=verbose, stage=stage, summary=summary, memory=memory)
-    return {
-        "key": cell_key(config),
+    cache_info: dict = {}
+    rows = run_benchmark(
+        config, verbose=verbose, stage=stage, summary=summary, memory=memory, model_cache=model_cache,
+        cache_info=cache_info,
+    )
+    record = {
+        "key": store.cell_key(config, inputs),
+        "label": store.cell_label(config),
+        "hash": store.cell_hash(config, inputs),
+        "inputs": inputs,
         "config": json_ready(config.as_dict()),
         "resolved": json_ready(config.resolved().as_dict()),
         "attack": {"name": config.attack, "options": config.make_attack().params()},
@@ -197,15 +225,18 @@ def run_cell(config: BenchmarkConfig, verbose: bool = False, stage: Callable[[st
         "seconds": round(time.perf_counter() - start, 2),
         "peak_rss_mib": {**memory, "defences": max((row["peak_rss_mib"] for row in rows), default=None)},
     }
+    if cache_info:
+        record["model_cache"] = cache_info
+    return record
 
 
-def _cell_task(config: BenchmarkConfig) -> dict:
+def _cell_task(config: BenchmarkConfig, model_cache: str | None = None) -> dict:
     """
     A cell run by a Ray worker: quiet, no progress bars.
     """
     for name in ("tensorflow", "absl", "keras", "art"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return run_cell(config, verbose=False)
+    return run_cell(config, verbose=False, model_cache=model_cache)
 
 
 @dataclass
@@ -240,6 +271,7 @@ def run_grid(
     ray_address: str | None = None,
     cpus_per_cell: float = 1,
     verbose: bool = True,
+    model_cache: str | None = None,
 ) -> GridResult:
     """
     Run every unfinished cell of the grid; write each cell's record as it finishes (``OUT/cells/<key>.json``) and
@@ -255,6 +287,8 @@ def run_grid(
            new local instance).
     :param cpus_per_cell: CPUs Ray reserves for each cell.
     :param verbose: A progress bar over the cells.
+    :param model_cache: A model cache directory (:mod:`~art_pruning_defense.benchmark.cache`): each cell's B is
+           loaded from it where an earlier run trained it, else trained and stored; ``None`` (default): no cache.
     :return: What was run, skipped and failed, and the files written.
     """
     from art_pruning_defense._io import output_lock
@@ -266,20 +300,31 @@ def run_grid(
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
     if isinstance(cpus_per_cell, bool) or not isinstance(cpus_per_cell, (int, float)) or not cpus_per_cell > 0:
         raise ValueError(f"cpus_per_cell must be a positive number, got {cpus_per_cell!r}.")
+    if model_cache is not None:
+        from art_pruning_defense.benchmark.cache import check_cache_dir
+
+        model_cache = check_cache_dir(model_cache)
     if executor == "ray":
         ray = import_ray()
     cells = grid.cells()
+    check_target(cells[0])  # the labels alone, before any output is written or network trained
     inputs = [cells[0].data if not cells[0].is_digits else None, grid.model]
     with output_lock(out):
         mode = store.prepare_output(out, grid, overwrite=overwrite, inputs=inputs)
+        # The file name is a cell's only identity: keys are computed here, from the configuration and the content
+        # of its input files, never read from a cell file.
+        keys = [store.cell_key(config) for config in cells]
+        key_of = {id(config): key for config, key in zip(cells, keys)}
+        if len(set(keys)) != len(keys):
+            raise ValueError("Two cells of the grid have the same configuration; give distinct axis values.")
         records: dict[str, dict] = {}
         pending = []
-        for config in cells:
-            record = store.read_cell(out, config)
+        for config, key in zip(cells, keys):
+            record = store.read_cell(out, config, key)
             if record is None:
                 pending.append(config)
             else:
-                records[record["key"]] = record
+                records[key] = record
         skipped = list(records)
         logger.info(
             "%s: %d cells, %d finished earlier (%s), %d to run.", out, len(cells), len(skipped), mode, len(pending)
@@ -287,18 +332,23 @@ def run_grid(
         result = GridResult(records=[], ran=[], skipped=skipped, failed={})
 
         def refresh() -> None:
-            keys = [store.cell_key(c) for c in cells]
             result.records = [records[k] for k in keys if k in records]
             unfinished = [k for k in keys if k not in records]
             result.files = report.write_grid_report(out, result.records, command, unfinished=unfinished)
 
         def finished(config: BenchmarkConfig, record: dict | None, error: str | None) -> None:
-            key = store.cell_key(config)
+            key = key_of[id(config)]
+            if record is not None and record.get("key") != key:
+                record, error = None, "its input files changed while it ran (their content hash differs)"
+            if record is not None:
+                try:
+                    store.write_cell(out, record)
+                except ValueError as problem:  # a record that would not be read back is not written
+                    record, error = None, f"its record is invalid: {' '.join(str(problem).split())[:300]}"
             if record is None:
                 result.failed[key] = error or "unknown error"
                 logger.warning("Cell %s did not finish: %s", key, error)
             else:
-                store.write_cell(out, record)
                 records[key] = record
                 result.ran.append(key)
             refresh()
@@ -308,23 +358,23 @@ def run_grid(
             if not pending:
                 refresh()
             elif executor == "local":
-                _run_local(pending, progress, finished)
+                _run_local(pending, progress, finished, key_of, model_cache)
             else:
-                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell)
+                _run_ray(ray, pending, progress, finished, ray_address, cpus_per_cell, key_of, model_cache)
     return result
 
 
-def _run_local(pending: list[BenchmarkConfig], progress: tqdm, finished: Callable) -> None:
-    from art_pruning_defense.benchmark.store import cell_key
-
+def _run_local(
+    pending: list[BenchmarkConfig], progress: tqdm, finished: Callable, key_of: dict, model_cache: str | None
+) -> None:
     for config in pending:
-        key = cell_key(config)
+        key = key_of[id(config)]
 
         def stage(name: str, key: str = key) -> None:
             progress.set_postfix_str(f"{key}: {name}")
 
         try:
-            record = run_cell(config, verbose=False, stage=stage)
+            record = run_cell(config, verbose=False, stage=stage, model_cache=model_cache)
         except Exception as error:  # a cell that fails is reported, and the grid goes on
             logger.warning("Cell %s failed: %s: %s", key, type(error).__name__, error, exc_info=True)
             finished(config, None, f"{type(error).__name__}: {error}")
@@ -354,9 +404,9 @@ def _run_ray(
     finished: Callable,
     address: str | None,
     cpus_per_cell: float,
+    key_of: dict,
+    model_cache: str | None,
 ) -> None:
-    from art_pruning_defense.benchmark.store import cell_key
-
     started_here = not ray.is_initialized()
     if started_here:
         env = {
@@ -367,8 +417,14 @@ def _run_ray(
         }
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
     try:
+        cluster = float(ray.cluster_resources().get("CPU", 0))
+        if cpus_per_cell > cluster:
+            raise ValueError(
+                f"--cpus-per-cell {cpus_per_cell:g} is more than the {cluster:g} CPUs of the Ray cluster: no cell could "
+                "ever start; give at most that many."
+            )
         task = ray.remote(num_cpus=cpus_per_cell, max_retries=0)(_cell_task)
-        running = {task.remote(config): config for config in pending}
+        running = {task.remote(config, model_cache): config for config in pending}
         progress.set_postfix_str(f"{len(running)} cells queued on Ray")
         while running:
             done, _ = ray.wait(list(running), num_returns=1)
@@ -382,7 +438,7 @@ def _run_ray(
                 else:
                     finished(config, record, None)
                 progress.update(1)
-                progress.set_postfix_str(f"{cell_key(config)} done; {len(running)} left")
+                progress.set_postfix_str(f"{key_of[id(config)]} done; {len(running)} left")
     finally:
         if started_here:
             ray.shutdown()

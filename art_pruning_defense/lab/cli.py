@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import math
 import os
 import signal
 import sys
 import time
-from typing import Iterator, NoReturn, Sequence
+import warnings
+from typing import Callable, Iterator, NoReturn, Sequence
 
 from art_pruning_defense._defaults import (
     ARCH_NAMES,
@@ -160,6 +162,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         cpus_per_cell=args.cpus_per_cell if args.cpus_per_cell is not None else 1,
         verbose=not args.quiet,
+        model_cache=args.model_cache_dir,
     )
     with open(os.path.join(args.out, "results.md"), encoding="utf-8") as handle:
         print(handle.read().rstrip())
@@ -324,11 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ray-address", help="with --executor ray: join this Ray cluster (default: start a local one)")
     bench.add_argument("--cpus-per-cell", type=float, help="with --executor ray: CPUs reserved per cell (default 1)")
     bench.add_argument(
+        "--max-cells", type=int, default=None, help="refuse a grid of more cells than this (default 10000)"
+    )
+    bench.add_argument(
         "--out", required=True, help="output directory: created, or resumed where it holds this grid's cells"
     )
     bench.add_argument(
         "--force", action="store_true", help="replace an existing output directory that an earlier art-prune run wrote"
     )
+    cache = bench.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--model-cache",
+        metavar="DIR",
+        help="reuse each trained BadNet from this directory, and store new ones there "
+        "(default: $XDG_CACHE_HOME/art_pruning_defense/models, else ~/.cache/art_pruning_defense/models)",
+    )
+    cache.add_argument("--no-model-cache", action="store_true", help="train every BadNet; read and write no cache")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(func=_benchmark)
     return parser
@@ -366,6 +380,10 @@ def _check_goodnet_dir(path: str) -> None:
     if not os.path.isdir(path):
         state = "does not exist" if not os.path.exists(path) else "is not a directory"
         raise FileNotFoundError(f"{path} is not a saved GoodNet: it {state}.")
+    from art_pruning_defense import goodnet_format
+
+    if os.path.isfile(os.path.join(path, goodnet_format.METADATA_FILE)):
+        goodnet_format.verify(path)  # before TensorFlow: a mismatch is refused at once (load checks it again)
 
 
 def _check_output_file(path: str, force: bool) -> None:
@@ -473,6 +491,8 @@ def _check_benchmark(args: argparse.Namespace) -> None:
             raise ValueError(f"--poison-rates: each poison rate must be in (0, 1), got {rate:g}.")
     for seed in args.seeds or ():
         _check_int(seed, "--seeds", 0, "seed")
+        if seed > 2**32 - 1:
+            raise ValueError(f"--seeds: seed must be in [0, 4294967295], got {seed}.")
     _check_int(args.n_valid, "--n-valid", 1)
     _check_int(args.epochs, "--epochs", 1)
     _check_int(args.target, "--target", 0)
@@ -503,8 +523,17 @@ def _check_benchmark(args: argparse.Namespace) -> None:
         if not model.endswith(".keras"):
             raise ValueError(f"--model must be a .keras file, got {model}.")
         _check_input(model, "--model", "model file")
-    args.grid_config = make_grid(values, source=args.grid)
+    _check_int(args.max_cells, "--max-cells", 1)
+    from art_pruning_defense.benchmark.config import MAX_CELLS
+
+    args.grid_config = make_grid(values, source=args.grid, max_cells=args.max_cells or MAX_CELLS)
+    from art_pruning_defense.benchmark.cache import check_cache_dir, default_cache_dir
+
+    args.model_cache_dir = None if args.no_model_cache else check_cache_dir(args.model_cache or default_cache_dir())
     check_grid_output(args.out, args.grid_config, overwrite=args.force, inputs=[data, model, args.grid])
+    from art_pruning_defense.benchmark.config import check_target
+
+    check_target(args.grid_config.cells()[0])  # the labels alone: a target outside the classes is refused now
 
 
 def _release_tensorflow_memory() -> None:
@@ -560,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.monotonic()
     args.written = None
+    shown = warnings.showwarning
+    warnings.showwarning = functools.partial(_show_warning, shown)
     try:
         check_arguments(args)
         with _locked_out(args):  # before TensorFlow is imported: a second run on --out fails at once
@@ -581,6 +612,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
+
+
+def _show_warning(
+    previous: Callable, message: object, category: type, filename: str, lineno: int, file=None, line=None
+) -> None:
+    """
+    This package's warnings on one line of stderr, ``art-prune: warning: ...``; others as ``previous`` shows them.
+    """
+    if not category.__module__.startswith("art_pruning_defense"):
+        previous(message, category, filename, lineno, file, line)
+        return
+    print(f"art-prune: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

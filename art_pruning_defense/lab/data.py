@@ -240,6 +240,27 @@ def load_lab_h5(path: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+#: Largest label written (labels are stored as int32).
+MAX_LABEL = 2**31 - 1
+#: Most pixels of one image read by make-h5 (Pillow's own limit, about 89 million, still lets one image take 1 GB
+#: as float32), and most bytes of the float32 array of all the images.
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGES_BYTES = 2**30
+
+
+def check_label(text: str, where: str) -> int:
+    """
+    :param text: A label's digits.
+    :param where: Where it comes from, for the message.
+    :return: It as an int.
+    :raises ValueError: If it is not in [0, :data:`MAX_LABEL`] (labels are stored as int32).
+    """
+    if not text.isdigit() or len(text) > 10 or int(text) > MAX_LABEL:
+        shown = text if len(text) <= 20 else text[:20] + "…"
+        raise ValueError(f"{where}: label {shown} is out of range; expected an integer in [0, {MAX_LABEL}].")
+    return int(text)
+
+
 def write_lab_h5(path: str, x: np.ndarray, labels: np.ndarray) -> None:
     """
     Write images and labels in the lab's HDF5 layout (``data`` float32 ``(N, 3, H, W)``, ``label`` float32
@@ -269,10 +290,12 @@ def write_lab_h5(path: str, x: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError("x is empty; at least one sample is needed.")
     if np.issubdtype(labels.dtype, np.floating) and np.any(labels != np.round(labels)):
         raise ValueError("labels holds non-integer values; expected integer class labels.")
+    if np.any(labels < 0) or np.any(labels > MAX_LABEL):
+        raise ValueError(f"labels must be in [0, {MAX_LABEL}] (stored as int32), got {labels.min()}..{labels.max()}.")
     with atomic_file(os.fspath(path)) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset(LAB_DATA_KEY, data=np.transpose(x, (0, 3, 1, 2)).astype(np.float32))
-            f.create_dataset(LAB_LABEL_KEY, data=labels.astype(np.float32))
+            f.create_dataset(LAB_LABEL_KEY, data=labels.astype(np.int32))  # exact: float32 rounds above 2**24
     logger.info("Wrote %d samples to %s.", len(x), path)
 
 
@@ -458,7 +481,7 @@ def label_from_name(path: str) -> int:
             f"{os.path.basename(path)} has {state} 'label=N' in its name; name the files like 'face_label=43.png' "
             f"or give the labels in a CSV file (--labels, rows 'filename,label')."
         )
-    return int(found[0])
+    return check_label(found[0], os.path.basename(path))
 
 
 def read_labels_csv(path: str) -> dict[str, int]:
@@ -476,7 +499,7 @@ def read_labels_csv(path: str) -> dict[str, int]:
         raise ValueError(f"{path} is over {MAX_LABELS_CSV_BYTES // 2**20} MiB; refused as a labels CSV file.")
     labels: dict[str, int] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # a BOM, as spreadsheets write, is skipped
             for number, row in enumerate(csv.reader(handle), start=1):
                 if not row or all(not cell.strip() for cell in row):
                     continue
@@ -490,7 +513,7 @@ def read_labels_csv(path: str) -> dict[str, int]:
                 name = os.path.basename(row[0].strip())
                 if name in labels:
                     raise ValueError(f"{path}, line {number}: {name} is given a label twice.")
-                labels[name] = int(row[1].strip())
+                labels[name] = check_label(row[1].strip(), f"{path}, line {number}")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not a UTF-8 text file: {error}") from error
     except csv.Error as error:
@@ -498,6 +521,40 @@ def read_labels_csv(path: str) -> dict[str, int]:
     if not labels:
         raise ValueError(f"{path} holds no 'filename,label' rows.")
     return labels
+
+
+def _checked_sizes(paths: Sequence[str]) -> tuple[int, int]:
+    """
+    :return: ``(height, width)`` of the images, read from their headers.
+    :raises ValueError: If an image has more than :data:`MAX_IMAGE_PIXELS` pixels, the images differ in size, or all
+            of them would take more than :data:`MAX_IMAGES_BYTES` as float32.
+    """
+    first = None
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+            raise ValueError(f"{path} is not an image file Pillow can read ({' '.join(str(error).split())[:200]}).") from None
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"{path} is {height}×{width} pixels, more than the {MAX_IMAGE_PIXELS:,} accepted per image by make-h5."
+            )
+        if first is None:
+            first = (height, width)
+        elif (height, width) != first:
+            raise ValueError(
+                f"{path} is {height}×{width} (height×width) but {paths[0]} is {first[0]}×{first[1]}; the images of "
+                "one file must all be of one size."
+            )
+    assert first is not None
+    total = len(paths) * first[0] * first[1] * 3 * 4
+    if total > MAX_IMAGES_BYTES:
+        raise ValueError(
+            f"{len(paths)} images of {first[0]}×{first[1]} would take {total / 2**30:.1f} GiB as float32, more than the "
+            f"{MAX_IMAGES_BYTES / 2**30:g} GiB make-h5 accepts; split them into several files."
+        )
+    return first
 
 
 def images_to_lab_h5(
@@ -528,15 +585,9 @@ def images_to_lab_h5(
                 f"{labels_csv} gives no label for {len(unlabelled)} of the {len(paths)} images, e.g. {unlabelled[0]}."
             )
         labels = [table[os.path.basename(p)] for p in paths]
-    images: list[np.ndarray] = []
-    for path in paths:
-        image = load_image(path, expected_shape=None)
-        if images and image.shape != images[0].shape:
-            raise ValueError(
-                f"{path} is {image.shape[1]}×{image.shape[2]} (height×width) but {paths[0]} is "
-                f"{images[0].shape[1]}×{images[0].shape[2]}; the images of one file must all be of one size."
-            )
-        images.append(image)
-    x = np.concatenate(images, axis=0)
+    height, width = _checked_sizes(paths)  # headers only: nothing is decoded before the sizes are known to fit
+    x = np.empty((len(paths), height, width, 3), dtype=np.float32)
+    for index, path in enumerate(paths):  # one image decoded at a time
+        x[index] = load_image(path, expected_shape=(height, width, 3))[0]
     write_lab_h5(out_path, x, np.asarray(labels, dtype=np.int64))
     return len(x), tuple(int(s) for s in x.shape[1:])  # type: ignore[return-value]

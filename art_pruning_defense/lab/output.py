@@ -23,12 +23,38 @@ SUMMARY_COLUMNS = (
 )
 
 
+#: Characters escaped with a backslash in Markdown text (``<`` and ``>`` become entities: no HTML gets through).
+_MARKDOWN_SPECIAL = "\\|`*_[]"
+
+
+def escape_markdown(text: object) -> str:
+    """
+    :param text: Any text (a name, a note, an error message from a file).
+    :return: It as one line of inert Markdown: every run of whitespace (newlines included) is one space, the
+             characters of Markdown's syntax are escaped, ``<`` and ``>`` are entities. A ``|`` can no longer end a
+             table cell, nor a newline add a row.
+    """
+    escaped = []
+    for char in " ".join(str(text).split()):
+        if char in _MARKDOWN_SPECIAL:
+            escaped.append("\\" + char)
+        elif char == "<":
+            escaped.append("&lt;")
+        elif char == ">":
+            escaped.append("&gt;")
+        elif ord(char) < 32 or ord(char) == 127:
+            escaped.append(" ")
+        else:
+            escaped.append(char)
+    return "".join(escaped)
+
+
 def _cell(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value)
+    return escape_markdown(value)
 
 
 def _is_number(value: Any) -> bool:

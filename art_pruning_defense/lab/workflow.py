@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from art_pruning_defense import _metrics
+from art_pruning_defense import _metrics, _sanity
 from art_pruning_defense._params import DEFAULTS, PARAMS, check_params
+from art_pruning_defense._sanity import check_finite_weights
 from art_pruning_defense.lab import output
 from art_pruning_defense._io import atomic_directory, check_output_dir, output_lock
 from art_pruning_defense.lab.data import lab_h5_info, load_image, load_lab_h5
@@ -115,6 +116,7 @@ def repair(
         _metrics.check_calibration_size(lab_h5_info(valid_path)[0], false_positive_rate, f"--valid {valid_path}")
     with output_lock(out_dir):  # one run at a time on out_dir, from now until it is written
         model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
+        check_finite_weights(model, f"--model {model_path}")
         classifier = KerasClassifier(model, clip_values=LAB_CLIP_VALUES)
         defence = FinePruning(classifier, **params)
         x, y = load_lab_h5(valid_path)
@@ -188,6 +190,8 @@ def evaluate(
     if target is not None and poisoned_test_path is None:
         raise ValueError("--target needs --poisoned-test.")
     goodnet = GoodNetClassifier.load(goodnet_dir, safe_mode=safe_mode)
+    check_finite_weights(goodnet.bad_model, f"B ({goodnet_dir})")
+    check_finite_weights(goodnet.pruned_model, f"B' ({goodnet_dir})")
     x = y = poisoned_x = poisoned_target = None
     if test_path is not None:
         x, y = load_lab_h5(test_path)
@@ -195,6 +199,10 @@ def evaluate(
         poisoned_x, labels = load_lab_h5(poisoned_test_path)
         poisoned_target = _load_targets(labels, target)
     rows = goodnet.evaluate(x, y, poisoned_x, poisoned_target, batch_size=batch_size)
+    if x is not None:
+        n_classes = goodnet.n_classes
+        _sanity.warn_if_near_chance(rows.get("B", {}).get("clean_accuracy"), n_classes, "B's clean accuracy on --test")
+        _sanity.warn_if_flags_most(rows["GoodNet"].get("clean_flagged"), "GoodNet flags clean --test inputs")
     rows["GoodNet"]["threshold"] = goodnet.threshold_
     rows["GoodNet"]["false_positive_rate"] = goodnet.false_positive_rate_
     return rows

@@ -63,16 +63,22 @@ def check_number(
     return value
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
+#: Largest seed of an attack's random trigger (NumPy's generators take seeds in [0, 2**32 - 1]).
+MAX_SEED = 2**32 - 1
+
+
+def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
     """
     :return: ``value`` as an int.
     :raises TypeError: If it is not an integer.
-    :raises ValueError: If it is below ``minimum``.
+    :raises ValueError: If it is below ``minimum`` or above ``maximum``.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({value!r}).")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({str(value)[:40]!r}).")
+    if value < minimum or (maximum is not None and value > maximum):
+        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        shown = str(value) if len(str(value)) <= 40 else str(value)[:40] + "…"
+        raise ValueError(f"{name} must be an integer {span}, got {shown}.")
     return int(value)
 
 

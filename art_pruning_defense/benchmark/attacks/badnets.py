@@ -41,7 +41,7 @@ class BadNets(Attack):
         super()._check_params()
         if self.trigger not in TRIGGER_NAMES:
             raise ValueError(f"trigger must be one of {', '.join(TRIGGER_NAMES)}, got {self.trigger!r}.")
-        self.patch_size = check_int(self.patch_size, "patch_size", 1)
+        self.patch_size = check_int(self.patch_size, "patch_size", 1, 256)
         self.patch_value = check_number(self.patch_value, "patch_value", 0.0, 1.0, closed=True)
         position = self.patch_position
         if isinstance(position, str):
@@ -50,7 +50,7 @@ class BadNets(Attack):
                     f"patch_position must be one of {', '.join(CORNERS)} or [row, column], got {position!r}."
                 )
         elif isinstance(position, (list, tuple)) and len(position) == 2:
-            self.patch_position = [check_int(value, "patch_position", 0) for value in position]
+            self.patch_position = [check_int(value, "patch_position", 0, 4096) for value in position]
         else:
             raise TypeError(f"patch_position must be one of {', '.join(CORNERS)} or [row, column], got {position!r}.")
 

@@ -26,7 +26,7 @@ class Blended(Attack):
     def _check_params(self) -> None:
         super()._check_params()
         self.alpha = check_number(self.alpha, "alpha", 0.0, 1.0)
-        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0)
+        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0, 2**32 - 1)
 
     def pattern(self, shape: tuple[int, ...]) -> np.ndarray:
         """

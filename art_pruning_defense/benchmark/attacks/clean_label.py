@@ -46,9 +46,9 @@ class CleanLabel(Attack):
         super()._check_params()
         self.eps = check_number(self.eps, "eps", 0.0, 1.0, closed=False)
         self.eps_step = check_number(self.eps_step, "eps_step", 0.0, 1.0, closed=False)
-        self.max_iter = check_int(self.max_iter, "max_iter", 1)
-        self.proxy_epochs = check_int(self.proxy_epochs, "proxy_epochs", 1)
-        self.proxy_batch_size = check_int(self.proxy_batch_size, "proxy_batch_size", 1)
+        self.max_iter = check_int(self.max_iter, "max_iter", 1, 10_000)
+        self.proxy_epochs = check_int(self.proxy_epochs, "proxy_epochs", 1, 1000)
+        self.proxy_batch_size = check_int(self.proxy_batch_size, "proxy_batch_size", 1, 65_536)
         self._x_clean: np.ndarray | None = None
         self._y_clean: np.ndarray | None = None
 

@@ -29,7 +29,7 @@ class SIG(Attack):
     def _check_params(self) -> None:
         super()._check_params()
         self.delta = check_number(self.delta, "delta", 0.0, 1.0, closed=False)
-        self.frequency = check_number(self.frequency, "frequency", 0.0)
+        self.frequency = check_number(self.frequency, "frequency", 0.0, 1000.0, closed=False)
 
     def signal(self, height: int, width: int) -> np.ndarray:
         """

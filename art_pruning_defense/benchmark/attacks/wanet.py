@@ -75,10 +75,10 @@ class WaNet(Attack):
 
     def _check_params(self) -> None:
         super()._check_params()
-        self.k = check_int(self.k, "k", 2)
-        self.strength = check_number(self.strength, "strength", 0.0)
-        self.cross_ratio = check_number(self.cross_ratio, "cross_ratio", 0.0, None, closed=True)
-        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0)
+        self.k = check_int(self.k, "k", 2, 256)
+        self.strength = check_number(self.strength, "strength", 0.0, 100.0)
+        self.cross_ratio = check_number(self.cross_ratio, "cross_ratio", 0.0, 100.0, closed=True)
+        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0, 2**32 - 1)
 
     def field(self, height: int, width: int) -> np.ndarray:
         """
