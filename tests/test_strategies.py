@@ -13,7 +13,7 @@ import pytest
 from art_pruning_defense.keras import as_functional, multi_masked_copy, small_cnn
 from art_pruning_defense.keras._adversarial import _noisy_copy, anp_mask_values
 from art_pruning_defense.keras._channels import channel_layers
-from art_pruning_defense.strategies.lipschitz import layer_lipschitz, lipschitz_outliers
+from art_pruning_defense.strategies.lipschitz import layer_lipschitz
 from art_pruning_defense.keras._feature_shift import feature_shift_tune
 from art_pruning_defense.strategies import anp_prune_masks, channel_lipschitz, lipschitz_outliers
 

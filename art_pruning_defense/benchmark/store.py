@@ -11,7 +11,6 @@ TensorFlow is imported.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
