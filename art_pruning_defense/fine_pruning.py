@@ -337,12 +337,12 @@ class FinePruning(Transformer):
         """
         Check a ``fit`` without clean data.
 
-        :raises ValueError: If the strategy needs data, fine-tuning is on, or labels or poisoned data come without
-                clean data.
+        :raises TypeError: If the strategy needs data (``x`` is then a missing argument).
+        :raises ValueError: If fine-tuning is on, or labels or poisoned data come without clean data.
         """
         if strategy.needs_clean:
             free = ", ".join(repr(name) for name, cls in STRATEGIES.items() if not cls.needs_clean)
-            raise ValueError(
+            raise TypeError(
                 f"fit needs the clean validation data x and y for strategy={self.strategy!r}; only "
                 f"strategy={free} can fit without data."
             )

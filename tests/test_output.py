@@ -53,6 +53,12 @@ def test_repair_with_fine_tuning_shows_only_our_bars_and_a_closing_line(tmp_path
     assert done.returncode == 0, done.stderr
     assert not NOISE.search(done.stdout + done.stderr), done.stderr
     lines = [line for line in re.split(r"[\r\n]+", done.stderr) if line.strip()]
+    # An untrained network on random data is at chance: our warnings say so (B at chance, X and prune_until beyond
+    # its accuracy above chance), one line each.
+    warnings = [line for line in lines if line.startswith("art-prune: warning:")]
+    assert len(warnings) == 3 and "near chance" in warnings[0], warnings
+    assert "prune_until" in warnings[2], warnings
+    lines = [line for line in lines if line not in warnings]
     bars = {line.split(":")[0] for line in lines[:-1]}
     assert bars <= {"Pruning conv_2", "Fine-tuning"}, bars  # tqdm's bars, nothing else
     assert CLOSING.fullmatch(lines[-1]) and lines[-1].startswith("art-prune: wrote out ("), lines[-1]
@@ -70,7 +76,9 @@ def test_every_command_ends_with_one_closing_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "| B (BadNet) |" in captured.out and not NOISE.search(captured.out + captured.err)
     err = captured.err.splitlines()
-    assert len(err) == 1 and CLOSING.fullmatch(err[0]) and err[0].endswith("s (nothing written)"), err
+    # X=50 on a one-epoch BadNet: the GoodNet flags most clean inputs, and the one warning line says so.
+    assert len(err) == 2 and err[0].startswith("art-prune: warning: GoodNet X=50 flags clean validation inputs"), err
+    assert CLOSING.fullmatch(err[1]) and err[1].endswith("s (nothing written)"), err
 
 
 def test_sweep_plot_labels_each_step_once(tmp_path, monkeypatch):

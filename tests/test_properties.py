@@ -561,6 +561,7 @@ def test_fine_pruning_parameters(classifier, data, name):
             "batch_size": int,
             "max_cache_bytes": int,
             "fine_tune_batch_size": int,
+            "fine_tune_learning_rate": float,
         }.get(name, lambda v: v)(value)
         COUNT.succeeded("fine_pruning_parameters")
         assert getattr(defence, name) == normalised

@@ -186,7 +186,7 @@ def test_ranked_strategies_refuse_one_class_and_too_few_images_and_need_data_whe
         defence.fit(x[:100], np.arange(100) % 3)
     with pytest.raises(ValueError, match="several classes .*200 images of class 1 only"):
         defence.fit(x, np.ones(200, dtype=int))
-    with pytest.raises(ValueError, match="fit needs the clean validation data x and y for strategy='adversarial'"):
+    with pytest.raises(TypeError, match="fit needs the clean validation data x and y for strategy='adversarial'"):
         defence.fit()
     lipschitz = FinePruning(_classifier(model), strategy="lipschitz", fine_tune_epochs=2, verbose=False)
     with pytest.raises(ValueError, match="fine_tune_epochs=2 fine-tunes on clean data, but fit was given none"):
