@@ -112,13 +112,13 @@ def test_wanet_field_is_smooth_small_and_noise_mode_keeps_labels():
         ("badnets", {"target": -1}, ValueError, "target must be an integer >= 0, got -1"),
         ("badnets", {"trigger": "square"}, ValueError, "trigger must be one of pattern, pixel, patch"),
         ("badnets", {"patch_position": "middle"}, ValueError, "patch_position must be one of"),
-        ("badnets", {"patch_size": 0}, ValueError, "patch_size must be an integer >= 1"),
+        ("badnets", {"patch_size": 0}, ValueError, r"patch_size must be an integer in \[1, 256\], got 0"),
         ("blended", {"alpha": 1.5}, ValueError, r"alpha must be in \(0, 1\), got 1.5"),
         ("blended", {"beta": 1}, ValueError, "Unknown option.* beta for attack 'blended'"),
         ("sig", {"frequency": -1}, ValueError, "frequency must be in"),
-        ("wanet", {"k": 1}, ValueError, "k must be an integer >= 2"),
+        ("wanet", {"k": 1}, ValueError, r"k must be an integer in \[2, 256\], got 1"),
         ("wanet", {"strength": 0}, ValueError, "strength must be in"),
-        ("clean-label", {"max_iter": 0}, ValueError, "max_iter must be an integer >= 1"),
+        ("clean-label", {"max_iter": 0}, ValueError, r"max_iter must be an integer in \[1, 10000\], got 0"),
     ],
 )
 def test_bad_parameters(name, kwargs, error, match):

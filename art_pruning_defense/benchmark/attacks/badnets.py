@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from art_pruning_defense._defaults import TRIGGER_NAMES
-from art_pruning_defense.benchmark.attacks._base import Attack, check_int, check_number
+from art_pruning_defense._validation import check_int, check_number
+from art_pruning_defense.benchmark.attacks._base import Attack
 
 #: The named positions of the patch trigger.
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
