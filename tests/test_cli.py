@@ -294,7 +294,7 @@ def test_help_is_fast_and_quiet():
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "x"], "invalid float value"),
         (["demo", "--epochs", "0"], "epochs must be a positive integer"),
         (["demo", "--drops", "nan"], r"in \(0, 100\]"),
-        (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be >= 0"),
+        (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be an integer >= 0, got -1"),
         (["benchmark", "--out", "o", "--poison-rate", "1"], r"--poison-rates: each poison rate must be in \(0, 1\)"),
         (["benchmark", "--out", "o", "--poison-rates", "0.1", "0"], r"each poison rate must be in \(0, 1\), got 0"),
         (["benchmark", "--out", "o", "--attacks", "badnets", "magic"], "argument --attacks: invalid choice: 'magic'"),

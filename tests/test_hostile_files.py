@@ -245,7 +245,7 @@ def test_broken_data_file(files, tmp_path, capsys, name, write, message):
         (["--layer", "nope"], "Unknown layer_name 'nope'"),
         (["--target", "3"], "--target needs --poisoned-valid"),
         (["--poisoned-valid", "{valid}", "--target", "9"], r"poisoned_target must be a class in \[0, 4\)"),
-        (["--poisoned-valid", "{valid}", "--target", "-1"], "poisoned_target must be >= 0"),
+        (["--poisoned-valid", "{valid}", "--target", "-1"], "poisoned_target must be an integer >= 0"),
         (["--strategy", "attack_aware"], "needs triggered validation data"),
     ],
 )
