@@ -323,6 +323,28 @@ def test_argument_mistakes_are_fast_and_one_line(argv, message, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "argv, pointer",
+    [
+        (["eval", "goodnet", "image.png", "--bogus"], "(see art-prune eval --help)"),
+        (["repair", "--model", "m.keras"], "(see art-prune repair --help)"),
+        (["benchmark", "--out", "o", "--archs", "resnet99"], "(see art-prune benchmark --help)"),
+        (["benchmark", "--out", "o", "--seeds", "x"], "(see art-prune benchmark --help)"),
+        (["nonsense"], "(see art-prune --help)"),
+        ([], "(see art-prune --help)"),
+        (["demo", "--bogus"], "(see art-prune demo --help)"),
+    ],
+)
+def test_argparse_errors_point_to_the_help_of_the_command(argv, pointer, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("art-prune: error: ") and err.rstrip("\n").endswith(pointer), err
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_command_line_imports_no_tensorflow():
     import subprocess
     import sys

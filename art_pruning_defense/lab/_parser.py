@@ -1,12 +1,13 @@
 """
-The argument parser of ``art-prune``: its options, and its errors on one line, ``art-prune: error: ...`` (exit code 2).
+The argument parser of ``art-prune``: its options, and its errors on one line, ``art-prune: error: ...`` (exit code 2),
+ending with the ``--help`` to read.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 from art_pruning_defense._defaults import (
     ARCH_NAMES,
@@ -37,14 +38,38 @@ def print_error(message: object) -> None:
 
 class Parser(argparse.ArgumentParser):
     """
-    argparse, with its errors on one line (``art-prune: error: ...``, exit code 2) and no usage text before them.
+    argparse, with its errors on one line (``art-prune: error: ... (see art-prune COMMAND --help)``, exit code 2) and
+    no usage text before them.
     """
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """
+        As :meth:`argparse.ArgumentParser.parse_args`, with unrecognised arguments pointed at the help of the
+        subcommand they were given to.
+        """
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            self.fail(f"unrecognized arguments: {' '.join(extras)}", f"{self.prog} {command}" if command else self.prog)
+        return parsed
 
     def error(self, message: str) -> NoReturn:
         """
         :param message: What is wrong with the arguments.
         """
-        print_error(message)
+        self.fail(message, self.prog)
+
+    @staticmethod
+    def fail(message: str, prog: str) -> NoReturn:
+        """
+        Print ``message`` with a pointer to ``prog --help`` as one error line and exit with code 2.
+
+        :param message: What is wrong with the arguments.
+        :param prog: The command whose ``--help`` tells the right arguments (``art-prune repair``).
+        """
+        print_error(f"{message.rstrip('.')} (see {prog} --help)")
         sys.exit(2)
 
 
