@@ -162,6 +162,22 @@ def check_labels(y: object, n_samples: int, n_classes: int, name: str = "y") -> 
     return labels.astype(np.int64)
 
 
+def integer_labels(y: object, n_samples: int) -> np.ndarray:
+    """
+    :param y: Labels: integers ``(n,)``, or one-hot (or score) rows ``(n, N)``, read by their argmax.
+    :param n_samples: Number of inputs the labels must match.
+    :return: Integer labels, int32, shape ``(n_samples,)``.
+    :raises ValueError: If there are not ``n_samples`` labels.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if y.shape[0] != n_samples:
+        raise ValueError(f"Expected {n_samples} labels, one per input, got {y.shape[0]}.")
+    return y.astype(np.int32)
+
+
 def check_target(target: object, n_samples: int, n_classes: int, name: str = "poisoned_target") -> np.ndarray:
     """
     :param target: Attack target: one integer for all poisoned samples, or one per sample.
