@@ -240,7 +240,7 @@ def test_broken_data_file(files, tmp_path, capsys, name, write, message):
         (["--drops", "2", "101"], r"in \(0, 100\]"),
         (["--batch-size", "0"], "batch_size must be a positive integer"),
         (["--batch-size", "-5"], "batch_size must be a positive integer"),
-        (["--fine-tune-epochs", "-1"], "fine_tune_epochs must be >= 0"),
+        (["--fine-tune-epochs", "-1"], "fine_tune_epochs must be an integer >= 0, got -1"),
         (["--layer", "flatten"], "channels-last feature map"),
         (["--layer", "nope"], "Unknown layer_name 'nope'"),
         (["--target", "3"], "--target needs --poisoned-valid"),
