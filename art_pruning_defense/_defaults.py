@@ -34,3 +34,8 @@ TRIGGER_NAMES = ("pattern", "pixel", "patch")
 
 #: The benchmark's attacks (the registry is :data:`art_pruning_defense.benchmark.attacks.ATTACKS`).
 ATTACK_NAMES = ("badnets", "blended", "sig", "wanet", "clean-label")
+
+#: The environment variable that makes oneDNN builds of TensorFlow allocate their CPU tensors from the C library rather
+#: than from oneDNN's pool (read when TensorFlow starts; ``art-prune benchmark`` sets it, see
+#: :func:`art_pruning_defense.benchmark._memory.use_system_allocator`).
+SYSTEM_ALLOCATOR_VARIABLE = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"

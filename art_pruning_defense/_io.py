@@ -76,16 +76,17 @@ def _follow_umask(path: str, directory: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def check_input_file(path: str, what: str) -> str:
+def check_input_file(path: str, what: str, option: str | None = None) -> str:
     """
     :param path: A path that must name an existing file.
     :param what: What the file is, for the message (``"image"``, ``"lab HDF5 file"``, ...).
+    :param option: The command-line option that gave ``path`` (``"--valid"``), named first in the messages.
     :return: ``path``.
     :raises FileNotFoundError: If nothing exists at ``path``.
     :raises IsADirectoryError: If ``path`` is a directory.
     :raises ValueError: If ``path`` is something else than a regular file (a FIFO, a device, ...).
     """
-    label = what[0].upper() + what[1:]
+    label = f"{option}: {what}" if option else what[0].upper() + what[1:]
     if os.path.isdir(path):
         raise IsADirectoryError(f"{label} {path} is a directory; expected a file.")
     if not os.path.exists(path):

@@ -162,6 +162,22 @@ def check_labels(y: object, n_samples: int, n_classes: int, name: str = "y") -> 
     return labels.astype(np.int64)
 
 
+def integer_labels(y: object, n_samples: int) -> np.ndarray:
+    """
+    :param y: Labels: integers ``(n,)``, or one-hot (or score) rows ``(n, N)``, read by their argmax.
+    :param n_samples: Number of inputs the labels must match.
+    :return: Integer labels, int32, shape ``(n_samples,)``.
+    :raises ValueError: If there are not ``n_samples`` labels.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if y.shape[0] != n_samples:
+        raise ValueError(f"Expected {n_samples} labels, one per input, got {y.shape[0]}.")
+    return y.astype(np.int32)
+
+
 def check_target(target: object, n_samples: int, n_classes: int, name: str = "poisoned_target") -> np.ndarray:
     """
     :param target: Attack target: one integer for all poisoned samples, or one per sample.
@@ -217,6 +233,73 @@ def check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+#: Largest seed NumPy's generators take (seeds are in [0, 2**32 - 1]).
+MAX_SEED = 2**32 - 1
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """
+    :return: ``str(value)``, cut to ``limit`` characters (a message quotes little of the input).
+    """
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_int(value: object, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """
+    :param value: The value to check.
+    :param name: Its name in the messages (a command line passes ``"--option: name"``).
+    :param minimum: Smallest value accepted (``None``: no bound).
+    :param maximum: Largest value accepted (``None``: no bound).
+    :return: The value as an int.
+    :raises TypeError: If it is not an integer (a bool is not).
+    :raises ValueError: If it is below ``minimum`` or above ``maximum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({_shown(value)!r}).")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is not None:
+            span = f"an integer in [{'-inf' if minimum is None else minimum}, {maximum}]"
+        else:
+            span = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {span}, got {_shown(value)}.")
+    return int(value)
+
+
+def check_number(
+    value: object,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    closed: bool = False,
+    hint: str = "",
+) -> float:
+    """
+    :param value: The value to check.
+    :param name: Its name in the messages (a command line passes ``"--option: name"``).
+    :param low: Lower bound (exclusive unless ``closed``; ``None``: no bound).
+    :param high: Upper bound (exclusive unless ``closed``; ``None``: no bound).
+    :param closed: Whether the bounds are included.
+    :param hint: Said after the range in the message, e.g. ``" (a share, 0.01 for 1 %)"``.
+    :return: The value as a float.
+    :raises TypeError: If it is not a real number (a bool is not).
+    :raises ValueError: If it is NaN, infinite or out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({_shown(value)!r}).")
+    value = float(value)
+    below = low is not None and (value < low if closed else value <= low)
+    above = high is not None and (value > high if closed else value >= high)
+    if not np.isfinite(value) or below or above:
+        if high is None and low is not None:
+            span = f"{'>=' if closed else '>'} {low:g}"
+        else:
+            left, right = ("[", "]") if closed else ("(", ")")
+            span = f"in {left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ValueError(f"{name} must be {span}{hint}, got {value:g}.")
+    return value
 
 
 def warn_outside_clip_values(x: np.ndarray, clip_values: object, logger: logging.Logger, name: str = "Inputs") -> bool:

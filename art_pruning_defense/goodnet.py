@@ -92,7 +92,31 @@ def _check_clip_values(clip_values: Any) -> None:
         raise ValueError(f"clip_values must be (min, max) with min < max in float32, got {clip_values!r}.")
 
 
-class GoodNetClassifier(ClassifierMixin, BaseEstimator):
+class _StreamPredict:
+    """
+    Where :class:`GoodNetClassifier`'s ``predict`` is defined. ART's ``InputFilter`` metaclass (of ``ClassifierMixin``)
+    wraps a ``predict`` defined in a classifier's own class body into a function that first converts ``x`` with
+    ``np.array``, which would turn a stream of batches into an array of objects. Defined in this plain base class,
+    ``predict`` is not wrapped: it converts what is neither an array nor a stream itself, as ART would.
+    """
+
+    def predict(self, x: "np.ndarray | Iterable", batch_size: int = 128, **kwargs) -> np.ndarray:
+        """
+        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
+               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
+        :param batch_size: Samples per forward pass.
+        :return: Scores of shape ``(n, N + 1)``, ``argmax == N`` meaning "poisoned input"; with ``abstain``, of
+                 shape ``(n, N)``, an all-zero row meaning "poisoned input". An input is flagged where B and B'
+                 differ, or, once calibrated, where ``score > threshold_``. Postprocessing defences, if any, are
+                 applied to them.
+        :raises ValueError: If the networks' output is NaN or infinite for some input.
+        """
+        if not isinstance(x, np.ndarray) and not is_stream(x):
+            x = np.array(x)  # what ART's InputFilter does to every x, for all but streams
+        return self._predict(x, batch_size)
+
+
+class GoodNetClassifier(_StreamPredict, ClassifierMixin, BaseEstimator):
     """
     GoodNet: B and B' side by side, with an extra class N for the inputs on which they disagree.
 
@@ -473,22 +497,9 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         )
         return threshold
 
-    def predict(self, x: "np.ndarray | Iterable", batch_size: int = 128, **kwargs) -> np.ndarray:
+    def _predict(self, x: "np.ndarray | Iterable", batch_size: int = 128) -> np.ndarray:
         """
-        :param x: Inputs: a numpy array, or a stream of batches (a ``tf.data.Dataset``, a list of batches, a
-               generator) of inputs or of ``(x, y)`` pairs whose ``y`` is ignored, read once, batch by batch.
-        :param batch_size: Samples per forward pass.
-        :return: Scores of shape ``(n, N + 1)``, ``argmax == N`` meaning "poisoned input"; with ``abstain``, of
-                 shape ``(n, N)``, an all-zero row meaning "poisoned input". An input is flagged where B and B'
-                 differ, or, once calibrated, where ``score > threshold_``. Postprocessing defences, if any, are
-                 applied to them.
-        :raises ValueError: If the networks' output is NaN or infinite for some input.
-        """
-        return self._predict(x, batch_size)
-
-    def _predict(self, x: "np.ndarray | Iterable", batch_size: int = 128, **kwargs) -> np.ndarray:
-        """
-        :meth:`predict`, without ART's conversion of ``x`` to an array (see ``_art_predict``).
+        :meth:`predict` on an array or a stream of batches (see :class:`_StreamPredict`).
         """
         batch_size = check_positive_int(batch_size, "batch_size")
         probabilities, bad_labels, pruned_labels, scores = self._all_outputs(x, batch_size)
@@ -668,19 +679,3 @@ class GoodNetClassifier(ClassifierMixin, BaseEstimator):
         goodnet.threshold_ = saved.threshold
         goodnet.false_positive_rate_ = saved.false_positive_rate
         return goodnet
-
-
-#: ART's ``InputFilter`` metaclass wraps ``predict`` into a function that first converts ``x`` with ``np.array``, which
-#: would turn a stream of batches into an array of objects. Streams bypass that conversion; everything else keeps it.
-_art_predict = GoodNetClassifier.predict
-
-
-def _predict_filtered(self: GoodNetClassifier, *args: Any, **kwargs: Any) -> np.ndarray:
-    x = kwargs["x"] if "x" in kwargs else (args[0] if args else None)
-    if is_stream(x):
-        return GoodNetClassifier._predict(self, *args, **kwargs)
-    return _art_predict(self, *args, **kwargs)
-
-
-_predict_filtered.__doc__ = _art_predict.__doc__
-GoodNetClassifier.predict = _predict_filtered  # type: ignore[method-assign]

@@ -8,15 +8,15 @@ import os
 import numpy as np
 import pytest
 
-from art_pruning_defense.lab.cli import main
-
 from art_pruning_defense import benchmark as bench  # noqa: E402
+from art_pruning_defense.benchmark.defences import base  # noqa: E402
+from art_pruning_defense.lab.cli import main
 
 #: A smoke run: tiny settings, one ART filter, STRIP, fine-pruning and pruning.
 SMOKE_DEFENCES = ("none", "pruning", "fine-pruning", "spectral-signatures", "strip")
 
 
-def _failing(run: bench._Run) -> list[dict]:
+def _failing(run: base.Run) -> list[dict]:
     raise RuntimeError("this defence always fails")
 
 
@@ -133,7 +133,7 @@ def test_benchmark_detection_matches_the_detector(smoke_run):
             classifier, data.x_train, data.y_train, data.x_valid, data.y_valid, accuracy_drop=drop, fine_tune_epochs=0
         )
         report, is_clean = detector.detect_poison(verbose=False)
-        tpr, fpr = bench._detection_rates(np.asarray(is_clean) == 0, data.is_poison_train)
+        tpr, fpr = base.detection_rates(np.asarray(is_clean) == 0, data.is_poison_train)
         row = next(row for row in rows if row["defence"] == f"pruning X={drop:g}")
         assert (row["poison_detection_tpr"], row["poison_detection_fpr"]) == pytest.approx((tpr, fpr))
         auroc = detection_metrics(np.asarray(report["scores"]), data.is_poison_train)["auroc"]
@@ -278,16 +278,16 @@ def test_benchmark_config_defaults_by_source(tmp_path):
 
 def test_abstentions_and_detection_rates():
     scores = np.array([[0.1, 0.9], [0.0, 0.0], [0.7, 0.3]])
-    assert bench._abstaining_labels(scores).tolist() == [1, bench.ABSTAIN, 0]
+    assert base.abstaining_labels(scores).tolist() == [1, bench.ABSTAIN, 0]
     flagged = np.array([True, False, True, True])
     is_poison = np.array([True, True, False, False])
-    assert bench._detection_rates(flagged, is_poison) == (50.0, 100.0)
-    assert bench._detection_rates(flagged[2:], is_poison[2:]) == (None, 100.0)
+    assert base.detection_rates(flagged, is_poison) == (50.0, 100.0)
+    assert base.detection_rates(flagged[2:], is_poison[2:]) == (None, 100.0)
 
 
 def test_predict_in_chunks_keeps_order_and_random_draws():
     """ART's predictors take the whole array at once; in slices they give the same rows, drawing the same numbers."""
-    from art_pruning_defense.benchmark.defences._common import _predict_in_chunks
+    from art_pruning_defense.benchmark.defences.base import predict_in_chunks
 
     x = np.arange(10, dtype=np.float32)[:, None]
     sizes = []
@@ -300,11 +300,11 @@ def test_predict_in_chunks_keeps_order_and_random_draws():
     whole = predict(x)
     np.random.seed(5)
     sizes.clear()
-    assert np.array_equal(_predict_in_chunks(predict, x, 4), whole)
+    assert np.array_equal(predict_in_chunks(predict, x, 4), whole)
     assert sizes == [4, 4, 2]
     sizes.clear()
-    assert _predict_in_chunks(predict, x[:3], 4).shape == (3, 1) and sizes == [3]  # one call where it fits
-    assert _predict_in_chunks(predict, x[:0], 4).shape == (0, 1)
+    assert predict_in_chunks(predict, x[:3], 4).shape == (3, 1) and sizes == [3]  # one call where it fits
+    assert predict_in_chunks(predict, x[:0], 4).shape == (0, 1)
 
 
 def test_chunked_activations_equal_arts_whole_call(monkeypatch):
@@ -312,15 +312,14 @@ def test_chunked_activations_equal_arts_whole_call(monkeypatch):
     import keras
     from art.estimators.classification import KerasClassifier
 
-    from art_pruning_defense.benchmark.defences import _common
     from art_pruning_defense.keras import build_architecture
 
-    monkeypatch.setattr(_common, "ACTIVATION_CHUNK", 32)
+    monkeypatch.setattr(base, "ACTIVATION_CHUNK", 32)
     keras.utils.set_random_seed(0)
     model = build_architecture("small-cnn", (8, 8, 1), 3)
     x = np.random.default_rng(0).random((100, 8, 8, 1), dtype=np.float32)
     whole = KerasClassifier(model, clip_values=(0.0, 1.0))
-    chunked = _common._ChunkedActivations(model, clip_values=(0.0, 1.0))
+    chunked = base.ChunkedActivations(model, clip_values=(0.0, 1.0))
     calls = []
     monkeypatch.setattr(
         KerasClassifier,

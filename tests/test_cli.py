@@ -294,7 +294,7 @@ def test_help_is_fast_and_quiet():
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "x"], "invalid float value"),
         (["demo", "--epochs", "0"], "epochs must be a positive integer"),
         (["demo", "--drops", "nan"], r"in \(0, 100\]"),
-        (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be >= 0"),
+        (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be an integer >= 0, got -1"),
         (["benchmark", "--out", "o", "--poison-rate", "1"], r"--poison-rates: each poison rate must be in \(0, 1\)"),
         (["benchmark", "--out", "o", "--poison-rates", "0.1", "0"], r"each poison rate must be in \(0, 1\), got 0"),
         (["benchmark", "--out", "o", "--attacks", "badnets", "magic"], "argument --attacks: invalid choice: 'magic'"),
@@ -320,6 +320,28 @@ def test_argument_mistakes_are_fast_and_one_line(argv, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("art-prune: error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert seconds <= FAST_SECONDS, f"{argv} took {seconds:.2f} s"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "argv, pointer",
+    [
+        (["eval", "goodnet", "image.png", "--bogus"], "(see art-prune eval --help)"),
+        (["repair", "--model", "m.keras"], "(see art-prune repair --help)"),
+        (["benchmark", "--out", "o", "--archs", "resnet99"], "(see art-prune benchmark --help)"),
+        (["benchmark", "--out", "o", "--seeds", "x"], "(see art-prune benchmark --help)"),
+        (["nonsense"], "(see art-prune --help)"),
+        ([], "(see art-prune --help)"),
+        (["demo", "--bogus"], "(see art-prune demo --help)"),
+    ],
+)
+def test_argparse_errors_point_to_the_help_of_the_command(argv, pointer, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("art-prune: error: ") and err.rstrip("\n").endswith(pointer), err
     assert os.listdir(tmp_path) == []
 
 

@@ -60,7 +60,7 @@ def test_error_messages_quote_little_of_the_input(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["--seeds", "4294967296"], r"seed must be in \[0, 4294967295\], got 4294967296"),
+        (["--seeds", "4294967296"], r"--seeds: seed must be an integer in \[0, 4294967295\], got 4294967296"),
         (["--target", "10"], r"target must be one of the digits' classes 0..9, got 10"),
     ],
 )

@@ -14,12 +14,10 @@ import sys
 import threading
 from types import TracebackType
 
+from art_pruning_defense._defaults import SYSTEM_ALLOCATOR_VARIABLE
+
 #: Interval between two samples of the resident memory.
 SAMPLE_SECONDS = 0.02
-
-#: The environment variable that makes TensorFlow's oneDNN CPU allocator allocate from the C library (see
-#: :func:`use_system_allocator`).
-SYSTEM_ALLOCATOR_VARIABLE = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
 
 _STATM = "/proc/self/statm"
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -168,17 +168,11 @@ def _compiled(model: Any, config: BenchmarkConfig) -> Any:
     :return: ``model`` compiled as :func:`~art_pruning_defense.keras.fit_classifier` leaves B (its loss; a fresh
              optimizer, which no defence uses: those that train compile their own copies).
     """
-    import keras
-
-    from art_pruning_defense.keras import ARCHITECTURES, outputs_probabilities
-    from art_pruning_defense.keras._architectures import make_optimizer
+    from art_pruning_defense.keras import ARCHITECTURES
+    from art_pruning_defense.keras._architectures import compile_classifier
 
     recipe = ARCHITECTURES[config.arch].recipe
-    model.compile(
-        optimizer=make_optimizer(recipe.optimizer, recipe.learning_rate, 1),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
-    )
-    return model
+    return compile_classifier(model, recipe.optimizer, recipe.learning_rate, 1)
 
 
 def cached_badnet(
@@ -231,4 +225,3 @@ def cached_badnet(
     else:
         logger.info("Stored B in the model cache (%s).", entry)
     return classifier, {"key": key, "hit": False}
-

@@ -15,13 +15,12 @@ from typing import Any, Mapping, Sequence
 
 from art_pruning_defense._defaults import ARCH_NAMES, DEFENCE_NAMES, RECOMMENDED_FINE_TUNE_EPOCHS, TRIGGER_NAMES
 from art_pruning_defense.benchmark.attacks import ATTACKS, make_attack
-from art_pruning_defense._validation import check_drops, check_positive_int
+from art_pruning_defense._validation import MAX_SEED, check_drops, check_int, check_number, check_positive_int
 
 #: ``BenchmarkConfig.data`` value of the embedded data set (scikit-learn's digits, upsampled to 16×16).
 DIGITS = "digits"
 
-#: Largest seed (NumPy's generators take seeds in [0, 2**32 - 1]) and largest target class accepted.
-MAX_SEED = 2**32 - 1
+#: Largest target class accepted (the largest seed, :data:`MAX_SEED`, is NumPy's).
 MAX_TARGET = 2**31 - 1
 #: Classes of the embedded digits.
 DIGITS_N_CLASSES = 10
@@ -167,23 +166,16 @@ class BenchmarkConfig:
         self.data = os.fspath(self.data)
         if self.data != DIGITS and not self.data.endswith(".npz"):
             raise ValueError(f"data must be {DIGITS!r} or the path of an .npz file, got {self.data!r}.")
-        if isinstance(self.poison_rate, bool) or not isinstance(self.poison_rate, numbers.Real):
-            raise TypeError(f"poison_rate must be a number in (0, 1), got {type(self.poison_rate).__name__}.")
-        if not 0.0 < float(self.poison_rate) < 1.0:
-            raise ValueError(f"poison_rate must be in (0, 1), got {self.poison_rate}.")
+        check_number(self.poison_rate, "poison_rate", 0.0, 1.0)
         if self.trigger not in TRIGGER_NAMES:
             raise ValueError(f"trigger must be one of {', '.join(map(repr, TRIGGER_NAMES))}, got {self.trigger!r}.")
         if not isinstance(self.attack, str) or self.attack not in ATTACKS:
             raise ValueError(f"Unknown attack {self.attack!r}; expected one of: {', '.join(ATTACKS)}.")
         self.attack_options = check_attack_options(self.attack_options)
-        for name, maximum in (("target", MAX_TARGET), ("seed", MAX_SEED)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= maximum:
-                raise ValueError(f"{name} must be an integer in [0, {maximum}], got {str(value)[:40]}.")
+        check_int(self.target, "target", 0, MAX_TARGET)
+        check_int(self.seed, "seed", 0, MAX_SEED)
         if self.is_digits and self.target >= DIGITS_N_CLASSES:
-            raise ValueError(
-                f"target must be one of the digits' classes 0..{DIGITS_N_CLASSES - 1}, got {self.target}."
-            )
+            raise ValueError(f"target must be one of the digits' classes 0..{DIGITS_N_CLASSES - 1}, got {self.target}.")
         for name in ("n_valid", "epochs", "batch_size"):
             if getattr(self, name) is not None:
                 setattr(self, name, check_positive_int(getattr(self, name), name))
@@ -323,7 +315,9 @@ def check_target(config: BenchmarkConfig) -> int:
         with np.load(config.data, allow_pickle=False) as arrays:
             missing = [name for name in ("y_train", "y_test") if name not in arrays.files]
             if missing:
-                raise ValueError(f"{config.data}: {', '.join(missing)} missing; expected x_train, y_train, x_test, y_test.")
+                raise ValueError(
+                    f"{config.data}: {', '.join(missing)} missing; expected x_train, y_train, x_test, y_test."
+                )
             labels = [np.asarray(arrays[name]) for name in ("y_train", "y_test")]
         if any(y.dtype.kind not in "iuf" or y.size == 0 for y in labels):
             raise ValueError(f"{config.data}: y_train and y_test must hold integer labels.")

@@ -14,14 +14,13 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from art_pruning_defense._sanity import check_finite_weights, warn_if_near_chance
 from art_pruning_defense.benchmark._memory import SYSTEM_ALLOCATOR_VARIABLE, PeakRSS, release_memory
-from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, json_ready
-from art_pruning_defense.benchmark.config import check_target
+from art_pruning_defense.benchmark.cache import cached_badnet
+from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, check_target, json_ready
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
-from art_pruning_defense.benchmark.defences._common import _row, _Run
-from art_pruning_defense._sanity import check_finite_weights, warn_if_near_chance
-from art_pruning_defense.benchmark.cache import cached_badnet
+from art_pruning_defense.benchmark.defences.base import Run, make_row
 from art_pruning_defense.benchmark.training import train_badnet
 from art_pruning_defense.keras import seed_everything
 
@@ -100,7 +99,7 @@ def run_benchmark(
             cache_info.update(info)
         how = "Loaded the BadNet from the cache" if info and info["hit"] else f"Trained the BadNet ({config.epochs} epochs)"
         logger.info("%s in %.1f s.", how, time.perf_counter() - begin)
-        run = _Run(config=config, data=data, classifier=classifier, verbose=verbose)
+        run = Run(config=config, data=data, classifier=classifier, verbose=verbose)
         begin = time.perf_counter()
         for name in ("test", "test_poisoned", "train"):
             run.bad_labels(name)  # shared by the defences: counted in none of their rows
@@ -127,7 +126,7 @@ def run_benchmark(
                     logger.warning("%s failed: %s: %s", defence.name, type(error).__name__, error, exc_info=True)
                     seconds = time.perf_counter() - begin
                     message = f"{type(error).__name__}: {error}"
-                    new_rows = [_row(name, seconds, error=message) for name in defence.row_names(config)]
+                    new_rows = [make_row(name, seconds, error=message) for name in defence.row_names(config)]
             for row in new_rows:
                 row["peak_rss_mib"] = peak.mib
                 logger.info(

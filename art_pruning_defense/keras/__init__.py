@@ -64,6 +64,7 @@ from art_pruning_defense.keras._tail import (
 )
 from art_pruning_defense.keras._training import (
     BATCHNORM_MODES,
+    BatchSource,
     augment_padding,
     check_probability_output,
     fine_tune,
@@ -107,6 +108,7 @@ __all__ = [
     "check_probability_output",
     "build_deepid",
     "copy_model",
+    "BatchSource",
     "fine_tune",
     "fine_tune_stream",
     "find_prune_point",

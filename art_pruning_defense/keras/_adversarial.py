@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from art_pruning_defense._validation import integer_labels
 from art_pruning_defense.keras._masking import clone_layer
 from art_pruning_defense.keras._architectures import outputs_probabilities
 from art_pruning_defense.keras._graph import PrunePoint, as_functional
@@ -219,16 +220,6 @@ def _noisy_copy(
     return copy, noisy, from_logits
 
 
-def _labels(y: np.ndarray, n_samples: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    y = y.reshape(-1)
-    if y.shape[0] != n_samples:
-        raise ValueError(f"Expected {n_samples} labels, one per input, got {y.shape[0]}.")
-    return y.astype(np.int32)
-
-
 def anp_mask_values(
     model: keras.Model,
     x: np.ndarray,
@@ -279,7 +270,7 @@ def anp_mask_values(
             raise ValueError(f"{name} must be a positive integer, got {value}.")
     functional = as_functional(model)
     x = np.asarray(x, dtype=np.float32)
-    labels = _labels(y, len(x))
+    labels = integer_labels(y, len(x))
     if len(x) == 0:
         raise ValueError("Expected clean data to learn the masks on, got no samples.")
     targets = _resolve(functional, points_or_layers)

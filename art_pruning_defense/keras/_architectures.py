@@ -288,6 +288,24 @@ def make_optimizer(name: str, learning_rate: float, total_steps: int) -> keras.o
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}.")
 
 
+def compile_classifier(model: keras.Model, optimizer: str, learning_rate: float, total_steps: int) -> keras.Model:
+    """
+    Compile a classifier for integer labels: cross-entropy on its probabilities, or on its logits where its last
+    layer is no softmax.
+
+    :param model: The model (compiled in place).
+    :param optimizer: ``"adam"`` or ``"sgd"`` (see :func:`make_optimizer`).
+    :param learning_rate: Initial learning rate.
+    :param total_steps: Optimizer steps of the whole run (for the schedule).
+    :return: The model.
+    """
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate, total_steps),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
+    )
+    return model
+
+
 def fit_classifier(
     model: keras.Model,
     x: np.ndarray,
@@ -326,11 +344,7 @@ def fit_classifier(
     n = len(x) if rows is None else len(rows)
     labels = y if rows is None else y[rows]
     keras.utils.set_random_seed(seed)
-    steps = epochs * math.ceil(n / batch_size)
-    model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
-    )
+    compile_classifier(model, optimizer, learning_rate, epochs * math.ceil(n / batch_size))
     if not (augment_pad > 0 or augment_flip):
         callbacks = (
             [] if on_epoch is None else [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: on_epoch(e + 1))]

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from art_pruning_defense._validation import integer_labels
 from art_pruning_defense.keras._masking import clone_layer
 from art_pruning_defense.keras._architectures import outputs_probabilities
 from art_pruning_defense.keras._graph import as_functional
@@ -114,16 +115,6 @@ def _training_view(model: keras.Model, head: str) -> tuple[keras.Model, keras.Mo
     return copy, copy, not probabilities
 
 
-def _labels(y: np.ndarray, n_samples: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    y = y.reshape(-1)
-    if y.shape[0] != n_samples:
-        raise ValueError(f"Expected {n_samples} labels, one per input, got {y.shape[0]}.")
-    return y.astype(np.int32)
-
-
 def feature_shift_tune(
     model: keras.Model,
     x: np.ndarray,
@@ -159,7 +150,7 @@ def feature_shift_tune(
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
     functional = as_functional(model)
     x = np.asarray(x, dtype=np.float32)
-    labels = _labels(y, len(x))
+    labels = integer_labels(y, len(x))
     if len(x) == 0:
         raise ValueError("Expected clean data to tune on, got no samples.")
     head_name = classifier_head(functional).name

@@ -17,6 +17,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from art_pruning_defense._aligned import is_shareable  # noqa: E402
+from art_pruning_defense._defaults import SYSTEM_ALLOCATOR_VARIABLE  # noqa: E402
 from art_pruning_defense.keras._graph import graph_nodes  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,6 @@ def shared_tensor(array: np.ndarray) -> tf.Tensor:
 #: needed; what they compute per row does not change. oneDNN's pool, TensorFlow's default on x86, reuses its memory
 #: itself: there, calls keep the rows asked for.
 CALL_BYTES = 8 * 2**20
-
-
-#: The environment variable that makes oneDNN builds of TensorFlow allocate from the C library (read at start-up).
-SYSTEM_ALLOCATOR_VARIABLE = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
 
 
 def tensors_from_c_library() -> bool:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import keras
 import numpy as np
 
 from art_pruning_defense._params import BATCHNORM_MODES
-from art_pruning_defense.keras._architectures import fit_classifier, outputs_probabilities
+from art_pruning_defense.keras._architectures import compile_classifier, fit_classifier, outputs_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ def check_probability_output(model: keras.Model, name: str = "the model") -> Non
         )
 
 
-
-
 def augment_padding(shape: tuple[int | None, ...]) -> int:
     """
     :param shape: Per-sample input shape ``(height, width, channels)``.
@@ -88,10 +87,23 @@ def augment_padding(shape: tuple[int | None, ...]) -> int:
     return max(1, round(min(sides) / 8)) if len(sides) == 2 else 0
 
 
+@dataclass(frozen=True)
+class BatchSource:
+    """
+    Training data read batch by batch, for :func:`fine_tune`.
+
+    :param batches: Called once per epoch: an iterable of ``(inputs, integer labels)``, inputs preprocessed.
+    :param n_samples: Samples per epoch (for the learning-rate schedule).
+    """
+
+    batches: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+    n_samples: int
+
+
 def fine_tune(
     model: keras.Model,
-    x: np.ndarray,
-    y: np.ndarray,
+    x: np.ndarray | BatchSource,
+    y: np.ndarray | None,
     epochs: int,
     learning_rate: float,
     batch_size: int = 32,
@@ -105,9 +117,13 @@ def fine_tune(
     Retrain every weight of a (pruned) model on clean data, in place. Mask layers have no weights, so pruned
     channels stay at zero throughout.
 
+    Arrays are shuffled each epoch. A :class:`BatchSource` is read once per epoch and its samples are trained on
+    re-batched to ``batch_size``, in the order the stream gives them (no shuffling across batches: shuffle in the
+    stream, e.g. ``tf.data.Dataset.shuffle``, if wanted); memory is then bounded by one batch of each size.
+
     :param model: The model; recompiled.
-    :param x: Clean inputs, already preprocessed for the network.
-    :param y: Integer labels.
+    :param x: Clean inputs, already preprocessed for the network; or a :class:`BatchSource` of inputs and labels.
+    :param y: Integer labels of ``x`` (``None`` with a :class:`BatchSource`).
     :param epochs: Epochs.
     :param learning_rate: Initial learning rate.
     :param batch_size: Batch size.
@@ -124,35 +140,20 @@ def fine_tune(
 
     pad = _prepare_fine_tuning(model, batchnorm, augment)
     with tqdm(total=epochs, desc="Fine-tuning", unit="epoch", disable=not verbose, leave=False) as progress:
-        fit_classifier(
-            model,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            augment_pad=pad,
-            augment_flip=False,
-            seed=seed,
-            on_epoch=lambda _: progress.update(),
-        )
+        options = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            "augment_pad": pad,
+            "seed": seed,
+            "on_epoch": lambda _: progress.update(),
+        }
+        if isinstance(x, BatchSource):
+            _fit_batches(model, x, **options)
+        else:
+            fit_classifier(model, x, y, augment_flip=False, **options)
     return model
-
-
-def _prepare_fine_tuning(model: keras.Model, batchnorm: str, augment: bool) -> int:
-    """
-    :param batchnorm: ``"train"`` or ``"frozen"``: set the BatchNormalization layers trainable or not.
-    :param augment: Whether to shift the inputs at random.
-    :return: The shifts' padding (0 without augmentation).
-    :raises ValueError: If ``batchnorm`` is neither.
-    """
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = batchnorm == "train"
-    return augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0
 
 
 def fine_tune_stream(
@@ -169,40 +170,57 @@ def fine_tune_stream(
     augment: bool = True,
 ) -> keras.Model:
     """
-    :func:`fine_tune` on data read batch by batch: each epoch reads ``batches()`` once and trains on its samples
-    re-batched to ``batch_size``, in the order the stream gives them (no shuffling across batches: shuffle in the
-    stream, e.g. ``tf.data.Dataset.shuffle``, if wanted). Memory is bounded by one batch of each size.
+    :func:`fine_tune` on data read batch by batch (a :class:`BatchSource` of ``batches`` and ``n_samples``).
 
-    :param model: The model; recompiled, trained in place.
     :param batches: Called once per epoch: an iterable of ``(inputs, integer labels)``, inputs preprocessed.
     :param n_samples: Samples per epoch (for the learning-rate schedule).
-    :param epochs: Epochs.
-    :param learning_rate: Initial learning rate.
-    :param batch_size: Batch size of the training steps.
-    :param seed: Seed for the augmentation and the backend.
-    :param verbose: Show a progress bar over the epochs.
-    :param optimizer: ``"sgd"`` or ``"adam"`` (see :func:`fine_tune`).
-    :param batchnorm: ``"train"`` or ``"frozen"`` (see :func:`fine_tune`).
-    :param augment: Random shifts, as in :func:`fine_tune`.
     :return: The model.
     """
-    from tqdm.auto import tqdm
+    source = BatchSource(batches, n_samples)
+    return fine_tune(
+        model, source, None, epochs, learning_rate, batch_size, seed, verbose, optimizer, batchnorm, augment
+    )
 
+
+def _fit_batches(
+    model: keras.Model,
+    source: BatchSource,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    learning_rate: float,
+    augment_pad: int,
+    seed: int,
+    on_epoch: Callable[[int], None],
+) -> None:
+    """
+    :func:`~art_pruning_defense.keras._architectures.fit_classifier` for a :class:`BatchSource`: compile, then train
+    on each epoch's samples re-batched to ``batch_size``, shifted at random where ``augment_pad``.
+    """
     from art_pruning_defense._stream import rebatch
-    from art_pruning_defense.keras._architectures import augment as shift, make_optimizer
+    from art_pruning_defense.keras._architectures import augment as shift
 
-    pad = _prepare_fine_tuning(model, batchnorm, augment)
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate, epochs * math.ceil(n_samples / batch_size)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model)),
-    )
-    with tqdm(total=epochs, desc="Fine-tuning", unit="epoch", disable=not verbose, leave=False) as progress:
-        for _ in range(epochs):
-            for x, y in rebatch(batches(), batch_size):
-                if pad:
-                    x = shift(x, rng, pad, False)
-                model.train_on_batch(x, y)
-            progress.update()
-    return model
+    compile_classifier(model, optimizer, learning_rate, epochs * math.ceil(source.n_samples / batch_size))
+    for epoch in range(1, epochs + 1):
+        for x, y in rebatch(source.batches(), batch_size):
+            if augment_pad:
+                x = shift(x, rng, augment_pad, False)
+            model.train_on_batch(x, y)
+        on_epoch(epoch)
+
+
+def _prepare_fine_tuning(model: keras.Model, batchnorm: str, augment: bool) -> int:
+    """
+    :param batchnorm: ``"train"`` or ``"frozen"``: set the BatchNormalization layers trainable or not.
+    :param augment: Whether to shift the inputs at random.
+    :return: The shifts' padding (0 without augmentation).
+    :raises ValueError: If ``batchnorm`` is neither.
+    """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = batchnorm == "train"
+    return augment_padding(tuple(model.inputs[0].shape[1:])) if augment else 0

@@ -11,11 +11,12 @@ images that are not of the target class, with the trigger.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from art_pruning_defense._validation import check_int, check_number
 
 
 @dataclass
@@ -36,50 +37,6 @@ class PoisonedData:
     is_poison: np.ndarray
     apply_trigger: Callable[[np.ndarray], np.ndarray]
     is_modified: np.ndarray
-
-
-def check_number(
-    value: Any, name: str, low: float | None = None, high: float | None = None, closed: bool = False
-) -> float:
-    """
-    :param value: The value to check.
-    :param name: Its name in the message.
-    :param low: Lower bound (exclusive unless ``closed``).
-    :param high: Upper bound (exclusive unless ``closed``).
-    :param closed: Whether the bounds are included.
-    :return: The value as a float.
-    :raises TypeError: If it is not a real number.
-    :raises ValueError: If it is out of range.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r}).")
-    value = float(value)
-    below = low is not None and (value < low if closed else value <= low)
-    above = high is not None and (value > high if closed else value >= high)
-    if not np.isfinite(value) or below or above:
-        left, right = ("[", "]") if closed else ("(", ")")
-        span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
-        raise ValueError(f"{name} must be in {span}, got {value:g}.")
-    return value
-
-
-#: Largest seed of an attack's random trigger (NumPy's generators take seeds in [0, 2**32 - 1]).
-MAX_SEED = 2**32 - 1
-
-
-def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    """
-    :return: ``value`` as an int.
-    :raises TypeError: If it is not an integer.
-    :raises ValueError: If it is below ``minimum`` or above ``maximum``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} ({str(value)[:40]!r}).")
-    if value < minimum or (maximum is not None and value > maximum):
-        span = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        shown = str(value) if len(str(value)) <= 40 else str(value)[:40] + "…"
-        raise ValueError(f"{name} must be an integer {span}, got {shown}.")
-    return int(value)
 
 
 class Attack:

@@ -4,7 +4,8 @@ BadNets (Gu et al. 2017): a visible trigger stamped on the image, the sample rel
 | Paper link: https://arxiv.org/abs/1708.06733
 
 Triggers: ``"pattern"`` and ``"pixel"`` are ART's ``add_pattern_bd`` (a checkerboard in the bottom-right corner) and
-``add_single_bd`` (one pixel), applied through ART's ``PoisoningAttackBackdoor``; ``"patch"`` is a square of
+``add_single_bd`` (one pixel), applied through ART's ``PoisoningAttackBackdoor``
+(:func:`~art_pruning_defense.lab.digits.add_trigger`, as in the lab's digits data); ``"patch"`` is a square of
 ``patch_size`` pixels of value ``patch_value`` at ``patch_position`` (a corner, one pixel from the edges, or the
 ``[row, column]`` of its top-left pixel).
 """
@@ -16,7 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from art_pruning_defense._defaults import TRIGGER_NAMES
-from art_pruning_defense.benchmark.attacks._base import Attack, check_int, check_number
+from art_pruning_defense._validation import check_int, check_number
+from art_pruning_defense.benchmark.attacks._base import Attack
 
 #: The named positions of the patch trigger.
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
@@ -80,9 +82,6 @@ class BadNets(Attack):
             out = x.copy()
             out[:, row : row + self.patch_size, column : column + self.patch_size, :] = self.patch_value
             return out
-        from art.attacks.poisoning import PoisoningAttackBackdoor
-        from art.attacks.poisoning.perturbations import add_pattern_bd, add_single_bd
+        from art_pruning_defense.lab.digits import add_trigger  # imports ART: only when a trigger is applied
 
-        perturbation = add_pattern_bd if self.trigger == "pattern" else add_single_bd
-        poisoned, _ = PoisoningAttackBackdoor(perturbation).poison(x.copy(), y=np.zeros(len(x)))
-        return poisoned
+        return add_trigger(x, self.trigger)

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from art_pruning_defense.benchmark.attacks._base import Attack, check_int, check_number
+from art_pruning_defense._validation import MAX_SEED, check_int, check_number
+from art_pruning_defense.benchmark.attacks._base import Attack
 
 
 class Blended(Attack):
@@ -26,7 +27,7 @@ class Blended(Attack):
     def _check_params(self) -> None:
         super()._check_params()
         self.alpha = check_number(self.alpha, "alpha", 0.0, 1.0)
-        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0, 2**32 - 1)
+        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0, MAX_SEED)
 
     def pattern(self, shape: tuple[int, ...]) -> np.ndarray:
         """

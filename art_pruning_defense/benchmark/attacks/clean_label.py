@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from art_pruning_defense.benchmark.attacks._base import Attack, check_int, check_number
+from art_pruning_defense._validation import check_int, check_number
+from art_pruning_defense.benchmark.attacks._base import Attack
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from art_pruning_defense.benchmark.attacks._base import Attack, check_number
+from art_pruning_defense._validation import check_number
+from art_pruning_defense.benchmark.attacks._base import Attack
 
 
 class SIG(Attack):

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from art_pruning_defense.benchmark.attacks._base import Attack, check_int, check_number
+from art_pruning_defense._validation import MAX_SEED, check_int, check_number
+from art_pruning_defense.benchmark.attacks._base import Attack
 
 #: Images warped per batch (bounds the memory of the interpolation).
 WARP_BATCH = 2048
@@ -78,7 +79,7 @@ class WaNet(Attack):
         self.k = check_int(self.k, "k", 2, 256)
         self.strength = check_number(self.strength, "strength", 0.0, 100.0)
         self.cross_ratio = check_number(self.cross_ratio, "cross_ratio", 0.0, 100.0, closed=True)
-        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0, 2**32 - 1)
+        self.trigger_seed = check_int(self.trigger_seed, "trigger_seed", 0, MAX_SEED)
 
     def field(self, height: int, width: int) -> np.ndarray:
         """

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from art_pruning_defense.benchmark.config import BenchmarkConfig
-    from art_pruning_defense.benchmark.defences._common import _Run
+    from art_pruning_defense.benchmark.defences.base import Run
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Defence:
 
     name: str
     description: str
-    run: Callable[["_Run"], list[dict]]
+    run: Callable[["Run"], list[dict]]
     row_names: Callable[["BenchmarkConfig"], list[str]]
 
 
@@ -59,7 +59,7 @@ DEFENCES: dict[str, Defence] = {}
 
 def register(
     name: str, description: str, row_names: Callable[["BenchmarkConfig"], list[str]]
-) -> Callable[[Callable[["_Run"], list[dict]]], Callable[["_Run"], list[dict]]]:
+) -> Callable[[Callable[["Run"], list[dict]]], Callable[["Run"], list[dict]]]:
     """
     Register the decorated function as the defence ``name``.
 
@@ -69,7 +69,7 @@ def register(
     :return: The decorator (the function is returned unchanged).
     """
 
-    def decorator(function: Callable[["_Run"], list[dict]]) -> Callable[["_Run"], list[dict]]:
+    def decorator(function: Callable[["Run"], list[dict]]) -> Callable[["Run"], list[dict]]:
         DEFENCES[name] = Defence(name, description, function, row_names)
         return function
 

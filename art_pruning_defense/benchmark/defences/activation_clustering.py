@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from art_pruning_defense.benchmark.config import ACTIVATION_CLUSTERING_PARAMS
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import _filter_and_retrain, _Run
+from art_pruning_defense.benchmark.defences.base import Run, filter_and_retrain
 
 
 @register(
@@ -18,7 +17,7 @@ from art_pruning_defense.benchmark.defences._common import _filter_and_retrain, 
     "ART's ActivationDefence on the training set, flagged samples removed, CNN retrained",
     lambda config: ["activation clustering"],
 )
-def _activation_clustering(run: _Run) -> list[dict]:
+def _activation_clustering(run: Run) -> list[dict]:
     from art.defences.detector.poison import ActivationDefence
 
     def detect(y_onehot: np.ndarray) -> list[int]:
@@ -26,4 +25,4 @@ def _activation_clustering(run: _Run) -> list[dict]:
         _, is_clean = defence.detect_poison(**ACTIVATION_CLUSTERING_PARAMS)
         return is_clean
 
-    return _filter_and_retrain(run, "activation clustering", detect)
+    return filter_and_retrain(run, "activation clustering", detect)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import time
 
-from art_pruning_defense.fine_pruning import FinePruning
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import _row, _Run, _without_flags
+from art_pruning_defense.benchmark.defences.base import Run, make_row, without_flags
+from art_pruning_defense.fine_pruning import FinePruning
 
 
 @register(
@@ -19,7 +18,7 @@ from art_pruning_defense.benchmark.defences._common import _row, _Run, _without_
     "samples)",
     lambda config: ["attack-aware pruning", "attack-aware fine-pruning", "attack-aware fine-pruning GoodNet"],
 )
-def _attack_aware(run: _Run) -> list[dict]:
+def _attack_aware(run: Run) -> list[dict]:
     config, data = run.config, run.data
     start = time.perf_counter()
     defence = FinePruning(
@@ -41,7 +40,7 @@ def _attack_aware(run: _Run) -> list[dict]:
     tpr, fpr, auroc = run.detection_rates(pruned.pruned_model)
     channels = defence.sweeps_[float(config.goodnet_drop)][-1].channels_pruned
     rows.append(
-        _row(
+        make_row(
             "attack-aware pruning",
             time.perf_counter() - start,
             poison_detection_tpr=tpr,
@@ -50,7 +49,7 @@ def _attack_aware(run: _Run) -> list[dict]:
             note=f"X={config.goodnet_drop:g}: {channels} channels of {', '.join(defence.layer_names or [])} pruned"
             if defence.layer_names
             else f"X={config.goodnet_drop:g}: {channels} channels pruned",
-            **_without_flags(metrics["B'"]),
+            **without_flags(metrics["B'"]),
         )
     )
     goodnet = defence(run.classifier)
@@ -58,17 +57,17 @@ def _attack_aware(run: _Run) -> list[dict]:
     tpr, fpr, auroc = run.detection_rates(goodnet.pruned_model)
     note = f"{defence.fine_tune_['channels_pruned']} channels pruned, {defence.fine_tune_['epochs']} epochs"
     rows.append(
-        _row(
+        make_row(
             "attack-aware fine-pruning",
             time.perf_counter() - start,
             poison_detection_tpr=tpr,
             poison_detection_fpr=fpr,
             poison_detection_auroc=auroc,
             note=note,
-            **_without_flags(metrics["B'"]),
+            **without_flags(metrics["B'"]),
         )
     )
     rows.append(
-        _row("attack-aware fine-pruning GoodNet", fitted, note=note, **metrics["GoodNet"], **scored.detection())
+        make_row("attack-aware fine-pruning GoodNet", fitted, note=note, **metrics["GoodNet"], **scored.detection())
     )
     return rows

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
-from art_pruning_defense.fine_pruning import FinePruning
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import DETECTION_FPR, _row, _Run, _without_flags
+from art_pruning_defense.benchmark.defences.base import DETECTION_FPR, Run, make_row, without_flags
+from art_pruning_defense.fine_pruning import FinePruning
 
 #: Name of the calibrated GoodNet's row.
 CALIBRATED = f"fine-pruning GoodNet ({100 * DETECTION_FPR:g}% FPR)"
@@ -23,7 +22,7 @@ CALIBRATED = f"fine-pruning GoodNet ({100 * DETECTION_FPR:g}% FPR)"
     "fine-pruning (prune, then fine-tune on the clean validation data), alone and as GoodNet (label rule, calibrated)",
     lambda config: ["fine-pruning", "fine-pruning GoodNet", CALIBRATED],
 )
-def _fine_pruning(run: _Run) -> list[dict]:
+def _fine_pruning(run: Run) -> list[dict]:
     config, data = run.config, run.data
     start = time.perf_counter()
     defence = FinePruning(
@@ -46,7 +45,7 @@ def _fine_pruning(run: _Run) -> list[dict]:
     )
     if summary["learning_rate"] != defence.fine_tune_learning_rate:
         note += f" at rate {summary['learning_rate']:g} (diverged at {defence.fine_tune_learning_rate:g})"
-    goodnet_row = _row(
+    goodnet_row = make_row(
         "fine-pruning GoodNet",
         evaluated,
         note=f"B and the fine-pruned B' side by side; {note}",
@@ -56,7 +55,7 @@ def _fine_pruning(run: _Run) -> list[dict]:
     begin = time.perf_counter()
     threshold = goodnet.calibrate(data.x_valid, DETECTION_FPR, batch_size=config.predict_batch_size)
     calibrated = scored.compare(run, threshold)["GoodNet"]
-    calibrated_row = _row(
+    calibrated_row = make_row(
         CALIBRATED,
         evaluated + time.perf_counter() - begin,
         note=f"score > {threshold:.4f}, chosen on the {len(data.x_valid)} clean validation images (which also "
@@ -65,13 +64,13 @@ def _fine_pruning(run: _Run) -> list[dict]:
         **detection,
     )
     tpr, fpr, auroc = run.detection_rates(goodnet.pruned_model)
-    row = _row(
+    row = make_row(
         "fine-pruning",
         time.perf_counter() - begin + evaluated,
         poison_detection_tpr=tpr,
         poison_detection_fpr=fpr,
         poison_detection_auroc=auroc,
         note=note,
-        **_without_flags(metrics["B'"]),
+        **without_flags(metrics["B'"]),
     )
     return [row, goodnet_row, calibrated_row]

@@ -31,19 +31,18 @@ from art.estimators.poison_mitigation.neural_cleanse import KerasNeuralCleanse
 from art.utils import to_categorical
 
 from art_pruning_defense.benchmark.config import NC_MITIGATIONS, PROBE_SIZE
-from art_pruning_defense.keras import seed_everything
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import (
-    _abstaining_labels,
-    _art_output,
-    _guarded,
-    _predict_in_chunks,
-    _row,
-    _Run,
-    _test_metrics,
-    _without_unfiltered_warning,
+from art_pruning_defense.benchmark.defences.base import (
+    Run,
+    abstaining_labels,
+    art_output,
+    guarded,
+    make_row,
+    metrics_on_test_set,
+    predict_in_chunks,
+    without_unfiltered_warning,
 )
+from art_pruning_defense.keras import seed_everything
 
 if TYPE_CHECKING:
     import keras
@@ -127,7 +126,7 @@ def _sequential_copy(model: "keras.Model", probe: np.ndarray) -> "keras.Model":
     "ART's Neural Cleanse: one reverse engineering, then each mitigation on a fresh copy of B",
     lambda config: [f"neural cleanse ({mitigation})" for mitigation in NC_MITIGATIONS],
 )
-def _neural_cleanse(run: _Run) -> list[dict]:
+def _neural_cleanse(run: Run) -> list[dict]:
     config, data = run.config, run.data
     n = min(config.neural_cleanse_samples, len(data.x_valid))
     x_val = data.x_valid[:n]
@@ -140,7 +139,7 @@ def _neural_cleanse(run: _Run) -> list[dict]:
     }
     start = time.perf_counter()
     finder = _NeuralCleanse(_sequential_copy(run.model, x_val[:PROBE_SIZE]), **params)
-    with _art_output(run.verbose):
+    with art_output(run.verbose):
         triggers = finder.outlier_detection(x_val, y_val)
     flagged_classes = [int(label) for label, _, _ in triggers]
     shared = time.perf_counter() - start
@@ -158,17 +157,17 @@ def _neural_cleanse(run: _Run) -> list[dict]:
             def predict(x: np.ndarray) -> np.ndarray:
                 return classifier.predict(x, batch_size=config.predict_batch_size)
 
-            with _art_output(run.verbose), _without_unfiltered_warning():
+            with art_output(run.verbose), without_unfiltered_warning():
                 classifier.mitigate(x_val, y_val, mitigation_types=[mitigation])
                 clean, poisoned = (
-                    _abstaining_labels(_predict_in_chunks(predict, x, config.predict_batch_size))
+                    abstaining_labels(predict_in_chunks(predict, x, config.predict_batch_size))
                     for x in (data.x_test, data.x_test_poisoned)
                 )
-            metrics = _test_metrics(run, clean, poisoned, flags=True)
+            metrics = metrics_on_test_set(run, clean, poisoned, flags=True)
             detail = note
             if mitigation == "pruning" and flagged_classes:
                 detail += "; " + _pruned_neurons(classifier)
-            return _row(name, shared + time.perf_counter() - begin, note=detail, **metrics)
+            return make_row(name, shared + time.perf_counter() - begin, note=detail, **metrics)
 
-        rows.append(_guarded(name, begin - shared, measure))
+        rows.append(guarded(name, begin - shared, measure))
     return rows

@@ -11,15 +11,14 @@ from __future__ import annotations
 import time
 
 from art_pruning_defense.benchmark.config import BenchmarkConfig
-from art_pruning_defense.fine_pruning import FinePruning
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import (
-    _guarded,
-    _row,
-    _Run,
-    _without_flags,
+from art_pruning_defense.benchmark.defences.base import (
+    Run,
+    guarded,
+    make_row,
+    without_flags,
 )
+from art_pruning_defense.fine_pruning import FinePruning
 
 
 def _pruning_rows(config: BenchmarkConfig) -> list[str]:
@@ -27,7 +26,7 @@ def _pruning_rows(config: BenchmarkConfig) -> list[str]:
 
 
 @register("pruning", "pruning B'(X) of FinePruning for each X, and GoodNet at goodnet_drop", _pruning_rows)
-def _pruning(run: _Run) -> list[dict]:
+def _pruning(run: Run) -> list[dict]:
     config, data = run.config, run.data
     start = time.perf_counter()
     defence = FinePruning(
@@ -53,7 +52,7 @@ def _pruning(run: _Run) -> list[dict]:
             metrics, scored = run.evaluate_scored(goodnet)
             note = f"{len(defence.pruned_channels(drop))} of {point.n_channels} channels of {point.layer_name} pruned"
             if drop == config.goodnet_drop:
-                goodnet_row = _row(
+                goodnet_row = make_row(
                     f"GoodNet X={drop:g}",
                     fitted + time.perf_counter() - begin,
                     note=f"B and B'(X={drop:g}) side by side; {note}",
@@ -61,17 +60,17 @@ def _pruning(run: _Run) -> list[dict]:
                     **scored.detection(),
                 )
             tpr, fpr, auroc = run.detection_rates(goodnet.pruned_model)
-            return _row(
+            return make_row(
                 name,
                 fitted + time.perf_counter() - begin,
                 poison_detection_tpr=tpr,
                 poison_detection_fpr=fpr,
                 poison_detection_auroc=auroc,
                 note=note,
-                **_without_flags(metrics["B'"]),
+                **without_flags(metrics["B'"]),
             )
 
-        rows.append(_guarded(name, begin - fitted, measure))
+        rows.append(guarded(name, begin - fitted, measure))
     name = f"GoodNet X={config.goodnet_drop:g}"
-    rows.append(goodnet_row or _row(name, fitted, error=f"not measured: pruning X={config.goodnet_drop:g} failed"))
+    rows.append(goodnet_row or make_row(name, fitted, error=f"not measured: pruning X={config.goodnet_drop:g} failed"))
     return rows

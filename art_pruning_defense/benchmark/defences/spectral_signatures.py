@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from art_pruning_defense.benchmark.config import SPECTRAL_EPS_MULTIPLIER
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import _filter_and_retrain, _Run
+from art_pruning_defense.benchmark.defences.base import Run, filter_and_retrain
 
 
 @register(
@@ -19,7 +18,7 @@ from art_pruning_defense.benchmark.defences._common import _filter_and_retrain, 
     "ART's SpectralSignatureDefense (expected_pp_poison = the share poisoned), flagged samples removed, CNN retrained",
     lambda config: ["spectral signatures"],
 )
-def _spectral_signatures(run: _Run) -> list[dict]:
+def _spectral_signatures(run: Run) -> list[dict]:
     from art.defences.detector.poison import SpectralSignatureDefense
 
     def detect(y_onehot: np.ndarray) -> list[int]:
@@ -34,4 +33,4 @@ def _spectral_signatures(run: _Run) -> list[dict]:
         _, is_clean = defence.detect_poison()
         return is_clean
 
-    return _filter_and_retrain(run, "spectral signatures", detect)
+    return filter_and_retrain(run, "spectral signatures", detect)

@@ -19,19 +19,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from art.estimators.classification import KerasClassifier
 
-from art_pruning_defense.keras import BatchPredictor
-
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import (
-    _abstaining_labels,
-    _art_output,
-    _as_probabilities,
-    _predict_in_chunks,
-    _row,
-    _Run,
-    _test_detection,
-    _test_metrics,
+from art_pruning_defense.benchmark.defences.base import (
+    Run,
+    abstaining_labels,
+    art_output,
+    as_probabilities,
+    detection_on_test_set,
+    make_row,
+    metrics_on_test_set,
+    predict_in_chunks,
 )
+from art_pruning_defense.keras import BatchPredictor
 
 if TYPE_CHECKING:
     import keras
@@ -64,7 +63,7 @@ def strip_scores(
         chosen = rng.integers(0, len(x_clean), size=(len(chunk), num_samples))
         blends = 0.5 * chunk[:, None] + 0.5 * np.asarray(x_clean[chosen], dtype=np.float32)
         outputs = predict(blends.reshape((-1,) + chunk.shape[1:]), batch_size)
-        probabilities = np.clip(_as_probabilities(model, outputs), 1e-12, 1.0)
+        probabilities = np.clip(as_probabilities(model, outputs), 1e-12, 1.0)
         entropy = -np.sum(probabilities * np.log2(probabilities), axis=1).reshape(len(chunk), num_samples)
         scores[start : start + len(chunk)] = -entropy.mean(axis=1)
     return scores
@@ -75,7 +74,7 @@ def strip_scores(
     "ART's STRIP: mitigate on the defender's clean validation data, then abstain on low-entropy inputs",
     lambda config: ["STRIP"],
 )
-def _strip(run: _Run) -> list[dict]:
+def _strip(run: Run) -> list[dict]:
     from art.defences.transformer.poisoning import STRIP
 
     config, data = run.config, run.data
@@ -85,13 +84,13 @@ def _strip(run: _Run) -> list[dict]:
     strip = STRIP(wrapper)(
         num_samples=config.strip_num_samples, false_acceptance_rate=float(config.strip_false_acceptance_rate)
     )
-    with _art_output(run.verbose):
+    with art_output(run.verbose):
         strip.mitigate(data.x_valid)
     clean, poisoned = (
-        _abstaining_labels(_predict_in_chunks(strip.predict, x, config.predict_batch_size))
+        abstaining_labels(predict_in_chunks(strip.predict, x, config.predict_batch_size))
         for x in (data.x_test, data.x_test_poisoned)
     )
-    metrics = _test_metrics(run, clean, poisoned, flags=True)
+    metrics = metrics_on_test_set(run, clean, poisoned, flags=True)
     score = {
         name: strip_scores(
             run.model, x, data.x_valid, config.strip_num_samples, config.seed, batch_size=config.predict_batch_size
@@ -103,5 +102,5 @@ def _strip(run: _Run) -> list[dict]:
         f"from the mean per-blend entropy over {config.strip_num_samples} blends (STRIP's paper; ART's STRIP exposes "
         "no score)"
     )
-    detection = _test_detection(score["clean"], score["poisoned"])
-    return [_row("STRIP", time.perf_counter() - start, note=note, **metrics, **detection)]
+    detection = detection_on_test_set(score["clean"], score["poisoned"])
+    return [make_row("STRIP", time.perf_counter() - start, note=note, **metrics, **detection)]
