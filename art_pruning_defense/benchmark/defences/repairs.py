@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from art_pruning_defense.benchmark.defences import register
-from art_pruning_defense.benchmark.defences._common import _row, _Run, _without_flags
+from art_pruning_defense.benchmark.defences.base import Run, make_row, without_flags
 from art_pruning_defense.fine_pruning import FinePruning
 from art_pruning_defense.goodnet import GoodNetClassifier
 
@@ -31,14 +31,14 @@ if TYPE_CHECKING:
 FST_EPOCHS, FST_LEARNING_RATE, FST_BATCH_SIZE = 10, 0.01, 128
 
 
-def _rows(run: _Run, name: str, repaired: "keras.Model", start: float, note: str) -> list[dict]:
+def _rows(run: Run, name: str, repaired: "keras.Model", start: float, note: str) -> list[dict]:
     """
     :return: The repaired model's row and its GoodNet's row, with the training-set detection rates of the pair.
     """
     goodnet = GoodNetClassifier.from_classifier(run.classifier, repaired, metadata={"method": name})
     metrics, scored = run.evaluate_scored(goodnet)
     evaluated = time.perf_counter() - start
-    goodnet_row = _row(
+    goodnet_row = make_row(
         f"{name} GoodNet",
         evaluated,
         note=f"B and the repaired B' side by side; {note}",
@@ -46,14 +46,14 @@ def _rows(run: _Run, name: str, repaired: "keras.Model", start: float, note: str
         **scored.detection(),
     )
     tpr, fpr, auroc = run.detection_rates(repaired)
-    row = _row(
+    row = make_row(
         name,
         time.perf_counter() - start,
         poison_detection_tpr=tpr,
         poison_detection_fpr=fpr,
         poison_detection_auroc=auroc,
         note=note,
-        **_without_flags(metrics["B'"]),
+        **without_flags(metrics["B'"]),
     )
     return [row, goodnet_row]
 
@@ -63,7 +63,7 @@ def _pair(name: str) -> Callable:
 
 
 @register("clp", "Lipschitz pruning (CLP, data-free), alone and as GoodNet", _pair("clp"))
-def _clp(run: _Run) -> list[dict]:
+def _clp(run: Run) -> list[dict]:
     start = time.perf_counter()
     defence = FinePruning(run.classifier, strategy="lipschitz", batch_size=run.config.predict_batch_size, verbose=False)
     defence.fit()
@@ -75,7 +75,7 @@ def _clp(run: _Run) -> list[dict]:
 
 
 @register("anp", "adversarial neuron pruning (ANP) on the clean split, alone and as GoodNet", _pair("anp"))
-def _anp(run: _Run) -> list[dict]:
+def _anp(run: Run) -> list[dict]:
     start = time.perf_counter()
     data = run.data
     defence = FinePruning(
@@ -98,7 +98,7 @@ def _anp(run: _Run) -> list[dict]:
 
 
 @register("fst", "feature-shift tuning (FST) alone on the clean split, and as GoodNet", _pair("fst"))
-def _fst(run: _Run) -> list[dict]:
+def _fst(run: Run) -> list[dict]:
     from art_pruning_defense.keras import feature_shift_tune
 
     start = time.perf_counter()
