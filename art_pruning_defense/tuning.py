@@ -7,8 +7,9 @@ of fine-pruning, shared by every strategy.
 2. Train it on the clean data: ``mode="plain"``, the whole network on cross-entropy, as the seeds' fine-pruning does;
    ``mode="feature-shift"``, FST (Min et al., NeurIPS 2023, https://arxiv.org/abs/2310.01875): the classifier head
    re-initialised, a penalty on its inner product with B's head, its norm held to B's.
-3. A run that leaves the copy worse on its own clean data than it was before training has diverged; it is redone
-   from the pruned copy at half the learning rate, at most :data:`MAX_FINE_TUNE_ATTEMPTS` times.
+3. Plain fine-tuning: a run that leaves the copy worse on its own clean data than it was before training has
+   diverged; it is redone from the pruned copy at half the learning rate, at most :data:`MAX_FINE_TUNE_ATTEMPTS`
+   times. Feature-shift tuning runs once (its head starts afresh, so a lower accuracy than before is expected).
 4. Measure it on the data given to ``fit``: clean accuracy, what a GoodNet would flag, the attack success rate.
 """
 
@@ -152,7 +153,10 @@ def fine_tune_pruned(
         accuracy, flagged = measure(run, model, clean, bad_predict)
         # Training on the clean data cannot rightly leave the model worse on that very data than before: the
         # optimisation diverged (a too large step for this network). Retry from the pruned copy, half the rate.
-        if accuracy >= pruned_accuracy or attempt == MAX_FINE_TUNE_ATTEMPTS - 1:
+        # Feature-shift tuning starts from a re-initialised head, so "worse than before" is no sign of divergence
+        # there (on CIFAR-10 ResNet-20 its first run ended 0.25 points below the pruned copy, and the retries at
+        # lower rates, which train the new head less, ended 4 to 17 points below): it runs once.
+        if mode == "feature-shift" or accuracy >= pruned_accuracy or attempt == MAX_FINE_TUNE_ATTEMPTS - 1:
             break
         logger.warning(
             "Fine-tuning at learning rate %g diverged (%.2f %% on the clean data it trained on, %.2f %% before); "
@@ -163,7 +167,7 @@ def fine_tune_pruned(
             learning_rate / 2,
         )
         learning_rate /= 2
-    if accuracy < pruned_accuracy:
+    if accuracy < pruned_accuracy and mode == "plain":
         logger.warning(
             "Fine-tuning left the model at %.2f %% on its clean data, below the pruned model's %.2f %%, after %d "
             "attempts down to learning rate %g.",

@@ -192,3 +192,35 @@ def test_fine_tuning_that_works_is_run_once(tiny_data, monkeypatch):
     defence = FinePruning(KerasClassifier(model, clip_values=(0.0, 1.0)), fine_tune_epochs=2, verbose=False)
     defence.fit(x, y)
     assert len(calls) == 1 and defence.fine_tune_["learning_rate"] == defence.fine_tune_learning_rate
+
+
+def test_feature_shift_tuning_runs_once_even_below_the_pruned_accuracy(tiny_data, monkeypatch, caplog):
+    """FST re-initialises the head: ending below the pruned copy's accuracy is expected, not a divergence to retry."""
+    import art_pruning_defense.tuning as tuning
+
+    calls = []
+
+    def worse(model, x, y, **options):
+        calls.append(options["learning_rate"])
+        weights = model.get_weights()
+        weights[-1] = np.where(np.arange(len(weights[-1])) == rarest, 50.0, 0.0).astype(weights[-1].dtype)
+        weights[-2] = np.zeros_like(weights[-2])
+        model.set_weights(weights)  # the rarest class for every input: below the pruned copy
+        return model
+
+    monkeypatch.setattr(tuning, "feature_shift_tune", worse)
+    model = conv_block_model(batch_norm=True, activation="tanh")
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    rarest = int(np.argmin(np.bincount(y, minlength=model.outputs[0].shape[-1])))
+    defence = FinePruning(
+        KerasClassifier(model, clip_values=(0.0, 1.0)),
+        fine_tune_epochs=2,
+        fine_tune_mode="feature-shift",
+        verbose=False,
+    )
+    with caplog.at_level("WARNING", logger="art_pruning_defense.tuning"):
+        defence.fit(x, y)
+    assert calls == [0.02]
+    assert defence.fine_tune_["clean_accuracy"] < defence.fine_tune_["pruned_accuracy"]
+    assert "diverged" not in caplog.text
