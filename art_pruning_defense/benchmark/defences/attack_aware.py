@@ -9,7 +9,6 @@ import time
 
 from art_pruning_defense.benchmark.defences import register
 from art_pruning_defense.benchmark.defences.base import Run, make_row, without_flags
-from art_pruning_defense.fine_pruning import FinePruning
 
 
 @register(
@@ -21,17 +20,9 @@ from art_pruning_defense.fine_pruning import FinePruning
 def _attack_aware(run: Run) -> list[dict]:
     config, data = run.config, run.data
     start = time.perf_counter()
-    defence = FinePruning(
-        run.classifier,
-        strategy="attack_aware",
-        accuracy_drops=(config.goodnet_drop,),
-        batch_size=config.predict_batch_size,
-        fine_tune_epochs=config.fine_tune_epochs,
-        seed=config.seed,
-        # FinePruning's default cache bound: a layer whose activations exceed it (MNIST's conv_1: 0.8 GiB) is
-        # evaluated from the inputs, recomputing the layers before it.
-        verbose=False,
-    )
+    # FinePruning's default cache bound: a layer whose activations exceed it (MNIST's conv_1: 0.8 GiB) is evaluated
+    # from the inputs, recomputing the layers before it.
+    defence = run.fine_pruning(strategy="attack_aware", accuracy_drops=(config.goodnet_drop,))
     defence.fit(data.x_valid, data.y_valid, poisoned_x=data.x_valid_poisoned, poisoned_target=data.target)
     fitted = time.perf_counter() - start
     rows = []

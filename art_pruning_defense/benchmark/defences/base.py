@@ -21,6 +21,7 @@ from art_pruning_defense import _metrics, _sweep
 from art_pruning_defense.benchmark.config import BenchmarkConfig
 from art_pruning_defense.benchmark.report import ROW_KEYS
 from art_pruning_defense.benchmark.training import train_badnet
+from art_pruning_defense.fine_pruning import FinePruning
 from art_pruning_defense.goodnet import GoodNetClassifier
 from art_pruning_defense.keras import BatchPredictor, outputs_probabilities
 from art_pruning_defense.lab.digits import BadNetData
@@ -52,6 +53,21 @@ class Run:
     classifier: KerasClassifier
     verbose: bool
     _labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def fine_pruning(self, **params: object) -> FinePruning:
+        """
+        :param params: FinePruning parameters that differ from the cell's.
+        :return: FinePruning on B with the cell's settings (its X, batch size, fine-tuning epochs and seed), quiet.
+        """
+        config = self.config
+        cell = {
+            "accuracy_drops": config.accuracy_drops,
+            "batch_size": config.predict_batch_size,
+            "fine_tune_epochs": config.fine_tune_epochs,
+            "seed": config.seed,
+            "verbose": False,
+        }
+        return FinePruning(self.classifier, **{**cell, **params})
 
     @property
     def model(self) -> "keras.Model":

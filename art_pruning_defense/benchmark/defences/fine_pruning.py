@@ -11,7 +11,6 @@ import time
 
 from art_pruning_defense.benchmark.defences import register
 from art_pruning_defense.benchmark.defences.base import DETECTION_FPR, Run, make_row, without_flags
-from art_pruning_defense.fine_pruning import FinePruning
 
 #: Name of the calibrated GoodNet's row.
 CALIBRATED = f"fine-pruning GoodNet ({100 * DETECTION_FPR:g}% FPR)"
@@ -25,14 +24,7 @@ CALIBRATED = f"fine-pruning GoodNet ({100 * DETECTION_FPR:g}% FPR)"
 def _fine_pruning(run: Run) -> list[dict]:
     config, data = run.config, run.data
     start = time.perf_counter()
-    defence = FinePruning(
-        run.classifier,
-        accuracy_drops=config.accuracy_drops,
-        batch_size=config.predict_batch_size,
-        fine_tune_epochs=config.fine_tune_epochs,
-        seed=config.seed,
-        verbose=False,
-    )
+    defence = run.fine_pruning()
     defence.fit(data.x_valid, data.y_valid)
     goodnet = defence(run.classifier)
     metrics, scored = run.evaluate_scored(goodnet)

@@ -18,7 +18,6 @@ from art_pruning_defense.benchmark.defences.base import (
     make_row,
     without_flags,
 )
-from art_pruning_defense.fine_pruning import FinePruning
 
 
 def _pruning_rows(config: BenchmarkConfig) -> list[str]:
@@ -29,14 +28,7 @@ def _pruning_rows(config: BenchmarkConfig) -> list[str]:
 def _pruning(run: Run) -> list[dict]:
     config, data = run.config, run.data
     start = time.perf_counter()
-    defence = FinePruning(
-        run.classifier,
-        accuracy_drops=config.accuracy_drops,
-        batch_size=config.predict_batch_size,
-        fine_tune_epochs=0,
-        seed=config.seed,
-        verbose=False,
-    )
+    defence = run.fine_pruning(fine_tune_epochs=0)
     defence.fit(data.x_valid, data.y_valid)
     fitted = time.perf_counter() - start
     point = defence.prune_point

@@ -58,6 +58,14 @@ def _rows(run: Run, name: str, repaired: "keras.Model", start: float, note: str)
     return [row, goodnet_row]
 
 
+def _own_cut(defence: FinePruning) -> str:
+    """
+    :return: How many conv channels the strategy's own cut prunes, of how many, in words.
+    """
+    pruned = sum(len(channels) for channels in defence.pruned_channels(None).values())
+    return f"{pruned} of {sum(p.n_channels for p in defence.prune_points)} conv channels pruned"
+
+
 def _pair(name: str) -> Callable:
     return lambda config: [name, f"{name} GoodNet"]
 
@@ -65,12 +73,10 @@ def _pair(name: str) -> Callable:
 @register("clp", "Lipschitz pruning (CLP, data-free), alone and as GoodNet", _pair("clp"))
 def _clp(run: Run) -> list[dict]:
     start = time.perf_counter()
-    defence = FinePruning(run.classifier, strategy="lipschitz", batch_size=run.config.predict_batch_size, verbose=False)
+    defence = run.fine_pruning(strategy="lipschitz", fine_tune_epochs=0)
     defence.fit()
     pruned = defence.pruned_model(None)
-    n = sum(len(channels) for channels in defence.pruned_channels(None).values())
-    total = sum(p.n_channels for p in defence.prune_points)
-    note = f"{n} of {total} conv channels pruned at u = {defence.lipschitz_threshold:g}, no data"
+    note = f"{_own_cut(defence)} at u = {defence.lipschitz_threshold:g}, no data"
     return _rows(run, "clp", pruned, start, note)
 
 
@@ -78,20 +84,11 @@ def _clp(run: Run) -> list[dict]:
 def _anp(run: Run) -> list[dict]:
     start = time.perf_counter()
     data = run.data
-    defence = FinePruning(
-        run.classifier,
-        strategy="adversarial",
-        accuracy_drops=run.config.accuracy_drops,
-        batch_size=run.config.predict_batch_size,
-        seed=run.config.seed,
-        verbose=False,
-    )
+    defence = run.fine_pruning(strategy="adversarial", fine_tune_epochs=0)
     defence.fit(data.x_valid, data.y_valid)
     pruned = defence.pruned_model(None)
-    n = sum(len(channels) for channels in defence.pruned_channels(None).values())
-    total = sum(p.n_channels for p in defence.prune_points)
     note = (
-        f"{n} of {total} conv channels pruned (mask < {defence.adversarial_threshold:g}, "
+        f"{_own_cut(defence)} (mask < {defence.adversarial_threshold:g}, "
         f"{defence.adversarial_iterations} iterations on {len(data.x_valid)} clean images)"
     )
     return _rows(run, "anp", pruned, start, note)
