@@ -16,9 +16,13 @@ The algorithm, for a classifier B with N classes and clean validation data:
    ``prune_until`` points, then retrain the pruned network on the clean data with the pruned channels held at zero.
 5. A GoodNet runs B and B' side by side and answers class N ("poisoned input") where they disagree.
 
-The ``attack_aware`` strategy (for a defender who holds triggered validation samples) replaces steps 1-3: over
-several layers, deepest first, least active channel first, a channel is pruned if that lowers the attack success
-rate on the poisoned validation data while clean accuracy stays within X points of B's, or if it changes neither.
+Steps 1-3 are the ``activation`` strategy's. Other strategies (:mod:`art_pruning_defense.strategies`) choose the
+channels otherwise and share the rest: ``attack_aware`` (with triggered validation samples, over several layers),
+``lipschitz`` (CLP: every conv channel by its upper Lipschitz bound, data-free; https://arxiv.org/abs/2208.03111) and
+``adversarial`` (ANP: every conv channel by a mask learnt against adversarial neuron perturbations;
+https://arxiv.org/abs/2110.14430). Fine-tuning is plain or feature-shift (FST, https://arxiv.org/abs/2310.01875):
+:mod:`art_pruning_defense.tuning`. This class checks its parameters (declared in :mod:`art_pruning_defense._params`),
+calls the strategy and builds B'(X), the fine-pruned B' and the GoodNets.
 """
 
 from __future__ import annotations
@@ -73,8 +77,9 @@ def _same(a: object, b: object) -> bool:
 
 class FinePruning(Transformer):
     """
-    Prune the least active channels of a convolutional layer of a (possibly backdoored) Keras classifier, and build
-    GoodNet classifiers that flag the inputs on which the pruned and the original network disagree.
+    Prune channels of a (possibly backdoored) Keras classifier, chosen by a strategy (by default the least active
+    channels of one late convolutional layer), optionally fine-tune the pruned copy, and build GoodNet classifiers that
+    flag the inputs on which the pruned and the original network disagree.
 
     | Paper link: https://arxiv.org/abs/1805.12185
     """
