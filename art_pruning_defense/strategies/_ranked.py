@@ -123,8 +123,8 @@ def check_ranked_data(strategy: str, labels: np.ndarray, n_classes: int) -> None
     """
     if len(labels) < MIN_IMAGES:
         raise ValueError(
-            f"strategy={strategy!r} needs at least {MIN_IMAGES} clean images (one batch of the mask optimisation, "
-            f"and enough to measure accuracy on), got {len(labels)}."
+            f"strategy={strategy!r} needs at least {MIN_IMAGES} clean images to measure accuracy on (and for one "
+            f"batch of the adversarial strategy's mask optimisation), got {len(labels)}."
         )
     classes = np.unique(labels)
     if classes.size < 2:
