@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 #: Keyed weakly, and nothing in the values refers to the user's model object, so an entry goes with its model.
 COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+#: The data a strategy reads, batch by batch: arrays (``ArrayBatches``) or a stream (``StreamBatches``); a name for
+#: annotations only.
 Source = "ArrayBatches | StreamBatches"
 
 
