@@ -106,6 +106,19 @@ def model_identity(config: BenchmarkConfig, inputs: dict[str, str | None]) -> di
     )
 
 
+def clean_model_identity(config: BenchmarkConfig, inputs: dict[str, str | None]) -> dict[str, Any]:
+    """
+    :param config: One cell.
+    :param inputs: Its :func:`~art_pruning_defense.benchmark.store.input_hashes`.
+    :return: What the cell's clean model (same data, split, architecture, recipe and seed, no poison; the re-tuning
+             attack's control) depends on: :func:`model_identity` without the attack, so that every attack and poison
+             rate of a seed shares it.
+    """
+    identity = model_identity(config, inputs)
+    identity.update({"attack": None, "attack_options": None, "trigger": None, "poison_rate": None, "clean": True})
+    return identity
+
+
 def model_key(config: BenchmarkConfig, inputs: dict[str, str | None]) -> str:
     """
     :return: The cache key of the cell's B: the SHA-256 of :func:`model_identity`.
@@ -194,34 +207,98 @@ def cached_badnet(
     :return: ``(B, info)``: B as an ART ``KerasClassifier`` with clip values (0, 1), and ``{"key": ..., "hit": ...}``
              (``None`` without a cache).
     """
-    from art.estimators.classification import KerasClassifier
+    from art_pruning_defense.benchmark.training import train_backdoored
 
-    from art_pruning_defense.benchmark.training import train_badnet
+    def train_badnet(x: np.ndarray, y: np.ndarray, n_classes: int, cell: BenchmarkConfig) -> "KerasClassifier":
+        return train_backdoored(data, cell)
 
-    train_badnet = train or train_badnet
+    train_badnet = train or train_badnet  # called as train(x, y, n_classes, config)
     if cache_dir is None:
         return train_badnet(data.x_train, data.y_train, data.n_classes, config), None
     from art_pruning_defense.benchmark import store
 
-    cache_dir = check_cache_dir(cache_dir)
     inputs = store.input_hashes(config) if inputs is None else inputs
-    identity = model_identity(config, inputs)
+    return _cached(
+        cache_dir,
+        model_identity(config, inputs),
+        config,
+        data.is_poison_train,
+        data.n_classes,
+        lambda: train_badnet(data.x_train, data.y_train, data.n_classes, config),
+        "B",
+    )
+
+
+def cached_clean_model(
+    config: BenchmarkConfig,
+    n_classes: int,
+    cache_dir: str | None,
+    inputs: dict[str, str | None] | None = None,
+    train: Any = None,
+) -> tuple["KerasClassifier", dict | None]:
+    """
+    The cell's clean model (the re-tuning attack's control): trained like B on the cell's clean training split
+    (:func:`~art_pruning_defense.benchmark.data.clean_split`, loaded only when it is trained), or loaded from the
+    cache under :func:`clean_model_identity`.
+
+    :param config: The cell.
+    :param n_classes: The data's classes.
+    :param cache_dir: The cache directory; ``None``: no cache (the model is trained).
+    :param inputs: The cell's input hashes (computed if not given).
+    :param train: What trains it (default :func:`~art_pruning_defense.benchmark.training.train_badnet`).
+    :return: ``(model, info)`` as :func:`cached_badnet` returns them.
+    """
+    from art_pruning_defense.benchmark.data import clean_split
+    from art_pruning_defense.benchmark.training import train_badnet
+
+    train_badnet = train or train_badnet
+
+    def train_now() -> "KerasClassifier":
+        x_train, y_train = clean_split(config)[:2]
+        return train_badnet(x_train, y_train, n_classes, config)
+
+    if cache_dir is None:
+        return train_now(), None
+    from art_pruning_defense.benchmark import store
+
+    inputs = store.input_hashes(config) if inputs is None else inputs
+    no_poison = np.zeros(0, dtype=bool)
+    identity = clean_model_identity(config, inputs)
+    return _cached(cache_dir, identity, config, no_poison, n_classes, train_now, "the clean model")
+
+
+def _cached(
+    cache_dir: str,
+    identity: dict,
+    config: BenchmarkConfig,
+    is_poison: np.ndarray,
+    n_classes: int,
+    train_now: Any,
+    what: str,
+) -> tuple["KerasClassifier", dict]:
+    """
+    :return: ``(model, {"key": ..., "hit": ...})``: the model of ``identity`` loaded from a verified entry, else
+             ``train_now()``, stored.
+    """
+    from art.estimators.classification import KerasClassifier
+
+    cache_dir = check_cache_dir(cache_dir)
     key = value_sha256(identity)
     entry = os.path.join(cache_dir, key)
     if os.path.lexists(entry):
         try:
-            model = _read_entry(entry, key, identity, data.is_poison_train, data.n_classes)
+            model = _read_entry(entry, key, identity, is_poison, n_classes)
         except (OSError, ValueError, IntegrityError, EOFError) as error:
             reason = " ".join(str(error).split())[:300]
-            _warn(f"Model cache entry {entry} is not used ({reason}); B is trained again and the entry rebuilt.")
+            _warn(f"Model cache entry {entry} is not used ({reason}); {what} is trained again and the entry rebuilt.")
         else:
-            logger.info("Loaded B from the model cache (%s).", entry)
+            logger.info("Loaded %s from the model cache (%s).", what, entry)
             return KerasClassifier(_compiled(model, config), clip_values=(0.0, 1.0)), {"key": key, "hit": True}
-    classifier = train_badnet(data.x_train, data.y_train, data.n_classes, config)
+    classifier = train_now()
     try:
-        _write_entry(entry, key, identity, classifier.model, data.is_poison_train)
+        _write_entry(entry, key, identity, classifier.model, is_poison)
     except (OSError, ValueError) as error:  # the cache is an optimisation: the run goes on without it
         _warn(f"Model cache entry {entry} could not be written ({' '.join(str(error).split())[:300]}).")
     else:
-        logger.info("Stored B in the model cache (%s).", entry)
+        logger.info("Stored %s in the model cache (%s).", what, entry)
     return classifier, {"key": key, "hit": False}

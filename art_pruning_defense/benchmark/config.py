@@ -32,6 +32,8 @@ MAX_CELLS = 10_000
 #: :func:`~art_pruning_defense.lab.digits.digits_badnet_data`).
 DEFAULT_N_VALID_NPZ = 5000
 DIGITS_N_VALID = 300
+#: Training images of the digits split (the other 397 are the test set).
+DIGITS_N_TRAIN = 1400
 #: Training epochs and batch size of the BadNet (and of the retrained networks) on digits; on ``.npz`` data they
 #: come from the architecture's recipe (:data:`art_pruning_defense.keras.ARCHITECTURES`).
 DEFAULT_EPOCHS_DIGITS = 30
@@ -61,6 +63,15 @@ DEFAULT_STRIP_FALSE_ACCEPTANCE_RATE = 0.01
 ACTIVATION_CLUSTERING_PARAMS = {"nb_clusters": 2, "nb_dims": 10, "reduce": "PCA", "cluster_analysis": "smaller"}
 #: Spectral signatures: ART's default multiplier of the expected poisoning rate.
 SPECTRAL_EPS_MULTIPLIER = 1.5
+#: The re-tuning attack's default number of poisoned images (Min et al., NeurIPS 2024: 5), what ``--retune-poisons``
+#: with no value asks for.
+DEFAULT_RETUNE_POISONS = (5,)
+#: Most poisoned images of one re-tuning (a bound on the grid file's values; the poisoned set bounds it per cell).
+MAX_RETUNE_POISONS = 1_000_000
+#: Fields of :class:`BenchmarkConfig` left out of :meth:`BenchmarkConfig.as_dict` (and so of a cell's hash and of a
+#: grid's settings) while at their default: the cells and outputs of runs made before these fields existed keep
+#: their identity.
+OPTIONAL_FIELDS = {"retune_poisons": ()}
 
 
 def _defence_names() -> tuple[str, ...]:
@@ -121,6 +132,11 @@ class BenchmarkConfig:
     :param strip_num_samples: STRIP's perturbed copies per input (ART's ``num_samples``).
     :param strip_false_acceptance_rate: STRIP's ``false_acceptance_rate``: the share of clean validation inputs
            whose entropy may fall below the threshold.
+    :param retune_poisons: The re-tuning attack (:mod:`~art_pruning_defense.benchmark.retune`): for each k given,
+           every repaired model is re-tuned on the defender's clean split plus k poisoned training images, and its
+           row gains ``asr_after_retune_k<k>`` and ``clean_after_retune_k<k>``; a control row re-tunes a model
+           trained without poison. Empty (the default): no re-tuning. Each k is an integer >= 0, at most the number
+           of poisoned training images (checked before any training).
     """
 
     data: str = DIGITS
@@ -149,6 +165,7 @@ class BenchmarkConfig:
     neural_cleanse_learning_rate: float = DEFAULT_NC_LEARNING_RATE
     strip_num_samples: int = DEFAULT_STRIP_NUM_SAMPLES
     strip_false_acceptance_rate: float = DEFAULT_STRIP_FALSE_ACCEPTANCE_RATE
+    retune_poisons: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         self._check_params()
@@ -234,6 +251,7 @@ class BenchmarkConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
                 raise ValueError(f"{name} must be a number in (0, 1), got {value!r}.")
+        self.retune_poisons = check_retune_poisons(self.retune_poisons)
 
     def resolved(self) -> "BenchmarkConfig":
         """
@@ -270,10 +288,32 @@ class BenchmarkConfig:
         :return: The configuration as plain JSON-serialisable values.
         """
         values = asdict(self)
+        for name, default in OPTIONAL_FIELDS.items():
+            if values[name] == default or list(values[name]) == list(default):
+                del values[name]
+        if "retune_poisons" in values:
+            values["retune_poisons"] = list(self.retune_poisons)
         values["defences"] = list(self.defences)
         values["accuracy_drops"] = list(self.accuracy_drops)
         values["attack_options"] = {name: dict(options) for name, options in self.attack_options.items()}
         return values
+
+
+def check_retune_poisons(values: object, name: str = "retune_poisons") -> tuple[int, ...]:
+    """
+    :param values: The re-tuning attack's numbers of poisoned images.
+    :param name: Its name in the messages (the command line passes ``"--retune-poisons"``).
+    :return: They as a tuple of distinct integers >= 0 (empty: no re-tuning).
+    :raises TypeError: If it is not a list of integers.
+    :raises ValueError: If one is negative, too large, or repeated.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of integers >= 0, got {type(values).__name__} ({values!r}).")
+    what = f"{name}: each number of poisoned images"
+    checked = tuple(check_int(value, what, 0, MAX_RETUNE_POISONS) for value in values)
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"{name} must be distinct, got {list(checked)}.")
+    return checked
 
 
 def check_attack_options(options: object) -> dict[str, dict[str, Any]]:
@@ -328,6 +368,47 @@ def check_target(config: BenchmarkConfig) -> int:
     if not 0 <= config.target < n_classes:
         raise ValueError(f"target must be one of the data's classes 0..{n_classes - 1}, got {config.target}.")
     return n_classes
+
+
+def training_labels(config: BenchmarkConfig) -> "Any":
+    """
+    :param config: A cell.
+    :return: The labels of its training split (after the defender's validation split), as
+             :func:`~art_pruning_defense.benchmark.data.clean_split` draws it, read without the images where the data
+             is an ``.npz`` file (no TensorFlow or ART is imported).
+    """
+    import numpy as np
+
+    config = config.resolved()
+    if config.is_digits:
+        from sklearn.datasets import load_digits
+
+        labels = load_digits().target.astype(np.int64)
+        labels = labels[np.random.default_rng(config.seed).permutation(len(labels))[:DIGITS_N_TRAIN]]
+    else:
+        with np.load(config.data, allow_pickle=False) as arrays:
+            labels = np.asarray(arrays["y_train"]).reshape(-1).astype(np.int64)
+    order = np.random.default_rng(config.seed).permutation(len(labels))
+    return labels[order[config.n_valid :]]
+
+
+def check_retune_against_poisoned(config: BenchmarkConfig) -> None:
+    """
+    Check, from the labels alone (before any training), that each k of ``retune_poisons`` is at most the number of
+    poisoned training images of the cell.
+
+    :raises ValueError: If one is larger, in one line.
+    """
+    if not config.retune_poisons:
+        return
+    n_poison = config.make_attack().n_poison(training_labels(config))
+    too_many = [k for k in config.retune_poisons if k > n_poison]
+    if too_many:
+        raise ValueError(
+            f"--retune-poisons {max(too_many)} is more than the {n_poison} poisoned training images of "
+            f"{config.attack} at poison rate {float(config.poison_rate)!r} (seed {config.seed}); give at most "
+            f"{n_poison}."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -424,7 +505,7 @@ class GridConfig:
                  JSON values: a grid may be resumed into an output only where these are equal.
         """
         values = BenchmarkConfig(**self.settings).as_dict()
-        shared = {key: values[key] for key in GRID_SETTINGS}
+        shared = {key: values[key] for key in GRID_SETTINGS if key in values}
         shared["model"] = self.model
         return json_ready(shared)
 

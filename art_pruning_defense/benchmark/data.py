@@ -11,13 +11,10 @@ import os
 import numpy as np
 
 from art_pruning_defense.lab.digits import BadNetData, load_digits_images
-from art_pruning_defense.benchmark.config import BenchmarkConfig
+from art_pruning_defense.benchmark.config import DIGITS_N_TRAIN, BenchmarkConfig
 from art_pruning_defense.lab.data import load_npz
 
 logger = logging.getLogger(__name__)
-
-#: Training images of the digits split (the other 397 are the test set).
-DIGITS_N_TRAIN = 1400
 
 
 def _images(x: np.ndarray, name: str, path: str) -> np.ndarray:

@@ -125,9 +125,9 @@ def write_benchmark(
             command.strip(),
             "```",
             "",
-            markdown_table(markdown_rows(rows), BENCHMARK_COLUMNS),
+            markdown_table(markdown_rows(rows), _with_retune_columns(retune_metrics(rows))),
             "",
-            LEGEND,
+            LEGEND + (" " + RETUNE_LEGEND if retune_metrics(rows) else ""),
             "",
         ]
     )
@@ -163,6 +163,49 @@ IMPLANTED_ASR = 50.0
 PLOT_NAME = "results_{attack}.png"
 #: The ROC plot of each attack: ``roc_<attack>.png``.
 ROC_NAME = "roc_{attack}.png"
+#: The re-tuning plot of each attack: ``retune_<attack>.png``.
+RETUNE_PLOT_NAME = "retune_{attack}.png"
+#: The re-tuning attack's figures of a row (:mod:`~art_pruning_defense.benchmark.retune`): one pair per k, and the
+#: re-tuning's seconds; rows of runs without re-tuning have none of them.
+RETUNE_KEY = re.compile(r"(asr|clean)_after_retune_k([0-9]+)")
+RETUNE_SECONDS = "retune_seconds"
+RETUNE_LEGEND = (
+    "After re-tuning (k): the re-tuning attack of Min et al. (NeurIPS 2024) on the row's repaired model, a copy "
+    "trained 5 epochs with plain SGD on the defender's clean split plus k poisoned training images; the control row "
+    "re-tunes a model trained without poison the same way (what k poisoned images teach from scratch)."
+)
+
+
+def retune_metrics(rows: Sequence[dict]) -> list[str]:
+    """
+    :return: The re-tuning keys found in ``rows`` (attack success, then clean accuracy, by k; then the seconds).
+    """
+    ks = sorted({int(match.group(2)) for row in rows for key in row if (match := RETUNE_KEY.fullmatch(key))})
+    keys = [key for k in ks for key in (f"asr_after_retune_k{k}", f"clean_after_retune_k{k}")]
+    return keys + ([RETUNE_SECONDS] if keys else [])
+
+
+def retune_columns(keys: Sequence[str]) -> list[tuple[str, str]]:
+    """
+    :return: The markdown columns (key, header) of the re-tuning keys.
+    """
+    columns = []
+    for key in keys:
+        match = RETUNE_KEY.fullmatch(key)
+        if match is None:
+            columns.append((key, "re-tuning seconds"))
+        else:
+            what = "attack success %" if match.group(1) == "asr" else "clean accuracy %"
+            columns.append((key, f"{what} after re-tuning (k={match.group(2)})"))
+    return columns
+
+
+def _with_retune_columns(keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """
+    :return: :data:`BENCHMARK_COLUMNS` with the re-tuning columns before ``seconds``.
+    """
+    at = [key for key, _ in BENCHMARK_COLUMNS].index("seconds")
+    return BENCHMARK_COLUMNS[:at] + tuple(retune_columns(keys)) + BENCHMARK_COLUMNS[at:]
 
 
 def plot_roc(curves: Sequence[tuple[str, dict]], path: str, title: str = "") -> None:
@@ -265,12 +308,13 @@ def aggregate(records: Sequence[dict]) -> list[dict]:
         for record in cells:
             names += [row["defence"] for row in record["rows"] if row["defence"] not in names]
         rows = []
+        metrics = METRICS + tuple(retune_metrics([row for record in cells for row in record["rows"]]))
         for name in names:
             per_seed = [
                 (record["config"]["seed"], row) for record in cells for row in record["rows"] if row["defence"] == name
             ]
             row: dict[str, Any] = {"defence": name}
-            for metric in METRICS:
+            for metric in metrics:
                 values = [r[metric] for _, r in per_seed if r.get(metric) is not None and not r.get("error")]
                 row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
             row["roc"] = _mean_roc([r["roc"] for _, r in per_seed if r.get("roc") and not r.get("error")])
@@ -332,9 +376,10 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
         if group.get("weak_backdoor"):
             lines += [_weak_backdoor_text(group["weak_backdoor"]), ""]
         shown = []
+        extra = retune_metrics([{key.removesuffix("_mean"): None for key in row} for row in group["rows"]])
         for row in group["rows"]:
             cells: dict[str, Any] = {"defence": row["defence"]}
-            for metric in METRICS:
+            for metric in METRICS + tuple(extra):
                 digits = 4 if metric in FOUR_DECIMALS else 2
                 cells[metric] = _mean_std_text(row[f"{metric}_mean"], row[f"{metric}_std"], digits)
             single = len(group["seeds"]) == 1
@@ -343,10 +388,13 @@ def grid_markdown(groups: Sequence[dict], command: str, unfinished: Sequence[str
                 text = text.removeprefix(f"seed {group['seeds'][0]}: ")
             cells["notes"] = " ".join(text.split()) or None  # escaped by markdown_table
             shown.append(cells)
-        lines += [markdown_table(shown, BENCHMARK_COLUMNS), ""]
+        lines += [markdown_table(shown, _with_retune_columns(extra)), ""]
     several = any(len(group["seeds"]) > 1 for group in groups)
     spread = " With several seeds: mean ± sample standard deviation over the seeds." if several else ""
-    lines += [LEGEND + spread, ""]
+    retuned = any(
+        key.endswith("_mean") and RETUNE_KEY.fullmatch(key[:-5]) for g in groups for r in g["rows"] for key in r
+    )
+    lines += [LEGEND + spread + (" " + RETUNE_LEGEND if retuned else ""), ""]
     if unfinished:
         lines += ["## Unfinished cells", "", "A rerun with the same --out runs them:", ""]
         lines += [f"- `{key}`" if _SAFE_KEY.fullmatch(key) else f"- {escape_markdown(key)}" for key in unfinished]
@@ -440,4 +488,67 @@ def write_grid_report(out: str, records: Sequence[dict], command: str, unfinishe
             path = os.path.join(out, ROC_NAME.format(attack=attack))
             plot_roc(curves, path, title=f"{attack}: ROC of the test-time detectors (mean TPR over seeds)")
             written.append(path)
+        if any(retune_plot_bars(group) for group in chosen):
+            path = os.path.join(out, RETUNE_PLOT_NAME.format(attack=attack))
+            plot_retune(chosen, attack, path)
+            written.append(path)
     return [os.path.abspath(path) for path in written]
+
+
+def retune_plot_bars(group: dict) -> tuple[int, list[tuple[str, float, float, float | None]]] | None:
+    """
+    :param group: One group of :func:`aggregate`.
+    :return: ``(k, bars)`` for the group's smallest re-tuning k: per row with a figure after re-tuning, ``(name, ASR
+             before repair, ASR after repair, ASR after re-tuning)`` (means over the seeds; the first is the "no
+             defence" row's, ``None`` without it); ``None`` where no row was re-tuned.
+    """
+    keys = [key for key in retune_metrics([{k.removesuffix("_mean"): None for k in row} for row in group["rows"]])]
+    if not keys:
+        return None
+    asr_key = keys[0]
+    k = int(RETUNE_KEY.fullmatch(asr_key).group(2))
+    before = next((row["attack_success_rate_mean"] for row in group["rows"] if row["defence"] == UNDEFENDED), None)
+    bars = [
+        (row["defence"], before, row["attack_success_rate_mean"], row[f"{asr_key}_mean"])
+        for row in group["rows"]
+        if row.get(f"{asr_key}_mean") is not None and row["attack_success_rate_mean"] is not None
+    ]
+    return (k, bars) if bars else None
+
+
+def plot_retune(groups: Sequence[dict], attack: str, path: str) -> None:
+    """
+    Per defence row, grouped bars of the attack success rate before repair (B's), after repair and after the
+    re-tuning attack (the smallest k), mean over seeds; one panel per group (poison rate, architecture) of the
+    attack; written as a PNG, atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(group, bars) for group in groups if (bars := retune_plot_bars(group))]
+    width = max(8.0, 0.6 * max(len(bars[1]) for _, bars in panels))
+    figure, axes = plt.subplots(len(panels), 1, figsize=(width, 4.5 * len(panels)), dpi=120, squeeze=False)
+    for axis, (group, (k, bars)) in zip(axes[:, 0], panels):
+        positions = range(len(bars))
+        series = (
+            ("before repair (B)", 1, "tab:red"),
+            ("after repair", 2, "tab:blue"),
+            (f"after re-tuning (k={k})", 3, "tab:orange"),
+        )
+        for offset, (label, index, colour) in enumerate(series):
+            values = [bar[index] if bar[index] is not None else 0.0 for bar in bars]
+            axis.bar([p + (offset - 1) * 0.27 for p in positions], values, 0.27, label=label, color=colour)
+        axis.set_xticks(list(positions))
+        axis.set_xticklabels([bar[0] for bar in bars], rotation=30, ha="right", fontsize=7)
+        axis.set_ylim(0, 105)
+        axis.set_ylabel("attack success rate (%)")
+        axis.grid(alpha=0.3, axis="y")
+        axis.legend(fontsize=7, loc="upper right")
+        axis.set_title(_group_title(group), fontsize=9)
+    figure.suptitle(f"{attack}: does the backdoor come back after re-tuning? (mean over seeds)")
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)

@@ -21,7 +21,7 @@ from art_pruning_defense.benchmark.config import BenchmarkConfig, GridConfig, ch
 from art_pruning_defense.benchmark.data import load_benchmark_data
 from art_pruning_defense.benchmark.defences import DEFENCES
 from art_pruning_defense.benchmark.defences.base import Run, make_row
-from art_pruning_defense.benchmark.training import train_badnet
+from art_pruning_defense.benchmark.training import train_backdoored, train_badnet
 from art_pruning_defense.keras import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,12 @@ def run_benchmark(
     }
     if summary is not None:
         summary.update(sizes)
+    too_many = [k for k in config.retune_poisons if k > sizes["poisoned"]]
+    if too_many:  # before any training (the command line checks it from the labels, earlier still)
+        raise ValueError(
+            f"retune_poisons {max(too_many)} is more than the {sizes['poisoned']} poisoned training images; give at "
+            f"most {sizes['poisoned']}."
+        )
     logger.info(
         "Data: %d training images (%d poisoned by %s, target %d), %d clean validation, %d test.",
         sizes["train"],
@@ -93,7 +99,9 @@ def run_benchmark(
     stage("training")
     begin = time.perf_counter()
     with PeakRSS() as peak:
-        classifier, info = cached_badnet(data, config, model_cache, train=train_badnet)
+        classifier, info = cached_badnet(
+            data, config, model_cache, train=lambda x, y, n_classes, cell: train_backdoored(data, cell, train_badnet)
+        )
         check_finite_weights(classifier.model, "The trained BadNet B")
         if info is not None and cache_info is not None:
             cache_info.update(info)
@@ -138,8 +146,31 @@ def run_benchmark(
                 )
             rows.extend(new_rows)
             release_memory()  # the defence's networks and caches, before the next one (B and the data stay)
+    if config.retune_poisons:
+        rows.append(_control_row(run, stage, model_cache))
     logger.info("Benchmark finished in %.1f s.", time.perf_counter() - started)
     return rows
+
+
+def _control_row(run: Run, stage: Callable[[str], None], model_cache: str | None) -> dict:
+    """
+    :return: The re-tuning attack's control row (:func:`~art_pruning_defense.benchmark.retune.control_row`), or its
+             error row.
+    """
+    from art_pruning_defense.benchmark.retune import CONTROL_ROW, control_row
+
+    stage("retune-control")
+    seed_everything(run.config.seed)
+    begin = time.perf_counter()
+    with PeakRSS() as peak:
+        try:
+            row = control_row(run, model_cache)
+        except Exception as error:  # as for a defence: recorded, the cell goes on
+            logger.warning("The re-tuning control failed: %s: %s", type(error).__name__, error, exc_info=True)
+            row = make_row(CONTROL_ROW, time.perf_counter() - begin, error=f"{type(error).__name__}: {error}")
+    row["peak_rss_mib"] = peak.mib
+    release_memory()
+    return row
 
 
 def _percent_text(value: float | None) -> str:

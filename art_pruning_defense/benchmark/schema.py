@@ -13,7 +13,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from art_pruning_defense.benchmark.config import GRID_AXES, GRID_KEYS, MAX_SEED, BenchmarkConfig
+from art_pruning_defense.benchmark.config import (
+    GRID_AXES,
+    GRID_KEYS,
+    MAX_RETUNE_POISONS,
+    MAX_SEED,
+    OPTIONAL_FIELDS,
+    BenchmarkConfig,
+)
 
 #: Most characters of an input quoted in an error message.
 MAX_QUOTED_CHARS = 200
@@ -43,6 +50,9 @@ PERCENT_KEYS = (
     "tpr_at_1pct_fpr",
 )
 SHARE_KEYS = ("auroc", "poison_detection_auroc")
+#: The re-tuning attack's figures of a row (percent), one pair per k: ``asr_after_retune_k5``, ``clean_after_retune_k5``
+#: (:mod:`~art_pruning_defense.benchmark.retune`).
+RETUNE_KEY_PATTERN = "^(asr|clean)_after_retune_k[0-9]{1,7}$"
 
 ROW_SCHEMA: dict = {
     "type": "object",
@@ -74,7 +84,9 @@ ROW_SCHEMA: dict = {
             ]
         },
         "peak_rss_mib": {"anyOf": [_NULL, _NON_NEGATIVE]},
+        "retune_seconds": _NON_NEGATIVE,
     },
+    "patternProperties": {RETUNE_KEY_PATTERN: _PERCENT},
 }
 
 
@@ -82,7 +94,7 @@ def _config_schema() -> dict:
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": list(BenchmarkConfig.__dataclass_fields__),
+        "required": [name for name in BenchmarkConfig.__dataclass_fields__ if name not in OPTIONAL_FIELDS],
         "properties": {name: {} for name in BenchmarkConfig.__dataclass_fields__},
     }
 
@@ -187,6 +199,11 @@ def grid_file_schema() -> dict:
         "neural_cleanse_learning_rate": number,
         "strip_num_samples": positive,
         "strip_false_acceptance_rate": number,
+        "retune_poisons": {
+            "type": "array",
+            "maxItems": 100,
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_RETUNE_POISONS},
+        },
     }
     assert set(properties) == set(GRID_KEYS) and set(GRID_AXES) <= set(properties)
     return {"type": "object", "additionalProperties": False, "properties": properties}

@@ -5,7 +5,7 @@ Training the BadNet (and the networks a filtering defence retrains): a built-in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from art.estimators.classification import KerasClassifier
@@ -15,6 +15,8 @@ from art_pruning_defense.keras import ARCHITECTURES, build_architecture, fit_cla
 
 if TYPE_CHECKING:
     import keras
+
+    from art_pruning_defense.lab.digits import BadNetData
 
 
 def train_badnet(
@@ -52,6 +54,22 @@ def train_badnet(
         rows=rows,
     )
     return KerasClassifier(model, clip_values=(0.0, 1.0))
+
+
+def train_backdoored(data: "BadNetData", config: BenchmarkConfig, train: Callable = train_badnet) -> KerasClassifier:
+    """
+    Train the cell's B: with :func:`train_badnet` on the poisoned training set, or by the attack's own procedure
+    where it has one (``train_model``, e.g. the pruning-aware attack, which trains in stages).
+
+    :param data: The cell's data (poisoned training set and which samples are poisoned).
+    :param config: The cell.
+    :param train: What trains a network on a training set (default :func:`train_badnet`).
+    :return: B.
+    """
+    attack = config.make_attack()
+    if hasattr(attack, "train_model"):
+        return attack.train_model(data, config, train)
+    return train(data.x_train, data.y_train, data.n_classes, config)
 
 
 def _fresh_user_model(path: str, input_shape: tuple[int, ...], n_classes: int) -> "keras.Model":

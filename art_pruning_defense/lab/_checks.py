@@ -136,6 +136,7 @@ BENCHMARK_OPTIONS = {
     "epochs": "epochs",
     "augment": "augment",
     "defences": "defences",
+    "retune_poisons": "retune_poisons",
 }
 
 
@@ -156,6 +157,11 @@ def check_benchmark(args: argparse.Namespace) -> None:
     _check_int(args.n_valid, "--n-valid", 1)
     _check_int(args.epochs, "--epochs", 1)
     _check_int(args.target, "--target", 0)
+    if args.retune_poisons is not None:
+        from art_pruning_defense.benchmark.config import DEFAULT_RETUNE_POISONS, check_retune_poisons
+
+        ks = args.retune_poisons or DEFAULT_RETUNE_POISONS  # the option alone: the default k
+        args.retune_poisons = list(check_retune_poisons(ks, "--retune-poisons"))
     if args.cpus_per_cell is not None:
         check_number(args.cpus_per_cell, "--cpus-per-cell", 0.0)
     if args.executor != "ray" and (args.ray_address is not None or args.cpus_per_cell is not None):
@@ -191,6 +197,8 @@ def check_benchmark(args: argparse.Namespace) -> None:
 
     args.model_cache_dir = None if args.no_model_cache else check_cache_dir(args.model_cache or default_cache_dir())
     check_grid_output(args.out, args.grid_config, overwrite=args.force, inputs=[data, model, args.grid])
-    from art_pruning_defense.benchmark.config import check_target
+    from art_pruning_defense.benchmark.config import check_retune_against_poisoned, check_target
 
     check_target(args.grid_config.cells()[0])  # the labels alone: a target outside the classes is refused now
+    for cell in args.grid_config.cells():
+        check_retune_against_poisoned(cell)  # the labels alone: more re-tuning poisons than poisoned images

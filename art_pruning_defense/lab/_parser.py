@@ -206,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-flip", action="store_true", default=None, help="no horizontal flips when augmenting")
     bench.add_argument("--defences", nargs="+", choices=DEFENCE_NAMES, help="a subset of the defences (default: all)")
     bench.add_argument(
+        "--retune-poisons",
+        nargs="*",
+        type=int,
+        metavar="K",
+        help="re-tuning attack after each repair: 5 epochs of plain SGD on the clean split plus K poisoned training "
+        "images, one run per K (no value: 5; default: no re-tuning), and a control row on a model trained without "
+        "poison",
+    )
+    bench.add_argument(
         "--executor", choices=["local", "ray"], default="local", help="run cells here, one by one, or as Ray tasks"
     )
     bench.add_argument("--ray-address", help="with --executor ray: join this Ray cluster (default: start a local one)")

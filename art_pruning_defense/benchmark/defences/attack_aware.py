@@ -40,6 +40,7 @@ def _attack_aware(run: Run) -> list[dict]:
             note=f"X={config.goodnet_drop:g}: {channels} channels of {', '.join(defence.layer_names or [])} pruned"
             if defence.layer_names
             else f"X={config.goodnet_drop:g}: {channels} channels pruned",
+            retune=run.retune(pruned.pruned_model),
             **without_flags(metrics["B'"]),
         )
     )
@@ -55,6 +56,7 @@ def _attack_aware(run: Run) -> list[dict]:
             poison_detection_fpr=fpr,
             poison_detection_auroc=auroc,
             note=note,
+            retune=run.retune(goodnet.pruned_model),
             **without_flags(metrics["B'"]),
         )
     )

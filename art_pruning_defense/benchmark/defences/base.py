@@ -149,6 +149,19 @@ class Run:
         """
         return ChunkedActivations(self.model, clip_values=self.classifier.clip_values)
 
+    def retune(self, model: "keras.Model") -> dict[str, float]:
+        """
+        The re-tuning attack on a repaired model, for each k of the cell's ``retune_poisons``
+        (:func:`~art_pruning_defense.benchmark.retune.retune_columns`).
+
+        :param model: The repaired model (not modified).
+        :return: The row's ``asr_after_retune_k<k>`` and ``clean_after_retune_k<k>`` (empty without re-tuning).
+        """
+        from art_pruning_defense.benchmark.retune import retune_columns
+
+        config = self.config
+        return retune_columns(model, self.data, config.retune_poisons, config.seed, config.predict_batch_size)
+
     def train_cnn(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None) -> KerasClassifier:
         """
         Train a fresh CNN the way B was trained (same architecture, seed, epochs and batch size).
@@ -277,8 +290,10 @@ def make_row(
     error: str | None = None,
     roc: dict | None = None,
     peak_rss_mib: float | None = None,
+    retune: dict[str, float] | None = None,
 ) -> dict:
     """
+    :param retune: The re-tuning attack's figures of the row's repaired model (:meth:`Run.retune`), added as they are.
     :param auroc: AUROC (0–1) of the row's test-time detector, clean vs triggered test inputs.
     :param tpr_at_1pct_fpr: Its TPR (percent) at 1 % FPR on the same inputs.
     :param poison_detection_auroc: AUROC of the row's training-set score (poisoned vs clean training samples).
@@ -305,6 +320,7 @@ def make_row(
     for key in ROW_KEYS[1:11]:
         if values[key] is not None:
             values[key] = float(values[key])
+    values.update({key: float(value) for key, value in (retune or {}).items()})
     return values
 
 
@@ -466,8 +482,15 @@ def filter_and_retrain(run: Run, name: str, detect: Callable[[np.ndarray], list[
     retrained = run.train_cnn(data.x_train, data.y_train, rows=np.flatnonzero(keep))
     metrics = metrics_on_test_set(run, *run.labels_of(retrained.model, data.x_test, data.x_test_poisoned))
     note = f"{np.count_nonzero(flagged)} of {len(flagged)} training samples removed, CNN retrained on the rest"
+    seconds = time.perf_counter() - start
     return [
         make_row(
-            name, time.perf_counter() - start, poison_detection_tpr=tpr, poison_detection_fpr=fpr, note=note, **metrics
+            name,
+            seconds,
+            poison_detection_tpr=tpr,
+            poison_detection_fpr=fpr,
+            note=note,
+            retune=run.retune(retrained.model),
+            **metrics,
         )
     ]

@@ -63,6 +63,7 @@ def _fine_pruning(run: Run) -> list[dict]:
         poison_detection_fpr=fpr,
         poison_detection_auroc=auroc,
         note=note,
+        retune=run.retune(goodnet.pruned_model),
         **without_flags(metrics["B'"]),
     )
     return [row, goodnet_row, calibrated_row]

@@ -167,7 +167,10 @@ def _neural_cleanse(run: Run) -> list[dict]:
             detail = note
             if mitigation == "pruning" and flagged_classes:
                 detail += "; " + _pruned_neurons(classifier)
-            return make_row(name, shared + time.perf_counter() - begin, note=detail, **metrics)
+            seconds = shared + time.perf_counter() - begin
+            # "filtering" leaves B as it is (it abstains on flagged inputs): there is no repaired model to re-tune.
+            retune = run.retune(classifier.model) if mitigation != "filtering" else None
+            return make_row(name, seconds, note=detail, retune=retune, **metrics)
 
         rows.append(guarded(name, begin - shared, measure))
     return rows

@@ -15,4 +15,4 @@ from art_pruning_defense.benchmark.report import UNDEFENDED
 def _no_defence(run: Run) -> list[dict]:
     start = time.perf_counter()
     metrics = metrics_on_test_set(run, run.bad_labels("test"), run.bad_labels("test_poisoned"))
-    return [make_row(UNDEFENDED, time.perf_counter() - start, **metrics)]
+    return [make_row(UNDEFENDED, time.perf_counter() - start, retune=run.retune(run.model), **metrics)]

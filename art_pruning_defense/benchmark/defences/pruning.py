@@ -59,6 +59,7 @@ def _pruning(run: Run) -> list[dict]:
                 poison_detection_fpr=fpr,
                 poison_detection_auroc=auroc,
                 note=note,
+                retune=run.retune(goodnet.pruned_model),
                 **without_flags(metrics["B'"]),
             )
 

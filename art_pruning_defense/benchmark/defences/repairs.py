@@ -53,6 +53,7 @@ def _rows(run: Run, name: str, repaired: "keras.Model", start: float, note: str)
         poison_detection_fpr=fpr,
         poison_detection_auroc=auroc,
         note=note,
+        retune=run.retune(repaired),
         **without_flags(metrics["B'"]),
     )
     return [row, goodnet_row]
