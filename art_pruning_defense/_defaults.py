@@ -33,7 +33,7 @@ DEFENCE_NAMES = (
 TRIGGER_NAMES = ("pattern", "pixel", "patch")
 
 #: The benchmark's attacks (the registry is :data:`art_pruning_defense.benchmark.attacks.ATTACKS`).
-ATTACK_NAMES = ("badnets", "blended", "sig", "wanet", "clean-label")
+ATTACK_NAMES = ("badnets", "blended", "sig", "wanet", "clean-label", "pruning-aware")
 
 #: The environment variable that makes oneDNN builds of TensorFlow allocate their CPU tensors from the C library rather
 #: than from oneDNN's pool (read when TensorFlow starts; ``art-prune benchmark`` sets it, see

@@ -281,6 +281,8 @@ class BenchmarkConfig:
         params = dict(self.attack_options.get(self.attack, {}))
         if self.attack == "badnets":
             params["trigger"] = self.trigger
+        if self.attack == "pruning-aware" and params.get("base", "badnets") == "badnets":
+            params["base_options"] = {**params.get("base_options", {}), "trigger": self.trigger}
         return params
 
     def as_dict(self) -> dict:
@@ -333,6 +335,8 @@ def check_attack_options(options: object) -> dict[str, dict[str, Any]]:
             raise TypeError(f"attack_options[{name!r}] must map option names to values, got {type(values).__name__}.")
         if name == "badnets" and "trigger" in values:
             raise ValueError("attack_options: give the badnets trigger as trigger (--trigger), not as an option.")
+        if name == "pruning-aware" and isinstance(values.get("base_options"), Mapping) and "trigger" in values["base_options"]:
+            raise ValueError("attack_options: give the badnets trigger as trigger (--trigger), not as a base option.")
         make_attack(name, **values)  # the attack checks its options
         checked[name] = dict(values)
     return checked

@@ -38,9 +38,28 @@ def train_badnet(
         model = _fresh_user_model(config.model, tuple(x.shape[1:]), n_classes)
     else:
         model = build_architecture(config.arch, x.shape[1:], n_classes)
+    train_further(model, x, y, config, rows=rows)
+    return KerasClassifier(model, clip_values=(0.0, 1.0))
+
+
+def train_further(
+    model: "keras.Model", x: np.ndarray, y: np.ndarray, config: BenchmarkConfig, rows: np.ndarray | None = None
+) -> "keras.Model":
+    """
+    Train a network, in place, with the cell's recipe (epochs, batch size, optimizer, learning rate, augmentation,
+    seed): what :func:`train_badnet` does after building it.
+
+    :param model: The network (recompiled, trained in place).
+    :param x: Training images in [0, 1], channels last.
+    :param y: Integer labels.
+    :param config: The cell (defaults resolved here).
+    :param rows: Train on these samples only; ``None``: all.
+    :return: The model.
+    """
+    config = config.resolved()
     recipe = ARCHITECTURES[config.arch].recipe
     augment = config.augment if config.augment is not None else x.shape[-1] == 3
-    fit_classifier(
+    return fit_classifier(
         model,
         x,
         y,
@@ -53,7 +72,6 @@ def train_badnet(
         seed=config.seed,
         rows=rows,
     )
-    return KerasClassifier(model, clip_values=(0.0, 1.0))
 
 
 def train_backdoored(data: "BadNetData", config: BenchmarkConfig, train: Callable = train_badnet) -> KerasClassifier:

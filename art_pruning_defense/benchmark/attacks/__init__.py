@@ -12,6 +12,10 @@ images in [0, 1]; see :class:`~art_pruning_defense.benchmark.attacks._base.Attac
     Nguyen & Tran 2021: a fixed smooth warping field (k = 4, s = 0.5) with noise-mode samples; dirty-label.
 ``clean-label``
     Turner et al. 2019: ART's ``PoisoningAttackCleanLabelBackdoor`` (PGD on a proxy, then ART's pattern); clean-label.
+``pruning-aware``
+    Liu et al. 2018 (Fine-Pruning, §4): another attack's poison (``badnets`` by default) trained into the channels
+    activation pruning keeps, the pruned channels re-inserted as dormant decoys; it trains B itself
+    (``train_model``).
 
 Importing this package loads neither TensorFlow nor ART (they are imported when an attack runs), so that the command
 line checks attack names and options at once.
@@ -26,11 +30,14 @@ from art_pruning_defense.benchmark.attacks._base import Attack, PoisonedData
 from art_pruning_defense.benchmark.attacks.badnets import BadNets
 from art_pruning_defense.benchmark.attacks.blended import Blended
 from art_pruning_defense.benchmark.attacks.clean_label import CleanLabel
+from art_pruning_defense.benchmark.attacks.pruning_aware import PruningAware
 from art_pruning_defense.benchmark.attacks.sig import SIG
 from art_pruning_defense.benchmark.attacks.wanet import WaNet
 
 #: The attacks, by name.
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (BadNets, Blended, SIG, WaNet, CleanLabel)}
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (BadNets, Blended, SIG, WaNet, CleanLabel, PruningAware)
+}
 assert tuple(ATTACKS) == ATTACK_NAMES, "keep _defaults.ATTACK_NAMES in step with ATTACKS"
 
 
