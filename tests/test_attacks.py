@@ -139,7 +139,7 @@ def test_bad_inputs():
         attack.poison(x, y[:5])
     with pytest.raises(ValueError, match=r"badnets: 9 samples to poison \(poison_rate 0.9\) but only 7 non-target"):
         make_attack("badnets", target=0, poison_rate=0.9).poison(x, y)  # 3 of the 10 are of class 0
-    assert set(ATTACKS) == {"badnets", "blended", "sig", "wanet", "clean-label"}
+    assert set(ATTACKS) == {"badnets", "blended", "sig", "wanet", "clean-label", "pruning-aware"}
 
 
 def test_clean_label_uses_arts_pgd_and_keeps_labels():
