@@ -8,6 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import conv_block_model
 
 from art_pruning_defense.benchmark.config import (
     BenchmarkConfig,
@@ -16,7 +17,6 @@ from art_pruning_defense.benchmark.config import (
 )
 from art_pruning_defense.lab.cli import main
 from art_pruning_defense.lab.digits import BadNetData
-from conftest import conv_block_model
 
 
 def _tiny_data(n_poison: int = 6) -> BadNetData:
@@ -75,8 +75,8 @@ def test_retune_trains_a_copy_on_the_clean_split_plus_k_poisoned_images(monkeypa
 
 
 def test_control_model_key_leaves_the_attack_out():
-    from art_pruning_defense.benchmark.cache import clean_model_identity, model_identity
     from art_pruning_defense._integrity import value_sha256
+    from art_pruning_defense.benchmark.cache import clean_model_identity, model_identity
 
     inputs = {"data_sha256": None, "model_sha256": None}
 
@@ -181,7 +181,7 @@ def pruning_aware_run():
 
 def test_pruning_aware_attack_survives_pruning_and_its_decoys_go_first(pruning_aware_run):
     run, defence, attack = pruning_aware_run
-    n_decoys = int(round(attack.prune_fraction * defence.prune_point.n_channels))
+    n_decoys = round(attack.prune_fraction * defence.prune_point.n_channels)
     assert attack.decoys_ is not None and len(attack.decoys_) == n_decoys
     pruned = defence.pruned_channels(10.0)
     assert np.isin(attack.decoys_, pruned).all()  # activation ranking prunes the decoys

@@ -115,7 +115,7 @@ class PruningAware(Attack):
         offset = _offset_layer(model, point.layer_name)
         sample = data.x_train[clean_rows[:ACTIVATION_SAMPLES]]
         means = _channel_statistic(model, point.cut_name, sample, np.mean)
-        n_pruned = int(round(self.prune_fraction * point.n_channels))
+        n_pruned = round(self.prune_fraction * point.n_channels)
         decoys = np.sort(np.argsort(means, kind="stable")[:n_pruned])
         mask = np.ones(point.n_channels, dtype="float32")
         mask[decoys] = 0.0
