@@ -500,16 +500,23 @@ def retune_plot_bars(group: dict) -> tuple[int, list[tuple[str, float, float, fl
     :param group: One group of :func:`aggregate`.
     :return: ``(k, bars)`` for the group's smallest re-tuning k: per row with a figure after re-tuning, ``(name, ASR
              before repair, ASR after repair, ASR after re-tuning)`` (means over the seeds; the first is the "no
-             defence" row's, ``None`` without it); ``None`` where no row was re-tuned.
+             defence" row's, ``None`` without it or for the control row); ``None`` where no row was re-tuned.
     """
     keys = [key for key in retune_metrics([{k.removesuffix("_mean"): None for k in row} for row in group["rows"]])]
     if not keys:
         return None
     asr_key = keys[0]
     k = int(RETUNE_KEY.fullmatch(asr_key).group(2))
+    from art_pruning_defense.benchmark.retune import CONTROL_ROW
+
     before = next((row["attack_success_rate_mean"] for row in group["rows"] if row["defence"] == UNDEFENDED), None)
     bars = [
-        (row["defence"], before, row["attack_success_rate_mean"], row[f"{asr_key}_mean"])
+        (
+            row["defence"],
+            None if row["defence"] == CONTROL_ROW else before,  # the control was never backdoored
+            row["attack_success_rate_mean"],
+            row[f"{asr_key}_mean"],
+        )
         for row in group["rows"]
         if row.get(f"{asr_key}_mean") is not None and row["attack_success_rate_mean"] is not None
     ]
@@ -545,7 +552,7 @@ def plot_retune(groups: Sequence[dict], attack: str, path: str) -> None:
         axis.set_ylim(0, 105)
         axis.set_ylabel("attack success rate (%)")
         axis.grid(alpha=0.3, axis="y")
-        axis.legend(fontsize=7, loc="upper right")
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         axis.set_title(_group_title(group), fontsize=9)
     figure.suptitle(f"{attack}: does the backdoor come back after re-tuning? (mean over seeds)")
     figure.tight_layout()
