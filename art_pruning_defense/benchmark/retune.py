@@ -146,8 +146,9 @@ def control_row(run: "Run", model_cache: str | None) -> dict:
     start = time.perf_counter()
     classifier, info = cached_clean_model(config, data.n_classes, model_cache)
     metrics = metrics_on_test_set(run, *run.labels_of(classifier.model, data.x_test, data.x_test_poisoned))
-    how = "loaded from the model cache" if info and info["hit"] else f"trained ({config.epochs} epochs)"
-    note = f"trained without poison on the clean training split, {how}; key {info['key'][:12]}" if info else None
-    note = note or f"trained without poison on the clean training split ({config.epochs} epochs)"
+    how = "loaded from the model cache" if info and info["hit"] else f"trained {config.epochs} epochs"
+    note = f"no poison: the clean training split, B's recipe and seed; {how}"
+    if info:
+        note += f" (cache key {info['key'][:12]}…)"
     seconds = time.perf_counter() - start
     return make_row(CONTROL_ROW, seconds, note=note, retune=run.retune(classifier.model), **metrics)
