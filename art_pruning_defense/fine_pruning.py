@@ -376,9 +376,7 @@ class FinePruning(Transformer):
                 "given none: pass x and y, or set calibration_fraction=None."
             )
 
-    def _held_out(
-        self, x: object, y: object
-    ) -> tuple[object, object, tuple[np.ndarray, np.ndarray] | None]:
+    def _held_out(self, x: object, y: object) -> tuple[object, object, tuple[np.ndarray, np.ndarray] | None]:
         """
         Split the clean data with ``calibration_fraction`` (seeded by ``seed``), before any heavy work.
 
