@@ -39,3 +39,10 @@ ATTACK_NAMES = ("badnets", "blended", "sig", "wanet", "clean-label", "pruning-aw
 #: than from oneDNN's pool (read when TensorFlow starts; ``art-prune benchmark`` sets it, see
 #: :func:`art_pruning_defense.benchmark._memory.use_system_allocator`).
 SYSTEM_ALLOCATOR_VARIABLE = "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"
+
+#: The share of the defender's clean data held out of fine-pruning to calibrate the GoodNet's threshold, wherever a
+#: false-positive rate is asked for (``art-prune repair --fpr``, the detector's ``false_positive_rate``, the
+#: benchmark's calibrated rows). 0.3 of MNIST's 5,000 validation images leaves 1,500 to calibrate, the fewest for
+#: which a 1 % threshold's realised rate lies within [0.5 %, 1.5 %] with 95 % probability (docs/guide.md,
+#: "Calibrated detection", has the band per size and the measured cost of holding them out).
+RECOMMENDED_CALIBRATION_FRACTION = 0.3

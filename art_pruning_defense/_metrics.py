@@ -1,6 +1,7 @@
 """
-Framework-free detection metrics (numpy; scikit-learn for ROC): the GoodNet's continuous score, its calibration to a
-chosen false-positive rate, and AUROC / TPR at a fixed FPR from scores and ground truth.
+Framework-free detection metrics (numpy; scikit-learn for ROC, SciPy for the conformal band): the GoodNet's
+continuous score, its conformal calibration to a chosen false-positive rate, and AUROC / TPR at a fixed FPR from
+scores and ground truth.
 
 The score of an input x, for B with label ``ŷ_B = argmax p_B(x)`` and B' with label ``ŷ_B' = argmax p_B'(x)``::
 
@@ -14,7 +15,7 @@ continuous. Without the indicator, ``1 − p_B'(ŷ_B)`` alone does not separate 
 which B' is unsure (``max p_B' = 0.4``, score 0.6) would outrank a disagreeing one on which B' keeps 0.45 on B's
 label (score 0.55).
 
-This module imports neither TensorFlow nor scikit-learn at import time (the command line uses its checks before
+This module imports neither TensorFlow, scikit-learn nor SciPy at import time (the command line uses its checks before
 TensorFlow is loaded).
 """
 
@@ -46,30 +47,29 @@ def check_false_positive_rate(value: object, what: str = "false_positive_rate") 
     return rate
 
 
-def max_flagged(n: int, false_positive_rate: float) -> int:
+#: Slack of the float product ``(n + 1)(1 − α)`` before its ceiling, so that an exact integer is not pushed up by
+#: rounding noise (``100 * 0.99`` is 98.99999999999999 or 99.00000000000001 depending on the operands).
+_RANK_SLACK = 1e-9
+
+
+def conformal_rank(n: int, false_positive_rate: float) -> int:
     """
-    :param n: Number of calibration samples.
-    :param false_positive_rate: The share that may be flagged, in (0, 1).
-    :return: The largest ``k`` with ``k / n <= false_positive_rate`` (in float arithmetic, as the check reads it).
+    :param n: Number of calibration scores.
+    :param false_positive_rate: The target rate α, in (0, 1).
+    :return: The rank ``r = ⌈(n + 1)(1 − α)⌉`` of the conformal threshold among the n scores sorted up; above n
+             where n is too small (``n < 1/α − 1``) for any threshold to promise α.
     """
-    k = int(math.floor(false_positive_rate * n))
-    while k > 0 and k / n > false_positive_rate:
-        k -= 1
-    while (k + 1) / n <= false_positive_rate:
-        k += 1
-    return k
+    return math.ceil((n + 1) * (1.0 - false_positive_rate) - _RANK_SLACK)
 
 
 def min_calibration_samples(false_positive_rate: float) -> int:
     """
-    :param false_positive_rate: The share that may be flagged, in (0, 1).
-    :return: The fewest samples on which at least one may be flagged: ``ceil(1 / false_positive_rate)`` (the
-             smallest ``n`` with ``1 / n <= false_positive_rate``).
+    :param false_positive_rate: The target rate α, in (0, 1).
+    :return: The fewest calibration scores for which the conformal threshold exists: the smallest ``n`` with
+             ``⌈(n + 1)(1 − α)⌉ <= n``, that is ``n >= 1/α − 1`` (99 for α = 0.01, 19 for α = 0.05).
     """
-    n = max(1, int(math.ceil(1.0 / false_positive_rate)))
-    while n > 1 and 1.0 / (n - 1) <= false_positive_rate:
-        n -= 1
-    while 1.0 / n > false_positive_rate:
+    n = max(1, int(math.floor(1.0 / false_positive_rate)) - 2)  # below 1/α − 1: count up to the first that works
+    while conformal_rank(n, false_positive_rate) > n:
         n += 1
     return n
 
@@ -79,14 +79,36 @@ def check_calibration_size(n: int, false_positive_rate: float, what: str = "x_cl
     :param n: Number of calibration samples.
     :param false_positive_rate: The chosen rate, in (0, 1).
     :param what: Their name, for the message.
-    :raises ValueError: If fewer than :func:`min_calibration_samples` are given: no threshold could flag any.
+    :raises ValueError: If fewer than :func:`min_calibration_samples` are given: no threshold can promise the rate.
     """
     needed = min_calibration_samples(false_positive_rate)
     if n < needed:
         raise ValueError(
             f"{what} holds {n} samples; calibrating at a false-positive rate of {false_positive_rate:g} needs at "
-            f"least ceil(1 / {false_positive_rate:g}) = {needed}, so that at least one may be flagged."
+            f"least {needed} (n >= 1/{false_positive_rate:g} - 1), or no threshold can promise that rate."
         )
+
+
+def conformal_band(n: int, false_positive_rate: float, confidence: float = 0.95) -> tuple[float, float]:
+    """
+    Where the false-alarm rate of a conformal threshold on fresh clean data lies, over the draw of the n
+    calibration samples: with exchangeable, continuous (tie-free) scores the rate is ``Beta(n + 1 − r, r)``
+    distributed, ``r`` = :func:`conformal_rank`, with mean ``(n + 1 − r)/(n + 1) <= α``. A finite test set adds its
+    own binomial noise on top.
+
+    :param n: Number of calibration scores, at least :func:`min_calibration_samples`.
+    :param false_positive_rate: The target rate α, in (0, 1).
+    :param confidence: Probability of the central band, in (0, 1).
+    :return: ``(low, high)``, shares.
+    :raises ValueError: If ``n`` is too small for α.
+    """
+    from scipy.stats import beta
+
+    check_calibration_size(n, false_positive_rate, "the calibration data")
+    rank = conformal_rank(n, false_positive_rate)
+    tail = (1.0 - confidence) / 2.0
+    low, high = beta.ppf([tail, 1.0 - tail], n + 1 - rank, rank)
+    return float(low), float(high)
 
 
 def disagreement_scores(
@@ -147,22 +169,23 @@ def check_scores(scores: object, what: str = "scores") -> np.ndarray:
 
 def calibrate_threshold(scores: np.ndarray, false_positive_rate: float) -> float:
     """
-    The smallest threshold taken from the scores that flags (``score > threshold``) at most
-    ``false_positive_rate`` of them: the ``(k + 1)``-th largest score, ``k`` being the most that may be flagged.
-    Ties at the threshold are not flagged, so fewer may be.
+    The conformal threshold: the ``⌈(n + 1)(1 − α)⌉``-th smallest of the n clean scores; inputs with
+    ``score > threshold`` are flagged. If the calibration scores and a fresh clean input's score are exchangeable
+    (the same distribution, none of the calibration inputs seen by B' in fine-tuning), the fresh input is flagged
+    with probability at most α, over the draw of both (split conformal prediction). The guarantee is on average
+    over calibration sets; :func:`conformal_band` gives the spread for one. It says nothing of inputs from another
+    distribution, and calibration data that fine-tuned B' score lower than fresh inputs (more are then flagged).
 
     :param scores: Scores of clean inputs, shape ``(n,)``.
-    :param false_positive_rate: The share that may be flagged, in (0, 1).
+    :param false_positive_rate: The target rate α, in (0, 1).
     :return: The threshold (float64).
-    :raises ValueError: If the scores are not finite, or too few to flag any (see :func:`check_calibration_size`).
+    :raises ValueError: If the scores are not finite, or fewer than ``1/α − 1`` (see :func:`check_calibration_size`).
     """
     false_positive_rate = check_false_positive_rate(false_positive_rate)
     values = check_scores(scores, "clean scores")
     check_calibration_size(len(values), false_positive_rate, "the calibration data")
-    k = max_flagged(len(values), false_positive_rate)
-    if k >= len(values):  # pragma: no cover - k / n <= rate < 1 keeps k < n
-        k = len(values) - 1
-    return float(np.sort(values)[::-1][k])
+    rank = conformal_rank(len(values), false_positive_rate)
+    return float(np.sort(values)[rank - 1])
 
 
 def detection_metrics(

@@ -11,7 +11,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from art_pruning_defense._defaults import RECOMMENDED_FINE_TUNE_EPOCHS, STRATEGY_NAMES
+from art_pruning_defense._defaults import RECOMMENDED_CALIBRATION_FRACTION, RECOMMENDED_FINE_TUNE_EPOCHS, STRATEGY_NAMES
+from art_pruning_defense._holdout import check_calibration_fraction
 from art_pruning_defense._validation import check_drop, check_drops, check_positive_int
 
 #: How fine-tuning treats BatchNormalization layers.
@@ -105,6 +106,10 @@ def _names(value: object, name: str) -> list[str] | None:
     if not names or len(set(names)) != len(names):
         raise ValueError(f"{name} must be distinct and not empty, got {names}.")
     return [str(n) for n in names]
+
+
+def _optional_fraction(value: object, name: str) -> float | None:
+    return None if value is None else check_calibration_fraction(value, name)
 
 
 def _seed(value: object, name: str) -> int:
@@ -211,7 +216,25 @@ FINE_PRUNING_PARAMS: tuple[Param, ...] = (
         "``adversarial`` strategies prune at their own threshold instead.",
         "float",
     ),
-    Param("seed", 0, _seed, "Seed of the fine-tuning and of the adversarial strategy's optimisation.", "int"),
+    Param(
+        "seed",
+        0,
+        _seed,
+        "Seed of the fine-tuning, of the adversarial strategy's optimisation and of the calibration split.",
+        "int",
+    ),
+    Param(
+        "calibration_fraction",
+        None,
+        _optional_fraction,
+        "Share of the clean data given to ``fit`` held out, drawn at random (seeded by ``seed``), in (0, 1): the "
+        "sweep and the fine-tuning see only the rest, and ``defence(..., false_positive_rate=α)`` calibrates the "
+        "GoodNet's threshold on the held-out part, which B' never saw, so that the rate holds on fresh clean "
+        "inputs (a conformal threshold). ``None`` (the default): nothing is held out. "
+        f"{RECOMMENDED_CALIBRATION_FRACTION:g} is the recommended setting (the detector's, ``art-prune repair "
+        "--fpr``'s and the benchmark's); needs the data as arrays, not a stream.",
+        "float | None",
+    ),
     Param(
         "strategy",
         "activation",

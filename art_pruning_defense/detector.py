@@ -7,7 +7,9 @@ sample is flagged as poisoned where the original network B and its (fine-)pruned
 1. Fit :class:`~art_pruning_defense.FinePruning` on the defender's clean validation data.
 2. Predict every training sample with B and with B' (fine-pruned where ``fine_tune_epochs > 0``, else B'(X)).
 3. Report a sample as clean (1) where both agree, as poisoned (0) where they differ, and a continuous score per
-   sample (the GoodNet's :meth:`~art_pruning_defense.GoodNetClassifier.score`).
+   sample (the GoodNet's :meth:`~art_pruning_defense.GoodNetClassifier.score`). With ``false_positive_rate``, a
+   share of the validation data is held out of step 1 and a sample is flagged where its score exceeds the conformal
+   threshold chosen on that share: a clean sample is then flagged with probability at most that rate.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from art.defences.detector.poison.ground_truth_evaluator import GroundTruthEvalu
 from art.defences.detector.poison.poison_filtering_defence import PoisonFilteringDefence
 from art.utils import segment_by_class
 
-from art_pruning_defense import _sanity
+from art_pruning_defense import _holdout, _metrics, _sanity
+from art_pruning_defense._defaults import RECOMMENDED_CALIBRATION_FRACTION
 from art_pruning_defense._stream import is_one_shot, is_stream
 from art_pruning_defense._validation import check_inputs, check_labels
 from art_pruning_defense._params import DEFAULTS, PARAMS, docstring_fields
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 #: epochs), as a detector compares B with the fine-pruned B'.
 DETECTOR_DEFAULTS = {
     "accuracy_drop": 10.0,
+    "false_positive_rate": None,
     **{name: value for name, value in DEFAULTS.items() if name != "accuracy_drops"},
     "fine_tune_epochs": RECOMMENDED_FINE_TUNE_EPOCHS,
 }
@@ -50,7 +54,7 @@ class FinePruningDetector(PoisonFilteringDefence):
 
     #: FinePruning's parameters that the detector passes on (all but ``accuracy_drops``: it takes one X).
     shared_params = [name for name in PARAMS if name != "accuracy_drops"]
-    defence_params = ["classifier", "accuracy_drop", *shared_params]
+    defence_params = ["classifier", "accuracy_drop", "false_positive_rate", *shared_params]
 
     def __init__(
         self,
@@ -75,12 +79,19 @@ class FinePruningDetector(PoisonFilteringDefence):
         self.defence_: FinePruning | None = None
         self._check_params()
 
+    def _calibration_fraction(self) -> float | None:
+        """
+        :return: The share of the validation data held out: ``calibration_fraction``, or the recommended one where
+                 a false-positive rate is asked for without it.
+        """
+        if self.calibration_fraction is None and self.false_positive_rate is not None:
+            return RECOMMENDED_CALIBRATION_FRACTION
+        return self.calibration_fraction
+
     def _defence(self) -> FinePruning:
-        return FinePruning(
-            self.classifier,
-            accuracy_drops=(self.accuracy_drop,),
-            **{name: getattr(self, name) for name in self.shared_params},
-        )
+        params = {name: getattr(self, name) for name in self.shared_params}
+        params["calibration_fraction"] = self._calibration_fraction()
+        return FinePruning(self.classifier, accuracy_drops=(self.accuracy_drop,), **params)
 
     def _check_params(self) -> None:
         self._defence()  # FinePruning validates the classifier, the layer and every shared parameter
@@ -103,6 +114,14 @@ class FinePruningDetector(PoisonFilteringDefence):
         else:
             check_inputs(self.x_val, self.classifier.input_shape, "x_val")
             check_labels(self.y_val, len(self.x_val), n_classes, "y_val")
+        if self.false_positive_rate is not None:
+            self.false_positive_rate = _metrics.check_false_positive_rate(self.false_positive_rate)
+            if is_stream(self.x_val):
+                raise ValueError(
+                    "false_positive_rate holds part of x_val out to calibrate, which needs x_val and y_val as arrays, "
+                    "not a stream of batches."
+                )
+            _holdout.check_holdout(len(self.x_val), self._calibration_fraction(), self.false_positive_rate, "x_val")
 
     def detect_poison(self, **kwargs: Any) -> tuple[dict, list[int]]:
         """
@@ -115,16 +134,19 @@ class FinePruningDetector(PoisonFilteringDefence):
                  GoodNet's continuous score per training sample (float64 array of shape ``(n,)``, in [0, 2], higher =
                  more likely poisoned; see :meth:`GoodNetClassifier.score`), from the same single pass of B and B'
                  as the flags. Flagged samples score at least 1.5, the others at most 1 − 1/N, so ``scores > 1``
-                 equals ``is_clean_lst == 0``; ranking by the score (e.g. for AUROC) also orders each group.
+                 equals ``is_clean_lst == 0``; ranking by the score (e.g. for AUROC) also orders each group. With
+                 ``false_positive_rate``, a sample is flagged where ``scores > threshold`` instead (the report's
+                 ``threshold``, chosen on the ``calibration_samples`` held-out validation images; both ``None``
+                 otherwise).
         """
         self.set_params(**kwargs)
         defence = self._defence()
         defence.fit(self.x_val, self.y_val)
-        goodnet = (
-            defence(self.classifier) if self.fine_tune_epochs > 0 else defence(self.classifier, self.accuracy_drop)
-        )
+        drop = None if self.fine_tune_epochs > 0 else self.accuracy_drop
+        goodnet = defence(self.classifier, drop, false_positive_rate=self.false_positive_rate)
         bad, pruned, scores = goodnet.labels_and_scores(self.x_train, self.batch_size)  # one pass of B and of B'
-        is_clean = (bad == pruned).astype(int)
+        flagged_samples = bad != pruned if goodnet.threshold_ is None else scores > goodnet.threshold_
+        is_clean = (~flagged_samples).astype(int)
         labels = check_labels(self.y_train, len(self.x_train), self.classifier.nb_classes, "y_train")
         flagged = labels[is_clean == 0]
         report = {
@@ -136,6 +158,8 @@ class FinePruningDetector(PoisonFilteringDefence):
             "pruned_channels": goodnet.metadata["pruned_channels"],
             "fine_tune": defence.fine_tune_,
             "scores": scores,
+            "threshold": goodnet.threshold_,
+            "calibration_samples": goodnet.metadata.get("calibration_samples"),
         }
         self.defence_ = defence
         logger.info("Flagged %d of %d training samples.", report["n_flagged"], len(is_clean))
@@ -191,6 +215,10 @@ def _constructor_docs() -> None:
         ":param y_val: Its labels (integers or one-hot); ``None`` where ``x_val`` is a stream (its batches carry "
         "them).\n"
         ":param accuracy_drop: X of the pruned B' when fine-tuning is off (default 10).\n"
+        ":param false_positive_rate: Flag a training sample where its score exceeds the conformal threshold for this "
+        "rate α, chosen on the share ``calibration_fraction`` of ``x_val`` held out of fine-pruning (default here: "
+        f"{RECOMMENDED_CALIBRATION_FRACTION:g}), so that a clean sample is flagged with probability at most α; "
+        "``None`` (default): where B and B' disagree.\n"
         + docstring_fields(FinePruningDetector.shared_params).replace(
             ":param fine_tune_epochs: ", f":param fine_tune_epochs: (Default here: {RECOMMENDED_FINE_TUNE_EPOCHS}.) "
         )

@@ -14,7 +14,9 @@ The algorithm, for a classifier B with N classes and clean validation data:
    points below B's.
 4. Fine-pruning (``fine_tune_epochs > 0``): prune deeper, to the step where clean accuracy has fallen
    ``prune_until`` points, then retrain the pruned network on the clean data with the pruned channels held at zero.
-5. A GoodNet runs B and B' side by side and answers class N ("poisoned input") where they disagree.
+5. A GoodNet runs B and B' side by side and answers class N ("poisoned input") where they disagree, or, calibrated
+   to a false-positive rate α on clean data B' never saw (``calibration_fraction``), where its score exceeds the
+   conformal threshold.
 
 Steps 1-3 are the ``activation`` strategy's. Other strategies (:mod:`art_pruning_defense.strategies`) choose the
 channels otherwise and share the rest: ``attack_aware`` (with triggered validation samples, over several layers),
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 from art.defences.transformer.transformer import Transformer
 
-from art_pruning_defense import _defaults, _sanity, _sweep
+from art_pruning_defense import _defaults, _holdout, _metrics, _sanity, _sweep
 from art_pruning_defense._sanity import check_finite_weights
 from art_pruning_defense._params import DEFAULTS, FINE_PRUNING_PARAMS, PARAMS, check_params, docstring_fields
 from art_pruning_defense._classifier import is_identity_preprocessing, model_of
@@ -142,6 +144,10 @@ class FinePruning(Transformer):
         self.steps_ = None
         self.fine_pruned_model_ = None
         self.fine_tune_ = None
+        #: With ``calibration_fraction``: the indices of the clean samples given to ``fit`` that were held out.
+        self.calibration_indices_: np.ndarray | None = None
+        self._calibration_x: np.ndarray | None = None
+        self._clean_size = 0
         self._fit: StrategyFit | None = None
 
     def set_params(self, **kwargs) -> None:
@@ -243,7 +249,9 @@ class FinePruning(Transformer):
 
         :param x: Clean validation inputs, in the classifier's input space: a numpy array (or an array read in
                slices, such as an h5py dataset), or a stream of ``(x, y)`` batches. ``None`` for a data-free fit
-               (``strategy="lipschitz"`` without fine-tuning): no sweep, only the strategy's own cut.
+               (``strategy="lipschitz"`` without fine-tuning): no sweep, only the strategy's own cut. With
+               ``calibration_fraction``, an array: that share of it is held out (``calibration_indices_``) and the
+               rest fits.
         :param y: Their labels: integers in [0, N) of shape (n,), or one-hot of shape (n, N); ``None`` where ``x``
                is a stream (the labels travel in its batches, integer or one-hot as here).
         :param poisoned_x: Optional inputs carrying the trigger, to record the attack success rate: an array, or a
@@ -259,8 +267,9 @@ class FinePruning(Transformer):
         strategy = STRATEGIES[self.strategy](**{name: getattr(self, name) for name in self.params})
         if x is None:
             self._check_data_free(strategy, y, poisoned_x, poisoned_target)
-            clean = poisoned = None
+            clean = poisoned = held_out = None
         else:
+            x, y, held_out = self._held_out(x, y)
             clean, poisoned = self._sources(x, y, poisoned_x, poisoned_target)
         streaming = clean is not None and (clean.is_stream or (poisoned is not None and poisoned.is_stream))
         if strategy.needs_poisoned and poisoned is None:
@@ -286,6 +295,9 @@ class FinePruning(Transformer):
         check_finite_weights(self._user_model, "The classifier given to FinePruning.fit")
         # A fit that fails half-way must not leave the results of an earlier one looking valid.
         self._reset_fit()
+        if held_out is not None:
+            self.calibration_indices_, self._calibration_x = held_out
+            self._clean_size = len(x) + len(held_out[0])
         self._check_range = True
         run = FitRun(
             self._model,
@@ -358,6 +370,41 @@ class FinePruning(Transformer):
             )
         if y is not None or poisoned_x is not None or poisoned_target is not None:
             raise ValueError("fit was given labels or poisoned data but no clean inputs x; pass x too, or nothing.")
+        if self.calibration_fraction is not None:
+            raise ValueError(
+                f"calibration_fraction={self.calibration_fraction:g} holds out part of the clean data, but fit was "
+                "given none: pass x and y, or set calibration_fraction=None."
+            )
+
+    def _held_out(self, x: object, y: object) -> tuple[object, object, tuple[np.ndarray, np.ndarray] | None]:
+        """
+        Split the clean data with ``calibration_fraction`` (seeded by ``seed``), before any heavy work.
+
+        :return: ``(x, y, held_out)``: the part that fits and its labels, and ``(indices, inputs)`` of the held-out
+                 part (``None`` without ``calibration_fraction``: then ``x`` and ``y`` as given).
+        :raises ValueError: If ``x`` is a stream, or either part would be empty.
+        """
+        if self.calibration_fraction is None:
+            return x, y, None
+        if is_stream(x):
+            raise ValueError(
+                f"calibration_fraction={self.calibration_fraction:g} splits the clean data, which needs x and y as "
+                "arrays, not a stream of batches: pass arrays, or set calibration_fraction=None."
+            )
+        x = check_inputs(x, input_shape(self._model), "x", allow_lazy=True)
+        if y is None:
+            raise ValueError("fit needs the labels y of the clean validation data.")
+        labels = check_labels(y, len(x), self._n_classes, "y")
+        _holdout.check_holdout(len(x), self.calibration_fraction, None, "x")
+        fit, held = _holdout.holdout_split(len(x), self.calibration_fraction, self.seed)
+        logger.info(
+            "Holding out %d of %d clean samples (calibration_fraction=%g) to calibrate; fitting on the other %d.",
+            len(held),
+            len(x),
+            self.calibration_fraction,
+            len(fit),
+        )
+        return np.asarray(x[fit]), labels[fit], (held, np.asarray(x[held]))
 
     def _sources(
         self, x: object, y: object, poisoned_x: object, poisoned_target: object
@@ -511,6 +558,7 @@ class FinePruning(Transformer):
         transformed_classifier: "CLASSIFIER_TYPE | None" = None,
         accuracy_drop: float | None = None,
         abstain: bool = False,
+        false_positive_rate: float | None = None,
     ) -> GoodNetClassifier:
         """
         Build a GoodNet.
@@ -524,10 +572,46 @@ class FinePruning(Transformer):
         :param accuracy_drop: One of the fitted X.
         :param abstain: The GoodNet flags an input by abstaining (an all-zero row of N scores, ART's convention)
                instead of answering class N.
+        :param false_positive_rate: Calibrate the GoodNet (:meth:`GoodNetClassifier.calibrate`) at this rate α on
+               the clean samples ``fit`` held out (``calibration_fraction``), which B' never saw: it then flags
+               ``score > threshold_``, a fresh clean input with probability at most α. ``None``: the label rule.
         :return: A GoodNet with N + 1 classes (N with ``abstain``).
+        :raises ValueError: If the defence is not fitted, or ``false_positive_rate`` is given but nothing was held
+                out, or too little for the rate (naming the number of samples needed).
         """
         if not self._is_fitted:
             raise ValueError("FinePruning is not fitted yet; call fit(x, y) before building a GoodNet.")
+        if false_positive_rate is not None:
+            false_positive_rate = self._check_calibration(false_positive_rate)
+        goodnet = self._goodnet(transformed_classifier, accuracy_drop, abstain)
+        if false_positive_rate is not None:
+            n = len(self._calibration_x)
+            goodnet.calibrate(self._calibration_x, false_positive_rate, batch_size=self.batch_size)
+            goodnet.metadata["calibration_samples"] = n
+        return goodnet
+
+    def _check_calibration(self, false_positive_rate: object) -> float:
+        """
+        :param false_positive_rate: The rate to calibrate at.
+        :return: It, checked.
+        :raises ValueError: If nothing was held out, or too little for the rate.
+        """
+        rate = _metrics.check_false_positive_rate(false_positive_rate)
+        if self._calibration_x is None:
+            raise ValueError(
+                "false_positive_rate needs clean data that B' never saw: fit held nothing out (set "
+                f"calibration_fraction, e.g. {_defaults.RECOMMENDED_CALIBRATION_FRACTION:g}, and fit again), or "
+                "calibrate the GoodNet yourself on such data with goodnet.calibrate(x_clean, rate)."
+            )
+        _holdout.check_holdout(self._clean_size, self.calibration_fraction, rate, "the clean data given to fit")
+        return rate
+
+    def _goodnet(
+        self, transformed_classifier: "CLASSIFIER_TYPE | None", accuracy_drop: float | None, abstain: bool
+    ) -> GoodNetClassifier:
+        """
+        :return: The GoodNet of :meth:`__call__`, not calibrated.
+        """
         classifier = self.classifier if transformed_classifier is None else transformed_classifier
         model = as_functional(model_of(classifier))
         if not weights_equal(model, self._model):

@@ -74,8 +74,11 @@ def test_benchmark_smoke_run_rows(smoke_rows):
         "fine-pruning",
         "fine-pruning GoodNet",
         "fine-pruning GoodNet (1% FPR)",
+        "fine-pruning GoodNet (5% FPR)",
         "spectral signatures",
         "STRIP",
+        "STRIP score (1% FPR)",
+        "STRIP score (5% FPR)",
         "broken",
     ]
     for row in smoke_rows:
@@ -106,8 +109,19 @@ def test_benchmark_smoke_run_rows(smoke_rows):
         assert rows[name]["auroc"] is None and rows[name]["roc"] is None, name
     assert rows["fine-pruning GoodNet"]["auroc"] > 0.9  # the fine-pruned GoodNet separates triggered inputs
     # Same score, another threshold: the calibrated row keeps the score's AUROC, its flags differ only by threshold.
-    calibrated = rows["fine-pruning GoodNet (1% FPR)"]
-    assert calibrated["auroc"] == rows["fine-pruning GoodNet"]["auroc"] and "chosen on the" in calibrated["note"]
+    # Calibrated rows: on the digits' 300 validation images, 99 held out (the fewest for 1 %), 201 fine-tune.
+    for name in ("fine-pruning GoodNet (1% FPR)", "fine-pruning GoodNet (5% FPR)"):
+        calibrated = rows[name]
+        assert calibrated["auroc"] == rows["fine-pruning GoodNet"]["auroc"], name
+        assert "conformal threshold" in calibrated["note"] and "from 99 of the 300 clean" in calibrated["note"], name
+        assert "fine-tuning on 201 clean images" in calibrated["note"], name
+    for name in ("STRIP score (1% FPR)", "STRIP score (5% FPR)"):
+        assert rows[name]["auroc"] == rows["STRIP"]["auroc"] and "from 99 of the 300" in rows[name]["note"], name
+        assert rows[name]["clean_flagged"] is not None and rows[name]["poisoned_flagged"] is not None, name
+    # A higher promised rate flags at least as many inputs (the same score, a lower threshold).
+    for detector in ("fine-pruning GoodNet", "STRIP score"):
+        one, five = rows[f"{detector} (1% FPR)"], rows[f"{detector} (5% FPR)"]
+        assert one["clean_flagged"] <= five["clean_flagged"] and one["poisoned_flagged"] <= five["poisoned_flagged"]
     assert rows["fine-pruning"]["attack_success_rate"] < rows["no defence"]["attack_success_rate"]
     # GoodNet answers the target only where B' does too, and is right on clean data only where B' is.
     goodnet, pruned = rows["fine-pruning GoodNet"], rows["fine-pruning"]

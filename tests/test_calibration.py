@@ -184,7 +184,7 @@ def test_tampered_calibration_in_goodnet_json_is_refused(goodnet_parts, tiny_dat
         ({"false_positive_rate": float("nan")}, ValueError, r"must be in \(0, 1\)"),
         ({"false_positive_rate": "0.01"}, TypeError, "must be a number in"),
         ({"false_positive_rate": True}, TypeError, "must be a number in"),
-        ({"false_positive_rate": 0.01}, ValueError, r"x_clean holds 60 samples.*ceil\(1 / 0.01\) = 100"),
+        ({"false_positive_rate": 0.01}, ValueError, r"x_clean holds 60 samples.*needs at least 99 \(n >= 1/0.01 - 1\)"),
         ({"false_positive_rate": 0.1, "x_clean": "wrong shape"}, ValueError, "x_clean has shape"),
         ({"false_positive_rate": 0.1, "x_clean": [[0.0]]}, TypeError, "x_clean must be a numpy array"),
         ({"false_positive_rate": 0.1, "batch_size": 0}, ValueError, "batch_size"),

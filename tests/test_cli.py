@@ -141,7 +141,8 @@ def test_repair_with_a_keras_file_and_fine_tuning(tmp_path, capsys):
 
 
 def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
-    from art_pruning_defense import GoodNetClassifier
+    from art_pruning_defense import GoodNetClassifier, _metrics
+    from art_pruning_defense._holdout import holdout_split
     from art_pruning_defense.lab.data import load_lab_h5
 
     keras.utils.set_random_seed(0)
@@ -163,6 +164,8 @@ def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
             "1",
             "--fpr",
             "0.05",
+            "--calibration-fraction",
+            "0.5",
             "--out",
             str(out),
             "--quiet",
@@ -170,17 +173,24 @@ def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "calibrated at a false-positive rate of 0.05 on the 60 clean validation samples" in printed
+    assert (
+        "calibrated at a false-positive rate of 0.05 on the 30 of the 60 clean validation samples held out" in printed
+    )
     x, _ = load_lab_h5(str(tmp_path / "valid.h5"))
     written = json.loads((out / "summary.json").read_text())["calibration"]
     names = ["goodnet_x5", "goodnet_x10", "goodnet_fine_pruned"]
     assert written["false_positive_rate"] == 0.05 and sorted(written["thresholds"]) == sorted(names)
+    assert written["n_calibration"] == 30 and written["calibration_fraction"] == 0.5
+    assert written["band"] == list(_metrics.conformal_band(30, 0.05))
+    _, held = holdout_split(60, 0.5, seed=0)  # the split FinePruning draws with its default seed
     for name in names:
         meta = json.loads((out / name / "goodnet.json").read_text())
         assert meta["false_positive_rate"] == 0.05 and meta["threshold"] == written["thresholds"][name]
+        assert meta["metadata"]["calibration_samples"] == 30
         goodnet = GoodNetClassifier.load(str(out / name))
         assert goodnet.threshold_ == meta["threshold"]
-        assert np.count_nonzero(goodnet.score(x) > goodnet.threshold_) <= 3  # at most 5 % of the 60
+        # The conformal threshold of the held-out half: ⌈31 × 0.95⌉ = 30, its largest score.
+        assert goodnet.threshold_ == goodnet.score(x[held]).max()
 
     image = rng.integers(0, 256, (12, 10, 3)).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "face.png")
@@ -210,7 +220,8 @@ def test_repair_with_fpr_writes_calibrated_goodnets(tmp_path, capsys):
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "holds 60 samples" in err and "= 100" in err
+    assert code == 2 and err.count("\n") == 1 and "holds 60 samples" in err and "holds out 18" in err
+    assert "at least 99" in err and "give at least 330 samples" in err
     assert not (tmp_path / "out2").exists()
 
 
@@ -292,6 +303,22 @@ def test_help_is_fast_and_quiet():
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "1.5"], r"got 1.5"),
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "nan"], r"--fpr must be in"),
         (["repair", "--model", "m.keras", "--valid", "v.h5", "--out", "o", "--fpr", "x"], "invalid float value"),
+        (
+            [
+                "repair",
+                "--model",
+                "m.keras",
+                "--valid",
+                "v.h5",
+                "--out",
+                "o",
+                "--fpr",
+                "0.01",
+                "--calibration-fraction",
+                "1",
+            ],
+            r"--calibration-fraction must be in \(0, 1\)",
+        ),
         (["demo", "--epochs", "0"], "epochs must be a positive integer"),
         (["demo", "--drops", "nan"], r"in \(0, 100\]"),
         (["demo", "--fine-tune-epochs", "-1"], "fine_tune_epochs must be an integer >= 0, got -1"),
@@ -349,7 +376,9 @@ def test_the_command_line_imports_no_tensorflow():
     import subprocess
     import sys
 
-    code = "import sys, art_pruning_defense, art_pruning_defense.lab.cli; print(sorted(m for m in ('tensorflow', 'keras', "
+    code = (
+        "import sys, art_pruning_defense, art_pruning_defense.lab.cli; print(sorted(m for m in ('tensorflow', 'keras', "
+    )
     code += "'art', 'h5py') if m in sys.modules))"
     done = subprocess.run(
         [sys.executable, "-c", code],

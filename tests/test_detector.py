@@ -98,3 +98,29 @@ def test_detect_poison_runs_b_and_b_prime_once_over_the_training_data(digits_bad
     )
     report, _ = detector.detect_poison()
     assert calls == [len(data.x_train)] and len(report["scores"]) == len(data.x_train)
+
+
+def test_calibrated_detector_flags_above_the_threshold_of_the_held_out_validation_data(digits_badnet):
+    from art_pruning_defense import _metrics
+    from art_pruning_defense._holdout import holdout_split
+
+    data, classifier = digits_badnet
+    detector = FinePruningDetector(
+        classifier,
+        data.x_train,
+        data.y_train,
+        data.x_valid,
+        data.y_valid,
+        fine_tune_epochs=0,
+        false_positive_rate=0.1,
+        verbose=False,
+    )
+    report, is_clean = detector.detect_poison()
+    _, held = holdout_split(len(data.x_valid), 0.3, seed=0)  # the recommended share, the default seed
+    assert report["calibration_samples"] == len(held) == 90
+    np.testing.assert_array_equal(detector.defence_.calibration_indices_, held)
+    goodnet = detector.defence_(detector.classifier, detector.accuracy_drop)
+    assert report["threshold"] == _metrics.calibrate_threshold(goodnet.score(data.x_valid[held]), 0.1)
+    np.testing.assert_array_equal(np.asarray(is_clean) == 0, report["scores"] > report["threshold"])
+    with pytest.raises(ValueError, match="x_val holds 300 samples.*holds out 90 .* at least 99 .* give at least 330"):
+        detector.set_params(false_positive_rate=0.01)

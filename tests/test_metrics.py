@@ -64,36 +64,56 @@ def test_detection_metrics_refuse_bad_input(scores, truth, rate, error, message)
         _metrics.detection_metrics(np.asarray(scores), np.asarray(truth), rate)
 
 
-@pytest.mark.parametrize("n, rate", [(100, 0.01), (99, 0.01), (100, 0.29), (1000, 0.07), (37, 0.1), (3, 0.5)])
-def test_max_flagged_and_minimum_samples_follow_their_definitions(n, rate):
-    k = _metrics.max_flagged(n, rate)
-    assert k / n <= rate < (k + 1) / n
+@pytest.mark.parametrize("n, rate", [(100, 0.01), (99, 0.01), (98, 0.01), (100, 0.29), (1000, 0.07), (37, 0.1), (3, 0.5)])
+def test_conformal_rank_and_minimum_samples_follow_their_definitions(n, rate):
+    rank = _metrics.conformal_rank(n, rate)
+    assert rank - 1 < (n + 1) * (1 - rate) <= rank + 1e-9
     needed = _metrics.min_calibration_samples(rate)
-    assert 1 / needed <= rate < 1 / (needed - 1) if needed > 1 else 1 / needed <= rate
-    assert (_metrics.max_flagged(n, rate) >= 1) == (n >= needed)
+    assert needed >= 1 / rate - 1 - 1e-9 and (needed == 1 or needed - 1 < 1 / rate - 1 - 1e-9)
+    assert (rank <= n) == (n >= needed)
+
+
+def test_conformal_threshold_of_a_hand_computed_case():
+    # n = 19 scores 1..19, α = 0.05: ⌈20 × 0.95⌉ = 19, the largest; α = 0.25: ⌈20 × 0.75⌉ = 15.
+    scores = np.arange(19, 0, -1, dtype=float)
+    assert _metrics.calibrate_threshold(scores, 0.05) == 19.0
+    assert _metrics.calibrate_threshold(scores, 0.25) == 15.0
+    # n = 100, α = 0.1: ⌈101 × 0.9⌉ = ⌈90.9⌉ = 91, so 9 of the 100 lie above it (the empirical rule flagged 10).
+    assert _metrics.calibrate_threshold(np.arange(100.0), 0.1) == 90.0
+    assert _metrics.min_calibration_samples(0.01) == 99 and _metrics.min_calibration_samples(0.05) == 19
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_calibrated_threshold_flags_at_most_the_rate_and_is_the_least_such_score(seed):
+def test_conformal_threshold_is_the_ranked_score_and_flags_at_most_the_rate(seed):
     rng = np.random.default_rng(seed)
     scores = np.round(rng.random(int(rng.integers(20, 400))), int(rng.integers(1, 4)))  # many ties
     rate = float(rng.choice([0.05, 0.1, 0.25]))
-    if len(scores) < _metrics.min_calibration_samples(rate):
-        pytest.skip("too few samples for this rate")
     threshold = _metrics.calibrate_threshold(scores, rate)
-    assert threshold in scores
+    assert threshold == np.sort(scores)[int(np.ceil((len(scores) + 1) * (1 - rate) - 1e-9)) - 1]
     assert np.count_nonzero(scores > threshold) / len(scores) <= rate
-    lower = scores[scores < threshold]
-    if lower.size:  # the next lower score would flag too many
-        assert np.count_nonzero(scores > lower.max()) / len(scores) > rate
 
 
 def test_calibration_refuses_too_few_samples_and_bad_scores():
-    with pytest.raises(ValueError, match=r"holds 99 samples.*needs at least ceil\(1 / 0.01\) = 100"):
-        _metrics.calibrate_threshold(np.zeros(99), 0.01)
-    assert _metrics.calibrate_threshold(np.zeros(100), 0.01) == 0.0
+    with pytest.raises(ValueError, match=r"holds 98 samples.*needs at least 99 \(n >= 1/0.01 - 1\)"):
+        _metrics.calibrate_threshold(np.zeros(98), 0.01)
+    assert _metrics.calibrate_threshold(np.zeros(99), 0.01) == 0.0
     with pytest.raises(ValueError, match="NaN or infinite for 2 of 100"):
         _metrics.calibrate_threshold(np.r_[np.zeros(98), np.nan, np.inf], 0.01)
+
+
+@pytest.mark.parametrize("rate, n", [(0.01, 1000), (0.05, 300)])
+def test_fresh_false_alarms_of_exchangeable_scores_fall_in_the_conformal_band(rate, n):
+    # Calibrate on n synthetic clean scores, read the rate on 200,000 fresh ones from the same distribution.
+    low, high = _metrics.conformal_band(n, rate)
+    assert low < rate < high
+    rng = np.random.default_rng(1)
+    inside, realised = 0, []
+    for _ in range(20):
+        threshold = _metrics.calibrate_threshold(rng.gamma(2.0, size=n), rate)
+        realised.append(np.mean(rng.gamma(2.0, size=200_000) > threshold))
+        inside += low <= realised[-1] <= high
+    assert inside >= 16  # 95 % bands: 19 of 20 expected; 16 or fewer happens with probability < 2 %
+    assert abs(np.mean(realised) - rate) < 2.5 * (high - low) / 4 / np.sqrt(20)  # the mean rate is α
 
 
 def test_disagreement_score_separates_the_label_rule_and_follows_its_formula():

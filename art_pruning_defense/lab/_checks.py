@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from art_pruning_defense._holdout import check_calibration_fraction
 from art_pruning_defense._io import check_input_file, check_output_dir
 from art_pruning_defense._validation import MAX_SEED, check_drop, check_int, check_number
 
@@ -99,6 +100,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         _check_int(args.target, "--target", 0, name="poisoned_target")
         if args.fpr is not None:
             check_number(args.fpr, "--fpr", 0.0, 1.0, hint=" (a share of clean inputs, 0.01 for 1 %)")
+            check_calibration_fraction(args.calibration_fraction, "--calibration-fraction")
         if args.target is not None and args.poisoned_valid is None:
             raise ValueError("--target needs --poisoned-valid.")
         if args.strategy == "attack_aware" and args.poisoned_valid is None:

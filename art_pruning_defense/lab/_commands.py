@@ -50,6 +50,7 @@ def run_repair(args: argparse.Namespace) -> int:
         force=args.force,
         safe_mode=not args.unsafe,
         false_positive_rate=args.fpr,
+        **({"calibration_fraction": args.calibration_fraction} if args.fpr is not None else {}),
         accuracy_drops=args.drops,
         layer_name=args.layer,
         batch_size=args.batch_size,
@@ -69,9 +70,12 @@ def run_repair(args: argparse.Namespace) -> int:
     if result.calibration is not None:
         calibration = result.calibration
         thresholds = ", ".join(f"{name} {value:.6g}" for name, value in calibration["thresholds"].items())
+        low, high = calibration["band"]
         print(
             f"calibrated at a false-positive rate of {calibration['false_positive_rate']:g} on the "
-            f"{calibration['n_valid']} clean validation samples (flagged: score > threshold): {thresholds}"
+            f"{calibration['n_calibration']} of the {calibration['n_valid']} clean validation samples held out of "
+            f"pruning and fine-tuning (flagged: score > threshold; on fresh clean inputs the rate lies in "
+            f"[{100 * low:.2f}, {100 * high:.2f}] % with 95 % probability): {thresholds}"
         )
     args.written = f"{result.out_dir} ({', '.join(result.files)})"
     return 0

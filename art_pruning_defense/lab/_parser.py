@@ -13,6 +13,7 @@ from art_pruning_defense._defaults import (
     ARCH_NAMES,
     ATTACK_NAMES,
     DEFENCE_NAMES,
+    RECOMMENDED_CALIBRATION_FRACTION,
     RECOMMENDED_FINE_TUNE_EPOCHS,
     STRATEGY_NAMES,
     TRIGGER_NAMES,
@@ -144,8 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument(
         "--fpr",
         type=float,
-        help="calibrate every GoodNet written on --valid so that at most this share of clean inputs is flagged, "
-        "in (0, 1), e.g. 0.01 (default: flag where B and B' disagree)",
+        help="calibrate every GoodNet written so that a fresh clean input is flagged with at most this probability, "
+        "in (0, 1), e.g. 0.01, on the part of --valid held out of pruning and fine-tuning (default: flag where B "
+        "and B' disagree)",
+    )
+    repair.add_argument(
+        "--calibration-fraction",
+        type=float,
+        default=RECOMMENDED_CALIBRATION_FRACTION,
+        help="with --fpr: the share of --valid held out to calibrate, in (0, 1); it needs at least 1/FPR - 1 images "
+        f"(default {RECOMMENDED_CALIBRATION_FRACTION:g})",
     )
     repair.add_argument("--out", required=True, help="output directory (created; see --force)")
     repair.add_argument(

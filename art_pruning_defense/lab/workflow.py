@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from art_pruning_defense import _metrics, _sanity
+from art_pruning_defense import _holdout, _metrics, _sanity
+from art_pruning_defense._defaults import RECOMMENDED_CALIBRATION_FRACTION
 from art_pruning_defense._params import DEFAULTS, PARAMS, check_params
 from art_pruning_defense._sanity import check_finite_weights
 from art_pruning_defense.lab import output
@@ -45,8 +46,10 @@ class RepairResult:
     summary: list[dict]
     files: list[str] = field(default_factory=list)
     fine_tune: dict | None = None
-    #: With a false-positive rate: ``{"false_positive_rate": rate, "n_valid": n, "thresholds": {name: threshold}}``,
-    #: each GoodNet written calibrated on the n clean validation samples; else ``None``.
+    #: With a false-positive rate: ``{"false_positive_rate": rate, "calibration_fraction": f, "n_valid": n,
+    #: "n_calibration": m, "band": [low, high], "thresholds": {name: threshold}}``, each GoodNet written calibrated
+    #: on the m of the n clean validation samples held out of the sweep and the fine-tuning (``band``: where the
+    #: rate on fresh clean inputs lies with 95 % probability); else ``None``.
     calibration: dict | None = None
 
 
@@ -71,8 +74,10 @@ def repair(
     ``pruned_x{X}.keras`` and GoodNet(X) as ``goodnet_x{X}/`` for every X, ``sweep.csv``, ``sweep.png``,
     ``summary.md`` and ``summary.json`` (and ``fine_pruned.keras`` with ``goodnet_fine_pruned/`` when fine-tuning).
     Everything is written into a temporary directory that replaces ``out_dir`` only when complete. With
-    ``false_positive_rate``, every GoodNet written is calibrated on the clean validation data
-    (:meth:`GoodNetClassifier.calibrate`): it flags ``score > threshold`` instead of where B and B' disagree.
+    ``false_positive_rate``, a share ``calibration_fraction`` of the clean validation data (by default
+    :data:`~art_pruning_defense._defaults.RECOMMENDED_CALIBRATION_FRACTION`) is held out of the sweep and the
+    fine-tuning, and every GoodNet written is calibrated on it (a conformal threshold,
+    :meth:`GoodNetClassifier.calibrate`): it flags ``score > threshold`` instead of where B and B' disagree.
 
     :param model_path: The BadNet: a ``.keras`` file, a full Keras 2 ``.h5`` model, or a weights file with ``arch``.
     :param valid_path: Clean validation data (lab HDF5: ``data`` (N, 3, H, W), ``label`` (N,)).
@@ -83,10 +88,9 @@ def repair(
     :param force: Replace an existing ``out_dir``: only a directory that art-prune wrote (it holds the marker file
                   ``.art-prune-output``), never one holding the inputs or the current directory.
     :param safe_mode: Refuse model files that would run code.
-    :param false_positive_rate: Calibrate each GoodNet so that at most this share of the clean validation data is
-           flagged (in (0, 1); ``None``: the label rule). The validation data must hold at least
-           ``ceil(1 / false_positive_rate)`` samples. When they also fine-tune B', expect a somewhat higher share on
-           unseen clean data.
+    :param false_positive_rate: Calibrate each GoodNet so that a fresh clean input is flagged with probability at
+           most this rate α (in (0, 1); ``None``: the label rule), on the held-out part, which must hold at least
+           ``1/α − 1`` samples (99 for 1 %).
     :param params: :class:`~art_pruning_defense.FinePruning`'s parameters (``accuracy_drops``, ``layer_name``,
            ``strategy``, ``fine_tune_epochs``, ``fine_tune_mode``, ``batch_size``, ``verbose``, ...), checked by it
            before any file is read.
@@ -110,10 +114,14 @@ def repair(
         raise ValueError("--target needs --poisoned-valid.")
     if false_positive_rate is not None:
         false_positive_rate = _metrics.check_false_positive_rate(false_positive_rate, "--fpr")
+        if params.get("calibration_fraction") is None:
+            params["calibration_fraction"] = RECOMMENDED_CALIBRATION_FRACTION
     inputs = [model_path, valid_path, poisoned_valid_path]
     check_output_dir(out_dir, overwrite=force, inputs=inputs)  # before the long work, not after it
     if false_positive_rate is not None:
-        _metrics.check_calibration_size(lab_h5_info(valid_path)[0], false_positive_rate, f"--valid {valid_path}")
+        _holdout.check_holdout(
+            lab_h5_info(valid_path)[0], params["calibration_fraction"], false_positive_rate, f"--valid {valid_path}"
+        )
     with output_lock(out_dir):  # one run at a time on out_dir, from now until it is written
         model = load_keras_model(model_path, arch=arch, safe_mode=safe_mode)
         check_finite_weights(model, f"--model {model_path}")
@@ -131,23 +139,30 @@ def repair(
         title = f"Pruning {defence.prune_point.layer_name} ({os.path.basename(model_path)})"
         calibration = None
         if false_positive_rate is not None:
-            calibration = {"false_positive_rate": false_positive_rate, "n_valid": len(x), "thresholds": {}}
+            n_calibration = len(defence.calibration_indices_)
+            calibration = {
+                "false_positive_rate": false_positive_rate,
+                "calibration_fraction": defence.calibration_fraction,
+                "n_valid": len(x),
+                "n_calibration": n_calibration,
+                "band": list(_metrics.conformal_band(n_calibration, false_positive_rate)),
+                "thresholds": {},
+            }
 
         def write_goodnet(goodnet: GoodNetClassifier, name: str) -> None:
             if calibration is not None:
-                calibration["thresholds"][name] = goodnet.calibrate(
-                    x, false_positive_rate, batch_size=defence.batch_size
-                )
+                calibration["thresholds"][name] = goodnet.threshold_
             goodnet.save(os.path.join(tmp, name))
 
         with atomic_directory(out_dir, overwrite=force, kind="repair", inputs=inputs) as tmp:
             for drop in defence.accuracy_drops:
                 tag = drop_tag(drop)
                 save_model(defence.pruned_model(drop), os.path.join(tmp, f"pruned_{tag}.keras"))
-                write_goodnet(defence(classifier, accuracy_drop=drop), f"goodnet_{tag}")
+                goodnet = defence(classifier, accuracy_drop=drop, false_positive_rate=false_positive_rate)
+                write_goodnet(goodnet, f"goodnet_{tag}")
             if defence.fine_pruned_model_ is not None:
                 save_model(defence.fine_pruned_model(), os.path.join(tmp, "fine_pruned.keras"))
-                write_goodnet(defence(classifier), "goodnet_fine_pruned")
+                write_goodnet(defence(classifier, false_positive_rate=false_positive_rate), "goodnet_fine_pruned")
             output.write_csv(os.path.join(tmp, "sweep.csv"), records)
             output.plot_sweep(records, defence.steps_, os.path.join(tmp, "sweep.png"), title=title)
             table = output.markdown_table(summary, output.SUMMARY_COLUMNS)

@@ -17,7 +17,8 @@ from art.estimators.classification import KerasClassifier
 from art.estimators.poison_mitigation.neural_cleanse.neural_cleanse import NeuralCleanseMixin
 from art.utils import to_categorical
 
-from art_pruning_defense import _metrics, _sweep
+from art_pruning_defense import _holdout, _metrics, _sweep
+from art_pruning_defense._defaults import RECOMMENDED_CALIBRATION_FRACTION
 from art_pruning_defense.benchmark.config import BenchmarkConfig
 from art_pruning_defense.benchmark.report import ROW_KEYS
 from art_pruning_defense.benchmark.training import train_badnet
@@ -36,6 +37,9 @@ ABSTAIN = -1
 
 #: The false-positive rate (a share) at which ``tpr_at_1pct_fpr`` is read.
 DETECTION_FPR = 0.01
+
+#: The false-positive rates (shares) of the calibrated detectors' rows.
+CALIBRATION_RATES = (0.01, 0.05)
 
 #: Images per call of ART's ``get_activations`` for the filtering defences: a multiple of the batch of 32 that
 #: ``keras.Model.predict`` uses there, so that the batches, and so the activations, are those of one whole call.
@@ -68,6 +72,25 @@ class Run:
             "verbose": False,
         }
         return FinePruning(self.classifier, **{**cell, **params})
+
+    @property
+    def calibration_fraction(self) -> float:
+        """
+        :return: The share of the clean validation split held out to calibrate the detectors: the recommended one,
+                 raised where that would leave fewer images than the smallest rate of :data:`CALIBRATION_RATES`
+                 needs (digits: 99 of 300 for 1 %).
+        """
+        needed = _metrics.min_calibration_samples(min(CALIBRATION_RATES))
+        return max(RECOMMENDED_CALIBRATION_FRACTION, needed / len(self.data.x_valid))
+
+    def calibration_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """
+        :return: ``(fit indices, calibration indices)`` into the clean validation split: the split that
+                 ``FinePruning(calibration_fraction=..., seed=...)`` draws with the cell's seed.
+        """
+        fraction = self.calibration_fraction
+        _holdout.check_holdout(len(self.data.x_valid), fraction, min(CALIBRATION_RATES), "The validation split")
+        return _holdout.holdout_split(len(self.data.x_valid), fraction, self.config.seed)
 
     @property
     def model(self) -> "keras.Model":
@@ -262,6 +285,25 @@ def detection_on_test_set(clean_scores: np.ndarray, poisoned_scores: np.ndarray)
         "tpr_at_1pct_fpr": metrics["tpr_at_fpr"],
         "roc": _metrics.roc_points(scores, truth),
     }
+
+
+def calibrated_name(detector: str, rate: float) -> str:
+    """
+    :return: The name of a calibrated detector's row: ``"fine-pruning GoodNet (1% FPR)"``.
+    """
+    return f"{detector} ({100 * rate:g}% FPR)"
+
+
+def calibration_note(threshold: float, rate: float, n_calibration: int, n_valid: int) -> str:
+    """
+    :return: How a calibrated row's threshold was chosen: on how many held-out images, and the band of the rate.
+    """
+    low, high = _metrics.conformal_band(n_calibration, rate)
+    return (
+        f"score > {threshold:.4f}, the conformal threshold for {100 * rate:g} % from {n_calibration} of the {n_valid} "
+        f"clean validation images, held out of the defence's fitting; on fresh clean inputs the rate lies in "
+        f"[{100 * low:.2f}, {100 * high:.2f}] % with 95 % probability"
+    )
 
 
 def _auroc(scores: np.ndarray, is_poison: np.ndarray) -> float | None:

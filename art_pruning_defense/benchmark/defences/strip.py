@@ -9,6 +9,10 @@ ART's STRIP exposes no score, only its abstentions. For the AUROC and TPR at 1 %
 STRIP's score the way its paper defines it: each input is blended half and half with ``num_samples`` random clean
 validation images, the entropy (bits) of B's prediction is taken per blend and averaged; a trigger that survives the
 blending keeps the predictions confident, so the score is the negated mean entropy (higher = more likely triggered).
+That score gets the calibration split of the fine-pruning GoodNet (:meth:`Run.calibration_split`, the same images):
+it blends with the part that is not held out, and its conformal threshold at each rate of
+:data:`~art_pruning_defense.benchmark.defences.base.CALIBRATION_RATES` is chosen on the held-out part, so that the two
+detectors are compared at the same promised false-positive rate ("STRIP score (1% FPR)" rows).
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ import numpy as np
 from art.estimators.classification import KerasClassifier
 
 from art_pruning_defense.benchmark.defences import register
+from art_pruning_defense import _metrics
 from art_pruning_defense.benchmark.defences.base import (
+    ABSTAIN,
+    CALIBRATION_RATES,
     Run,
     abstaining_labels,
     art_output,
     as_probabilities,
     detection_on_test_set,
+    calibrated_name,
+    calibration_note,
     make_row,
     metrics_on_test_set,
     predict_in_chunks,
@@ -72,7 +81,7 @@ def strip_scores(
 @register(
     "strip",
     "ART's STRIP: mitigate on the defender's clean validation data, then abstain on low-entropy inputs",
-    lambda config: ["STRIP"],
+    lambda config: ["STRIP"] + [calibrated_name("STRIP score", rate) for rate in CALIBRATION_RATES],
 )
 def _strip(run: Run) -> list[dict]:
     from art.defences.transformer.poisoning import STRIP
@@ -91,16 +100,32 @@ def _strip(run: Run) -> list[dict]:
         for x in (data.x_test, data.x_test_poisoned)
     )
     metrics = metrics_on_test_set(run, clean, poisoned, flags=True)
+    fit, held = run.calibration_split()
+    blend_with = data.x_valid[fit]
     score = {
         name: strip_scores(
-            run.model, x, data.x_valid, config.strip_num_samples, config.seed, batch_size=config.predict_batch_size
+            run.model, x, blend_with, config.strip_num_samples, config.seed, batch_size=config.predict_batch_size
         )
-        for name, x in (("clean", data.x_test), ("poisoned", data.x_test_poisoned))
+        for name, x in (("clean", data.x_test), ("poisoned", data.x_test_poisoned), ("held", data.x_valid[held]))
     }
     note = (
         f"entropy threshold {strip.entropy_threshold:.3f} from {len(data.x_valid)} clean validation images; AUROC "
-        f"from the mean per-blend entropy over {config.strip_num_samples} blends (STRIP's paper; ART's STRIP exposes "
-        "no score)"
+        f"from the mean per-blend entropy over {config.strip_num_samples} blends with {len(fit)} of them (STRIP's "
+        "paper; ART's STRIP exposes no score)"
     )
     detection = detection_on_test_set(score["clean"], score["poisoned"])
-    return [make_row("STRIP", time.perf_counter() - start, note=note, **metrics, **detection)]
+    rows = [make_row("STRIP", time.perf_counter() - start, note=note, **metrics, **detection)]
+    labels = {"clean": run.bad_labels("test"), "poisoned": run.bad_labels("test_poisoned")}
+    for rate in CALIBRATION_RATES:
+        threshold = _metrics.calibrate_threshold(score["held"], rate)
+        flagged = {name: np.where(score[name] > threshold, ABSTAIN, labels[name]) for name in labels}
+        rows.append(
+            make_row(
+                calibrated_name("STRIP score", rate),
+                time.perf_counter() - start,
+                note=f"{calibration_note(threshold, rate, len(held), len(data.x_valid))}; B's label elsewhere",
+                **metrics_on_test_set(run, flagged["clean"], flagged["poisoned"], flags=True),
+                **detection,
+            )
+        )
+    return rows
