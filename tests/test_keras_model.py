@@ -167,11 +167,12 @@ def test_tail_cached_in_pruning_order_gives_the_labels_of_the_masked_model():
 
 def _masked_counts(tail, maps, refs, order):
     """Hits and changes per sweep step, each step's labels from the masked tail itself."""
-    mask = np.ones(maps.shape[-1], np.float32)
-    labels = [np.argmax(tail.predict(maps, verbose=0), axis=1)]
-    for channel in order:
-        mask[channel] = 0
-        labels.append(np.argmax(tail.predict(maps * mask, verbose=0), axis=1))
+    masks = np.ones((len(order) + 1, maps.shape[-1]), np.float32)
+    for step, channel in enumerate(order, start=1):
+        masks[step:, channel] = 0
+    # Every step's masked maps in one predict call rather than one call per step (each with its own overhead).
+    stacked = (maps[None] * masks[:, None, None, None, :]).reshape(-1, *maps.shape[1:])
+    labels = np.argmax(tail.predict(stacked, verbose=0), axis=1).reshape(len(masks), len(maps))
     return [int(np.sum(lab == refs)) for lab in labels], [int(np.sum(lab != labels[0])) for lab in labels]
 
 

@@ -139,25 +139,59 @@ def test_the_noise_pattern_matches_what_tensorflow_and_art_print():
     assert not _NOISE.search("art-prune: done in 34.1 s (nothing written)")
 
 
+#: Snippets run at once: two fresh interpreters side by side (each is mostly one busy thread: imports, small batches).
+SNIPPETS_AT_ONCE = 2
+
+
+def _run_snippet(block: Block, cwd: Path) -> subprocess.CompletedProcess:
+    env = _env()
+    if "quiet()" in block.code:
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return subprocess.run(
+        [sys.executable, "-c", block.code], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+@pytest.fixture(scope="module")
+def snippet_runs(request, tmp_path_factory):
+    """
+    Every selected snippet started in its own empty directory when the first snippet test begins,
+    :data:`SNIPPETS_AT_ONCE` at a time: each test below waits for its own snippet's process and checks it (the
+    processes are as independent as when run one after another; only the wall time is shared).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    selected = [
+        item.callspec.params["block"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_python_snippet_runs_alone_and_prints_what_the_page_shows"
+    ]
+    pool = ThreadPoolExecutor(max_workers=SNIPPETS_AT_ONCE)
+    runs = {}
+    for i, block in enumerate(selected):
+        cwd = tmp_path_factory.mktemp(f"snippet{i}")
+        runs[block] = (cwd, pool.submit(_run_snippet, block, cwd))
+    yield runs
+    for _, future in runs.values():
+        future.cancel()
+    pool.shutdown(wait=True)
+
+
 @pytest.mark.parametrize(
     "block", PYTHON_BLOCKS, ids=[block.where.replace(" ", "_") for block in PYTHON_BLOCKS]
 )
-def test_python_snippet_runs_alone_and_prints_what_the_page_shows(block, tmp_path):
+def test_python_snippet_runs_alone_and_prints_what_the_page_shows(block, snippet_runs):
     """
     Each snippet in a fresh interpreter, in an empty directory that it must leave empty (temporary files only). A
     snippet that calls ``quiet()`` runs without ``TF_CPP_MIN_LOG_LEVEL`` set, and must leave stderr free of
     TensorFlow's, absl's and ART's start-up messages.
     """
-    env = _env()
     quiet = "quiet()" in block.code
-    if quiet:
-        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", block.code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
+    cwd, future = snippet_runs[block]
+    done = future.result()  # raises subprocess.TimeoutExpired after TIMEOUT seconds, as subprocess.run did here
     assert done.returncode == 0, done.stderr[-3000:]
     compare_output(done.stdout, block.expected or "", block.where)
-    assert os.listdir(tmp_path) == [], "the snippet left files behind"
+    assert os.listdir(cwd) == [], "the snippet left files behind"
     if quiet:
         noise = [line for line in done.stderr.splitlines() if _NOISE.search(line)]
         assert not noise, f"{block.where}: quiet() let through:\n" + "\n".join(noise)
