@@ -383,8 +383,8 @@ def training_labels(config: BenchmarkConfig) -> "Any":
     """
     import numpy as np
 
-    config = config.resolved()
-    if config.is_digits:
+    n_valid = config.n_valid or (DIGITS_N_VALID if config.is_digits else DEFAULT_N_VALID_NPZ)  # not resolved():
+    if config.is_digits:  # that imports the architectures, and TensorFlow with them
         from sklearn.datasets import load_digits
 
         labels = load_digits().target.astype(np.int64)
@@ -393,7 +393,7 @@ def training_labels(config: BenchmarkConfig) -> "Any":
         with np.load(config.data, allow_pickle=False) as arrays:
             labels = np.asarray(arrays["y_train"]).reshape(-1).astype(np.int64)
     order = np.random.default_rng(config.seed).permutation(len(labels))
-    return labels[order[config.n_valid :]]
+    return labels[order[n_valid:]]
 
 
 def check_retune_against_poisoned(config: BenchmarkConfig) -> None:
