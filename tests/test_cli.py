@@ -390,7 +390,6 @@ def test_the_command_line_imports_no_tensorflow():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
-
 def test_the_retuning_checks_import_no_tensorflow(tmp_path):
     """``--retune-poisons`` is checked against the poisoned labels before TensorFlow is imported (it used to import it
     there, so that its start-up lines reached the terminal before ``quiet()``)."""
@@ -404,10 +403,14 @@ def test_the_retuning_checks_import_no_tensorflow(tmp_path):
         "check_arguments(args)\nprint(args.retune_poisons, 'tensorflow' in sys.modules)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPOSITORY},
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPOSITORY},
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.strip() == "[5] False", done.stdout + done.stderr
+
 
 def test_the_package_imports_its_classes_lazily():
     import art_pruning_defense
