@@ -130,7 +130,10 @@ def only_closing_line(err: str) -> bool:
     Whether stderr holds nothing but the closing line of a command that wrote nothing (after one-line warnings that
     a figure means nothing, as a B at chance on fuzzed data gets).
     """
-    return re.fullmatch(r"(art-prune: warning: [^\n]+\n)*art-prune: done in \d+\.\d s \(nothing written\)\n", err) is not None
+    return (
+        re.fullmatch(r"(art-prune: warning: [^\n]+\n)*art-prune: done in \d+\.\d s \(nothing written\)\n", err)
+        is not None
+    )
 
 
 def assert_cli_error(code: int, err: str, match: str | None = None) -> str:
@@ -883,6 +886,28 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120.0, poll
         time.sleep(poll)
 
 
+def _stop_when(condition, process: subprocess.Popen, timeout: float = 120.0, step: float = 0.005) -> None:
+    """
+    Let the process run in short steps and look between them while it is stopped (SIGSTOP); return with it stopped
+    once ``condition()`` holds. The caller sends its signal, then SIGCONT.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(0.001)  # the stop takes effect before the look
+        if condition():
+            if process.poll() is not None:
+                pytest.fail(f"art-prune ended (exit code {process.returncode}) before it could be interrupted")
+            return
+        process.send_signal(signal.SIGCONT)
+        if process.poll() is not None:
+            pytest.fail(f"art-prune ended (exit code {process.returncode}) before it could be interrupted")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("art-prune did not reach the point where it was to be interrupted")
+        time.sleep(step)
+
+
 def test_sigterm_mid_sweep_leaves_nothing(tmp_path):
     model, valid = _big_run_files(tmp_path, 20000)
     before = {p.name: _digest(p) for p in (model, valid)}
@@ -907,8 +932,11 @@ def test_sigterm_mid_write_keeps_the_previous_output(tmp_path):
     process, log = _start_repair(tmp_path, model, valid, "--force", "--quiet", "--drops", *drops)
     _wait_for(lambda: any(name.startswith(".out.tmp-") for name in _listdir(tmp_path)), process)
     temporary = tmp_path / next(name for name in _listdir(tmp_path) if name.startswith(".out.tmp-"))
-    _wait_for(lambda: any(name.startswith("goodnet_") for name in _listdir(temporary)), process)
+    # Stepped (stopped between looks), so that the signal lands while the write phase is still under way: a free
+    # run could finish its last write between the look and the signal.
+    _stop_when(lambda: any(name.startswith("goodnet_") for name in _listdir(temporary)), process)
     process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
     assert process.wait(timeout=60) == 130, log.read_text()[-2000:]
     assert _leftovers(tmp_path) == [] and sorted(os.listdir(out)) == [MARKER_FILE, "mine.txt"]
     assert {p.name: _digest(p) for p in (model, valid, out)} == before
