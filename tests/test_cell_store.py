@@ -96,6 +96,18 @@ def test_key_is_a_hash_of_the_resolved_configuration_and_the_input_files(tmp_pat
     assert store.cell_key(default) == store.cell_key(explicit)
 
 
+
+def test_cells_of_older_methods_are_run_again(tmp_path, fake_cells, monkeypatch):
+    """A resumed ``--out`` whose cells an older version of the methods wrote runs them again, not mixing figures."""
+    out = tmp_path / "out"
+    first = _run({}, out)
+    assert first.ran and len(fake_cells) == 1
+    assert _run({}, out).ran == [] and len(fake_cells) == 1  # same methods: resumed
+    monkeypatch.setattr(store, "METHODS_VERSION", store.METHODS_VERSION + 1)
+    again = _run({}, out)
+    assert len(again.ran) == 1 and len(fake_cells) == 2 and again.ran != first.ran
+    assert [record["key"] for record in again.records] == again.ran
+
 @pytest.mark.parametrize("name", ["a" * 240 + ".npz", "données | 表" * 12 + ".npz", "..npz", "-\n.npz"])
 def test_cell_file_names_stay_within_file_system_limits(tmp_path, name):
     data = tmp_path / name

@@ -34,6 +34,10 @@ MAX_RECORD_BYTES = 16 << 20
 
 #: Version of what a cell's hash covers: raise it when that changes, so that older cells are run again.
 CELL_FORMAT = 1
+#: Version of the methods a cell runs (attacks, training, defences, measurements): raise it with any change that
+#: alters the figures a cell gives for the same configuration, so that a resumed ``--out`` runs its older cells
+#: again instead of mixing their figures with new ones. 2: the benchmark's fine-pruning holds a calibration split out.
+METHODS_VERSION = 2
 #: Longest readable label in a cell file's name (the name is the label, ``--`` and the 64-digit hash: 221 bytes
 #: at most with ``.json``, within the 255 of common file systems), and longest part of it.
 MAX_LABEL_CHARS = 150
@@ -77,14 +81,14 @@ def identity(resolved: dict, inputs: dict) -> dict:
     """
     :param resolved: A cell's resolved configuration (:meth:`BenchmarkConfig.resolved`, as a dict).
     :param inputs: Its :func:`input_hashes`.
-    :return: What the cell's hash covers: the format, the resolved configuration with the paths of the data and the
-             model replaced by their content hashes (a file moved keeps its cells; a file replaced at the same path
-             does not).
+    :return: What the cell's hash covers: the format, the methods' version, the resolved configuration with the paths
+             of the data and the model replaced by their content hashes (a file moved keeps its cells; a file
+             replaced at the same path does not).
     """
     configuration = dict(resolved)
     configuration["data"] = "digits" if inputs.get("data_sha256") is None else "npz"
     configuration["model"] = None if inputs.get("model_sha256") is None else "keras"
-    return {"format": CELL_FORMAT, "config": configuration, "inputs": dict(inputs)}
+    return {"format": CELL_FORMAT, "methods": METHODS_VERSION, "config": configuration, "inputs": dict(inputs)}
 
 
 def cell_hash(config: BenchmarkConfig, inputs: dict | None = None) -> str:
