@@ -191,8 +191,8 @@ FINE_PRUNING_PARAMS: tuple[Param, ...] = (
         "fine_tune_augment",
         False,
         _bool,
-        "Fine-tune on randomly shifted copies of the clean data (up to an eighth of the image size; never mirrored). "
-        "Plain fine-tuning only.",
+        "Fine-tune on randomly shifted copies of the clean data (up to an eighth of the image size; never mirrored), "
+        "drawn afresh each epoch, in plain and feature-shift fine-tuning.",
         "bool",
     ),
     Param(

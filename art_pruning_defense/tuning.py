@@ -24,6 +24,7 @@ import numpy as np
 from art_pruning_defense import _sweep
 from art_pruning_defense.keras import (
     BatchPredictor,
+    augment_padding,
     feature_shift_tune,
     fine_tune,
     fine_tune_stream,
@@ -143,6 +144,7 @@ def fine_tune_pruned(
                 batch_size=options.batch_size,
                 seed=run.seed,
                 verbose=run.verbose,
+                augment_pad=augment_padding(tuple(model.inputs[0].shape[1:])) if options.augment else 0,
             )
         elif clean.is_stream:
             fine_tune_stream(

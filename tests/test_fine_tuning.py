@@ -224,3 +224,30 @@ def test_feature_shift_tuning_runs_once_even_below_the_pruned_accuracy(tiny_data
     assert calls == [0.02]
     assert defence.fine_tune_["clean_accuracy"] < defence.fine_tune_["pruned_accuracy"]
     assert "diverged" not in caplog.text
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_feature_shift_tuning_takes_the_augment_option(tiny_data, monkeypatch, augment):
+    """``fine_tune_augment`` reaches feature-shift tuning (it was once honoured by plain fine-tuning only)."""
+    import art_pruning_defense.tuning as tuning
+
+    seen = []
+
+    def spy(model, x, y, **options):
+        seen.append(options["augment_pad"])
+        return model
+
+    monkeypatch.setattr(tuning, "feature_shift_tune", spy)
+    model = conv_block_model(batch_norm=True)
+    x, _ = tiny_data
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    defence = FinePruning(
+        KerasClassifier(model, clip_values=(0.0, 1.0)),
+        fine_tune_epochs=1,
+        fine_tune_mode="feature-shift",
+        fine_tune_augment=augment,
+        verbose=False,
+    )
+    defence.fit(x, y)
+    side = min(int(d) for d in model.inputs[0].shape[1:3])
+    assert seen == [max(1, round(side / 8)) if augment else 0]

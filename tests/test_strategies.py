@@ -291,6 +291,34 @@ def test_fst_keeps_pruned_channels_at_zero():
     assert np.any(cut[..., 1] != 0.0)
 
 
+@pytest.mark.parametrize("pad", [0, 2])
+def test_fst_shifts_each_epoch_images_when_asked_and_keeps_masks(monkeypatch, pad):
+    import art_pruning_defense.keras._feature_shift as fst
+
+    calls = []
+    real = fst.augment
+
+    def spy(x, rng, pad_, flip, rows=None):
+        calls.append((pad_, flip))
+        shifted = real(x, rng, pad_, flip, rows)
+        assert shifted.shape == x.shape and not np.array_equal(shifted, x)
+        return shifted
+
+    monkeypatch.setattr(fst, "augment", spy)
+    model = as_functional(small_cnn((16, 16, 1), 10))
+    point = next(layer.point for layer in channel_layers(model) if layer.conv_name == "conv_2")
+    mask = np.ones(point.n_channels, np.float32)
+    mask[[0, 7]] = 0.0
+    masked = multi_masked_copy(model, {point: mask})
+    x, y = data(96, (16, 16, 1), 10)
+    tuned = feature_shift_tune(masked, x, y, epochs=2, batch_size=32, augment_pad=pad)
+    assert calls == ([(2, False)] * 2 if pad else [])
+    cut = keras.Model(tuned.inputs, tuned.get_layer(point.mask_name).output).predict(x[:16], verbose=0)
+    assert np.all(cut[..., [0, 7]] == 0.0)
+    with pytest.raises(ValueError, match="augment_pad must be a non-negative integer, got -1"):
+        feature_shift_tune(masked, x, y, epochs=1, augment_pad=-1)
+
+
 def test_fst_needs_a_dense_head():
     inputs = keras.Input(shape=(8, 8, 3))
     x = keras.layers.Conv2D(3, 3)(inputs)

@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from art_pruning_defense._validation import integer_labels
 from art_pruning_defense.keras._masking import clone_layer
-from art_pruning_defense.keras._architectures import outputs_probabilities
+from art_pruning_defense.keras._architectures import augment, outputs_probabilities
 from art_pruning_defense.keras._graph import as_functional
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def feature_shift_tune(
     alpha: float = FST_ALPHA,
     seed: int = 0,
     verbose: bool = False,
+    augment_pad: int = 0,
 ) -> keras.Model:
     """
     Purify a model by feature shift tuning on clean data.
@@ -139,6 +140,8 @@ def feature_shift_tune(
     :param alpha: Weight α of the inner-product penalty ``<W_head, W_orig>``.
     :param seed: Seed for the head's re-initialisation and the shuffling.
     :param verbose: Show a progress bar over the epochs.
+    :param augment_pad: Shift each epoch's images at random by up to this many pixels (a random crop of the image
+           padded with zeros; never flipped); 0: no augmentation, as the authors tune.
     :return: A tuned copy of the model, with the same layers and outputs.
     """
     from tqdm.auto import tqdm
@@ -148,6 +151,8 @@ def feature_shift_tune(
             raise ValueError(f"{name} must be a positive integer, got {value}.")
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
+    if int(augment_pad) != augment_pad or augment_pad < 0:
+        raise ValueError(f"augment_pad must be a non-negative integer, got {augment_pad}.")
     functional = as_functional(model)
     x = np.asarray(x, dtype=np.float32)
     labels = integer_labels(y, len(x))
@@ -194,10 +199,12 @@ def feature_shift_tune(
         # The authors' cosine annealing, stepped once per epoch (T_max = epochs).
         rate.assign(learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))
         order = rng.permutation(len(x))
+        inputs = augment(x, rng, int(augment_pad), False) if augment_pad else x
         total = 0.0
         for begin in range(0, len(x), int(batch_size)):
             index = order[begin : begin + int(batch_size)]
-            total += float(step(tf.constant(x[index]), tf.constant(labels[index]))) * len(index)
+            total += float(step(tf.constant(inputs[index]), tf.constant(labels[index]))) * len(index)
+        del inputs
         logger.info(
             "FST epoch %d/%d: loss %.4f, learning rate %.5f (%.1f s).",
             epoch + 1,
