@@ -108,13 +108,16 @@ def test_benchmark_smoke_run_rows(smoke_rows):
     for name in ("no defence", "spectral signatures", "fine-pruning"):
         assert rows[name]["auroc"] is None and rows[name]["roc"] is None, name
     assert rows["fine-pruning GoodNet"]["auroc"] > 0.9  # the fine-pruned GoodNet separates triggered inputs
-    # Same score, another threshold: the calibrated row keeps the score's AUROC, its flags differ only by threshold.
-    # Calibrated rows: on the digits' 300 validation images, 99 held out (the fewest for 1 %), 201 fine-tune.
+    # The repair is the package's default fit, on all 300 validation images of the digits. The calibrated rows come
+    # from a second fit: 99 images held out (the fewest for 1 %), 201 fine-tune; both rates share its score (AUROC).
+    assert "fine-tuning on 300 clean images" in rows["fine-pruning"]["note"]
+    assert "fine-tuning on 300 clean images" in rows["fine-pruning GoodNet"]["note"]
+    one_auroc = rows["fine-pruning GoodNet (1% FPR)"]["auroc"]
     for name in ("fine-pruning GoodNet (1% FPR)", "fine-pruning GoodNet (5% FPR)"):
         calibrated = rows[name]
-        assert calibrated["auroc"] == rows["fine-pruning GoodNet"]["auroc"], name
+        assert calibrated["auroc"] == one_auroc, name
         assert "conformal threshold" in calibrated["note"] and "from 99 of the 300 clean" in calibrated["note"], name
-        assert "fine-tuning on 201 clean images" in calibrated["note"], name
+        assert "fine-tuning on 201 clean images" in calibrated["note"] and "that B' alone: clean " in calibrated["note"]
     for name in ("STRIP score (1% FPR)", "STRIP score (5% FPR)"):
         assert rows[name]["auroc"] == rows["STRIP"]["auroc"] and "from 99 of the 300" in rows[name]["note"], name
         assert rows[name]["clean_flagged"] is not None and rows[name]["poisoned_flagged"] is not None, name
