@@ -372,43 +372,34 @@ def test_argparse_errors_point_to_the_help_of_the_command(argv, pointer, capsys,
     assert os.listdir(tmp_path) == []
 
 
-def test_the_command_line_imports_no_tensorflow():
+def _fresh_python(code: str):
+    """Run ``code`` in a fresh interpreter that imports this checkout; the finished process."""
     import subprocess
     import sys
 
+    env = {**os.environ, "PYTHONPATH": REPOSITORY}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_command_line_imports_no_tensorflow():
     code = (
         "import sys, art_pruning_defense, art_pruning_defense.lab.cli; print(sorted(m for m in ('tensorflow', 'keras', "
     )
     code += "'art', 'h5py') if m in sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPOSITORY},
-        timeout=120,
-    )
+    done = _fresh_python(code)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 def test_the_retuning_checks_import_no_tensorflow(tmp_path):
     """``--retune-poisons`` is checked against the poisoned labels before TensorFlow is imported (it used to import it
     there, so that its start-up lines reached the terminal before ``quiet()``)."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\nfrom art_pruning_defense.lab._checks import check_arguments\n"
         "from art_pruning_defense.lab._parser import build_parser\n"
         f"args = build_parser().parse_args(['benchmark', '--retune-poisons', '5', '--out', {str(tmp_path / 'o')!r}])\n"
         "check_arguments(args)\nprint(args.retune_poisons, 'tensorflow' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": REPOSITORY},
-        timeout=120,
-    )
+    done = _fresh_python(code)
     assert done.returncode == 0 and done.stdout.strip() == "[5] False", done.stdout + done.stderr
 
 
