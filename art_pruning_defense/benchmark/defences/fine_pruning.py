@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-from art_pruning_defense.fine_pruning import FinePruning
 from art_pruning_defense.benchmark.defences import register
 from art_pruning_defense.benchmark.defences.base import (
     CALIBRATION_RATES,
@@ -22,6 +21,7 @@ from art_pruning_defense.benchmark.defences.base import (
     make_row,
     without_flags,
 )
+from art_pruning_defense.fine_pruning import FinePruning
 
 
 @register(
